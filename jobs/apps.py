@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class JobsConfig(AppConfig):
+    name = "jobs"
+    verbose_name = "Batches"
+
+    def ready(self) -> None:
+        from jobs.optypes import load_builtin_types
+
+        load_builtin_types()

@@ -1,0 +1,315 @@
+"""The engine (SPEC §3): lanes that run a batch's operations, and the reaper that heals.
+
+A lane is one RQ job. It loops: claim the next due operation (jobs.services), run it under the
+batch's timeout, record the outcome, until nothing is left, the batch stops, or its time slice
+ends; then it hands off to a fresh lane at the back of the queue, so batches share workers and
+the reaper (on the `high` queue) gets its turn.
+"""
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import django_rq
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections
+from django.utils import timezone
+
+from jobs import events, lanes, services
+from jobs.errors import InvalidInput
+from jobs.models import Batch, BatchStatus, Operation, OperationStatus
+from jobs.optypes import get_type
+
+logger = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.25
+
+
+class OperationTimedOut(BaseException):
+    """Raised inside an operation that ran past its timeout (BaseException: `except Exception`
+    in an operation's code must not swallow it)."""
+
+
+class OperationStopped(BaseException):
+    """Raised inside an operation whose batch was cancelled."""
+
+
+class PermanentFailure(Exception):
+    """An operation may raise this to fail without automatic retries (bad input, 4xx...)."""
+
+
+class Interrupter:
+    """Preempts the operation running in the main thread with SIGALRM: at its timeout, or at
+    once when another thread calls stop(). Off the main thread (tests calling a lane directly)
+    operations are not preempted; timeouts are then judged after the fact."""
+
+    def __init__(self) -> None:
+        self.enabled = threading.current_thread() is threading.main_thread()
+        self.active = False
+        self.stop_requested = False
+        self.lock = threading.Lock()
+        self.previous_handler: Any = None
+
+    def install(self) -> None:
+        if self.enabled:
+            self.previous_handler = signal.signal(signal.SIGALRM, self._handle)
+
+    def uninstall(self) -> None:
+        if self.enabled:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous_handler or signal.SIG_DFL)
+
+    def arm(self, timeout_s: float) -> None:
+        with self.lock:
+            self.active, self.stop_requested = True, False
+            if self.enabled:
+                signal.setitimer(signal.ITIMER_REAL, timeout_s)
+
+    def disarm(self) -> None:
+        with self.lock:
+            self.active = False
+            if self.enabled:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.active and not self.stop_requested:
+                self.stop_requested = True
+                if self.enabled:
+                    signal.setitimer(signal.ITIMER_REAL, 0.001)
+
+    def _handle(self, signum, frame) -> None:
+        # No lock here: the handler runs in the main thread, which may hold it.
+        if not self.active:
+            return
+        self.active = False
+        if self.stop_requested:
+            raise OperationStopped()
+        raise OperationTimedOut()
+
+
+class OperationContext:
+    """What an operation function receives: its params and ways to talk back to the engine."""
+
+    def __init__(self, claim: services.Claim, lane: "Lane") -> None:
+        self.batch_id = claim.batch_id
+        self.operation_id = claim.operation_id
+        self.seq = claim.seq
+        self.label = claim.label
+        self.params = claim.params
+        self.attempt = claim.attempt
+        self.timeout_s = claim.timeout_s
+        self.rows: list[dict[str, Any]] = []
+        self.quality_score: float | None = None
+        self._lane = lane
+
+    def heartbeat(self, note: str = "") -> None:
+        """Prove liveness now (long steps call this between chunks)."""
+        services.operation_heartbeat(operation_ids=[self.operation_id])
+
+    def is_cancelled(self) -> bool:
+        return self._lane.stop_flag
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def set_quality(self, score: float) -> None:
+        if not 0 <= score <= 1:
+            raise ValueError("quality score must be between 0 and 1")
+        self.quality_score = float(score)
+
+
+class Lane:
+    def __init__(self, batch_id: str, lane_id: str) -> None:
+        self.batch_id = str(batch_id)
+        self.lane_id = lane_id
+        self.worker = f"{os.environ.get('RQ_WORKER_ID') or socket.gethostname()}:{os.getpid()}"
+        self.current: services.Claim | None = None
+        self.stop_flag = False
+        self.interrupter = Interrupter()
+        self.halt = threading.Event()
+        self.ttl_s = 3 * settings.BATCHSITE_HEARTBEAT_S + 1
+
+    def run(self) -> str:
+        """Run operations until there is nothing for this lane to do; returns why it stopped."""
+        connections.close_all()
+        lanes.lane_heartbeat(self.batch_id, self.lane_id, self.ttl_s)
+        beat = threading.Thread(target=self._beat, name=f"heartbeat-{self.lane_id}", daemon=True)
+        beat.start()
+        self.interrupter.install()
+        deadline = time.monotonic() + settings.BATCHSITE_LANE_SLICE_S
+        try:
+            while True:
+                claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
+                if isinstance(claim, services.NoClaim):
+                    if claim.reason == "not_due" and claim.next_due:
+                        self._successor(at=claim.next_due)
+                    return claim.reason
+                self._execute(claim)
+                if time.monotonic() > deadline:
+                    self._successor()
+                    return "handoff"
+        finally:
+            self.halt.set()
+            self.interrupter.uninstall()
+            beat.join(timeout=5)
+            lanes.lane_release(self.batch_id, self.lane_id)
+            events.flush()
+            connections.close_all()
+
+    def _successor(self, at=None) -> None:
+        priority = Batch.objects.filter(pk=self.batch_id).values_list("priority", flat=True).first()
+        if priority:
+            lanes.enqueue_lanes(self.batch_id, count=1, priority=priority, at=at)
+
+    def _execute(self, claim: services.Claim) -> None:
+        context = OperationContext(claim, self)
+        self.current = claim
+        started = time.perf_counter()
+        try:
+            try:
+                optype = get_type(claim.type)
+                self.interrupter.arm(claim.timeout_s)
+                try:
+                    result = optype.run(context)
+                finally:
+                    self.interrupter.disarm()
+            except OperationStopped:
+                return  # the cancel already recorded this operation as skipped
+            except OperationTimedOut:
+                self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout")
+                return
+            except InvalidInput as exc:
+                self._fail(claim, started, str(exc), "UnknownType", retryable=False)
+                return
+            except Exception as exc:
+                permanent = isinstance(exc, PermanentFailure)
+                self._fail(claim, started, str(exc) or repr(exc), type(exc).__name__, retryable=not permanent)
+                return
+            duration_ms = _elapsed_ms(started)
+            if duration_ms > claim.timeout_s * 1000:
+                self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout")
+                return
+            if result is not None and not isinstance(result, dict):
+                result = {"value": result}
+            try:
+                json.dumps(result, cls=DjangoJSONEncoder)
+                json.dumps(context.rows, cls=DjangoJSONEncoder)
+            except (TypeError, ValueError) as exc:
+                self._fail(claim, started, f"Result is not JSON-serialisable: {exc}", "BadResult", retryable=False)
+                return
+            services.operation_complete(
+                claim=claim,
+                duration_ms=duration_ms,
+                result=result,
+                rows=context.rows,
+                quality_score=context.quality_score,
+            )
+        finally:
+            self.current = None
+
+    def _fail(self, claim, started: float, error: str, error_type: str, retryable: bool = True) -> None:
+        services.operation_fail(
+            claim=claim, error=error, error_type=error_type, duration_ms=_elapsed_ms(started), retryable=retryable
+        )
+
+    def _beat(self) -> None:
+        """Heartbeat thread: keeps the lane registered, the running operation fresh, and turns a
+        cancel request into an interrupt of the running operation."""
+        last_beat = time.monotonic()
+        try:
+            while not self.halt.wait(STOP_POLL_S):
+                current = self.current
+                try:
+                    if current is not None and not self.stop_flag and lanes.stop_requested(self.batch_id):
+                        self.stop_flag = True
+                        self.interrupter.stop()
+                    if time.monotonic() - last_beat >= settings.BATCHSITE_HEARTBEAT_S:
+                        last_beat = time.monotonic()
+                        lanes.lane_heartbeat(self.batch_id, self.lane_id, self.ttl_s)
+                        if current is not None:
+                            services.operation_heartbeat(operation_ids=[current.operation_id])
+                except Exception:
+                    logger.warning("lane %s: heartbeat failed", self.lane_id, exc_info=True)
+        finally:
+            connections.close_all()
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+# --- the reaper -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    recovered_operations: int
+    restarted_lanes: int
+
+    def __str__(self) -> str:
+        return f"{self.recovered_operations} lost operations recovered, {self.restarted_lanes} lanes restarted"
+
+
+def reap() -> ReapReport:
+    """Recover operations whose worker stopped heartbeating, and give lanes back to active
+    batches that have pending work but lost their lanes (worker killed, Redis flushed)."""
+    stale_before = timezone.now() - timedelta(seconds=settings.BATCHSITE_STALE_AFTER_S)
+    lost = list(
+        Operation.objects.filter(status=OperationStatus.RUNNING, heartbeat_at__lt=stale_before).values_list(
+            "pk", flat=True
+        )[:1000]
+    )
+    recovered = sum(services.operation_recover_lost(operation_id=pk, stale_before=stale_before) for pk in lost)
+    restarted = 0
+    active = Batch.objects.filter(status__in=(BatchStatus.QUEUED, BatchStatus.RUNNING)).values_list("pk", flat=True)
+    for batch_id in list(active):
+        restarted += services.batch_restart_lanes(batch_id=batch_id, live_lanes=lanes.live_lane_count(batch_id))
+    return ReapReport(recovered, restarted)
+
+
+def _reaper_key() -> str:
+    return f"{settings.BATCHSITE_REDIS_PREFIX}:reaper:chain"
+
+
+def _reaper_ttl() -> int:
+    return int(max(60, 6 * settings.BATCHSITE_REAP_INTERVAL_S))
+
+
+def ensure_reaper_scheduled() -> bool:
+    """Start the periodic reaper unless a chain is alive; True if this call started one.
+
+    The chain is a job that reaps and schedules its successor with the RQ scheduler. Its token
+    in Redis names the one live chain; a job holding another token retires, so duplicates die out.
+    """
+    token = uuid.uuid4().hex
+    if not lanes.redis_connection().set(_reaper_key(), token, nx=True, ex=_reaper_ttl()):
+        return False
+    schedule_next_reap(token)
+    return True
+
+
+def reaper_chain_owns(token: str) -> bool:
+    current = lanes.redis_connection().get(_reaper_key())
+    return current is not None and current.decode() == token
+
+
+def schedule_next_reap(token: str) -> None:
+    lanes.redis_connection().set(_reaper_key(), token, ex=_reaper_ttl())
+    django_rq.get_queue("high").enqueue_in(
+        timedelta(seconds=settings.BATCHSITE_REAP_INTERVAL_S),
+        "jobs.tasks.reap_periodically",
+        token,
+        result_ttl=0,
+        failure_ttl=3600,
+        job_timeout=600,
+    )

@@ -1,0 +1,31 @@
+"""Errors the service layer raises; every front (page, API, command, admin) maps them to a clear answer."""
+
+from typing import Any
+
+
+class InvalidInput(Exception):
+    """Bad input; `errors` maps a field path (`items[3].params.duration_ms`) to messages."""
+
+    def __init__(self, errors: dict[str, list[str]], message: str = "Invalid input.") -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.message = message
+
+    def __str__(self) -> str:
+        details = "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in self.errors.items())
+        return f"{self.message} {details}".strip()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "errors": self.errors}
+
+
+class TooManyOperations(InvalidInput):
+    """More items than BATCH_MAX_OPERATIONS (the API answers 413)."""
+
+
+class IllegalTransition(Exception):
+    """The batch's status does not allow the requested action (the API answers 409)."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status

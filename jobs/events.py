@@ -1,0 +1,172 @@
+"""The one place that talks to the channel layer.
+
+Services call `batch_changed()` inside their transaction; the event leaves after commit. Each
+process has one publisher thread running an asyncio loop: a sync `async_to_sync` group send costs
+a new loop and connection per call (about 220/s), one loop keeps them. Status changes go at once;
+progress is coalesced per batch to one event per BATCHSITE_PROGRESS_INTERVAL_S across all
+processes (a Redis SET NX PX token), always sending the latest counters on the trailing edge.
+"""
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+MAX_OPERATION_IDS = 50
+
+
+def batch_group(batch_id: Any) -> str:
+    return f"batch-{batch_id}"
+
+
+def owner_group(owner_id: Any) -> str:
+    return f"owner-{owner_id}"
+
+
+def batch_snapshot(batch) -> dict[str, Any]:
+    """Ids, counters and status: what every subscriber needs to redraw a batch."""
+    return {
+        "batch_id": str(batch.id),
+        "owner_id": batch.owner_id,
+        "version": batch.version,
+        "status": batch.status,
+        "total": batch.total,
+        "pending": batch.pending,
+        "running": batch.running,
+        "completed": batch.completed,
+        "failed": batch.failed,
+        "skipped": batch.skipped,
+        "percent_complete": batch.percent_complete,
+        "eta_seconds": batch.eta_seconds,
+        "current_operation": batch.current_operation,
+    }
+
+
+def batch_changed(batch, *, status_changed: bool = False, operation_ids: tuple[int, ...] = ()) -> None:
+    """Publish the batch's state after the current transaction commits (nothing if it rolls back)."""
+    payload = batch_snapshot(batch)
+    payload["operation_ids"] = list(operation_ids)
+    transaction.on_commit(lambda: publisher().submit(payload, urgent=status_changed))
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Send everything still coalescing; call before a process exits (RQ horses skip atexit)."""
+    if _publisher is not None and _publisher.pid == os.getpid():
+        _publisher.flush(timeout)
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.interval = settings.BATCHSITE_PROGRESS_INTERVAL_S
+        self.layer = get_channel_layer()
+        self.loop = asyncio.new_event_loop()
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.redis: aioredis.Redis | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, name="batchsite-events", daemon=True)
+        self.thread.start()
+
+    def submit(self, payload: dict[str, Any], *, urgent: bool) -> None:
+        self.loop.call_soon_threadsafe(self._accept, payload, urgent)
+
+    def flush(self, timeout: float) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self._flush(), self.loop).result(timeout)
+        except Exception:
+            logger.warning("events: flush did not finish within %ss", timeout, exc_info=True)
+
+    def _accept(self, payload: dict[str, Any], urgent: bool) -> None:
+        batch_id = payload["batch_id"]
+        previous = self.latest.get(batch_id)
+        if previous is not None:
+            ids = list(dict.fromkeys(previous["operation_ids"] + payload["operation_ids"]))
+            if previous["version"] > payload["version"]:
+                payload = previous
+            payload = {**payload, "operation_ids": ids[-MAX_OPERATION_IDS:]}
+        payload["kind"] = "status" if urgent or (previous and previous.get("kind") == "status") else "progress"
+        self.latest[batch_id] = payload
+        if urgent:
+            self._send(batch_id)
+        elif batch_id not in self.timers:
+            self._spawn(self._send_progress(batch_id))
+
+    async def _send_progress(self, batch_id: str) -> None:
+        if self.interval > 0:
+            wait_ms = await self._throttle_wait_ms(batch_id)
+            if wait_ms > 0:
+                self.timers[batch_id] = self.loop.call_later(wait_ms / 1000, self._retry_progress, batch_id)
+                return
+        self._send(batch_id)
+
+    def _retry_progress(self, batch_id: str) -> None:
+        self.timers.pop(batch_id, None)
+        if batch_id in self.latest:
+            self._spawn(self._send_progress(batch_id))
+
+    async def _throttle_wait_ms(self, batch_id: str) -> int:
+        """0 if this process may send now (it took the token), else the ms until the token frees."""
+        try:
+            if self.redis is None:
+                self.redis = aioredis.from_url(settings.REDIS_URL)
+            key = f"{settings.BATCHSITE_REDIS_PREFIX}:throttle:{batch_id}"
+            interval_ms = max(1, int(self.interval * 1000))
+            if await self.redis.set(key, 1, nx=True, px=interval_ms):
+                return 0
+            return max(1, int(await self.redis.pttl(key)))
+        except Exception:
+            logger.warning("events: throttle unavailable, sending unthrottled", exc_info=True)
+            return 0
+
+    def _send(self, batch_id: str) -> None:
+        timer = self.timers.pop(batch_id, None)
+        if timer is not None:
+            timer.cancel()
+        payload = self.latest.pop(batch_id, None)
+        if payload is not None:
+            self._spawn(self._deliver(payload))
+
+    def _spawn(self, coroutine) -> None:
+        task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, payload: dict[str, Any]) -> None:
+        kind = payload.pop("kind")
+        message = {**payload, "type": f"batch.{kind}", "sent_at": time.time()}
+        for group in (batch_group(payload["batch_id"]), owner_group(payload["owner_id"])):
+            try:
+                await self.layer.group_send(group, message)
+            except Exception:
+                logger.warning("events: could not publish to %s", group, exc_info=True)
+
+    async def _flush(self) -> None:
+        for batch_id in list(self.latest):
+            self._send(batch_id)
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+_publisher: Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def publisher() -> Publisher:
+    global _publisher
+    with _publisher_lock:
+        # A forked process (an RQ work horse) inherits the object but not its thread.
+        if _publisher is None or _publisher.pid != os.getpid():
+            _publisher = Publisher()
+            atexit.register(_publisher.flush, 5.0)
+        return _publisher

@@ -1,0 +1,22 @@
+"""Forms shared by pages, API and commands; the type-specific parameter forms live in optypes/."""
+
+from django import forms
+
+from jobs.models import Priority
+
+
+class BatchOptionsForm(forms.Form):
+    """Name and execution options of a batch, with the defaults of SPEC §1."""
+
+    name = forms.CharField(max_length=200, label="Name")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Description")
+    max_parallel = forms.IntegerField(min_value=1, max_value=100, initial=4, label="Max parallel")
+    stop_on_error = forms.BooleanField(required=False, initial=False, label="Stop on error")
+    max_retries = forms.IntegerField(min_value=0, max_value=10, initial=0, label="Automatic retries")
+    retry_backoff_s = forms.FloatField(min_value=0, max_value=3600, initial=1.0, label="Retry backoff (s)")
+    timeout_s = forms.IntegerField(min_value=1, max_value=86_400, initial=300, label="Timeout per operation (s)")
+    priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.DEFAULT, label="Priority")
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {name: field.initial for name, field in cls.base_fields.items() if field.initial is not None}

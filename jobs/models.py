@@ -1,0 +1,216 @@
+"""Batches, their operations, result rows and timeline events.
+
+Rows are the source of truth; every write to them goes through jobs.services.
+"""
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+
+
+class BatchStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    PARTIAL_SUCCESS = "partial_success", "Partial success"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# Statuses in which lanes may be working or may be started again.
+ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED)
+TERMINAL_STATUSES = (
+    BatchStatus.COMPLETED,
+    BatchStatus.FAILED,
+    BatchStatus.PARTIAL_SUCCESS,
+    BatchStatus.CANCELLED,
+)
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class Priority(models.TextChoices):
+    HIGH = "high", "High"
+    DEFAULT = "default", "Default"
+    LOW = "low", "Low"
+
+
+class Batch(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    type = models.CharField(max_length=100)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    params = models.JSONField(default=dict, blank=True)
+
+    max_parallel = models.PositiveSmallIntegerField(default=4)
+    stop_on_error = models.BooleanField(default=False)
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    retry_backoff_s = models.FloatField(default=1.0)
+    timeout_s = models.PositiveIntegerField(default=300)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.DEFAULT)
+
+    status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+    running = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    # Sum and count of recorded attempt durations: the ETA's mean without scanning operations.
+    duration_total_ms = models.BigIntegerField(default=0)
+    duration_count = models.PositiveIntegerField(default=0)
+    current_operation = models.CharField(max_length=255, blank=True)
+    # Bumped by every transition so subscribers can drop events older than what they showed.
+    version = models.PositiveBigIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="batch_owner_created"),
+            models.Index(fields=["owner", "status", "-created_at"], name="batch_owner_status_created"),
+            models.Index(fields=["status", "-created_at"], name="batch_status_created"),
+            models.Index(fields=["status", "finished_at"], name="batch_status_finished"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.short_id})"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    @property
+    def finished_count(self) -> int:
+        return self.completed + self.failed + self.skipped
+
+    @property
+    def percent_complete(self) -> int:
+        """Rounded down, so 100 only once nothing is pending or running."""
+        if not self.total:
+            return 0
+        return self.finished_count * 100 // self.total
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Remaining work at the observed mean duration, spread over the parallelism in use."""
+        remaining = self.pending + self.running
+        if self.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING) or not remaining:
+            return None
+        if not self.duration_count:
+            return None
+        mean_s = self.duration_total_ms / self.duration_count / 1000
+        lanes = max(1, min(self.max_parallel, remaining))
+        return round(mean_s * remaining / lanes, 1)
+
+    @property
+    def elapsed(self) -> timedelta | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class Operation(models.Model):
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="operations")
+    seq = models.PositiveIntegerField()
+    label = models.CharField(max_length=255)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=OperationStatus.choices, default=OperationStatus.PENDING)
+    # Every claim increments attempts; it is the fencing token that makes a late or duplicate
+    # outcome of an earlier attempt a no-op.
+    attempts = models.PositiveIntegerField(default=0)
+    auto_retries = models.PositiveSmallIntegerField(default=0)
+    not_before = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    error_type = models.CharField(max_length=100, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    quality_score = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["batch", "seq"], name="operation_batch_seq")]
+        indexes = [
+            models.Index(fields=["batch", "status", "seq"], name="operation_batch_status_seq"),
+            models.Index(fields=["status", "heartbeat_at"], name="operation_status_heartbeat"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.label}"
+
+
+class ResultRow(models.Model):
+    """One row of an operation's output, kept apart so a batch's results page and stream."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="result_rows")
+    # DO_NOTHING so deleting a batch is a few DELETE statements, not a Python-side cascade
+    # over every operation; the batch cascade removes these rows in the same transaction.
+    operation = models.ForeignKey(Operation, on_delete=models.DO_NOTHING, related_name="result_rows")
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["batch", "id"], name="resultrow_batch_id")]
+
+
+class BatchEventKind(models.TextChoices):
+    CREATED = "created", "Created"
+    STARTED = "started", "Started"
+    PAUSED = "paused", "Paused"
+    RESUMED = "resumed", "Resumed"
+    CANCELLED = "cancelled", "Cancelled"
+    RETRIED = "retried", "Retried"
+    STOPPED = "stopped", "Stopped on error"
+    FINISHED = "finished", "Finished"
+    REAPED = "reaped", "Reaped"
+
+
+class BatchEvent(models.Model):
+    """Append-only timeline of a batch."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=BatchEventKind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"

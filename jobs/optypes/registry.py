@@ -1,0 +1,99 @@
+"""The operation-type registry: what a type is, how its parameters are validated and run.
+
+A project that installs Batchsite registers its own type with `register(OperationType(...))` or
+the `operation_type` decorator; pages, API and commands then offer it like the built-in ones.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+
+from jobs.errors import InvalidInput
+
+
+class OperationContextProtocol:
+    """What an operation function receives; implemented by jobs.engine.OperationContext."""
+
+    label: str
+    params: dict[str, Any]
+    attempt: int
+
+    def heartbeat(self, note: str = "") -> None: ...
+    def is_cancelled(self) -> bool: ...
+    def add_rows(self, rows: list[dict[str, Any]]) -> None: ...
+    def set_quality(self, score: float) -> None: ...
+
+
+RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class OperationType:
+    key: str
+    label: str
+    run: RunFunction
+    form: type[forms.Form]
+    description: str = ""
+    items_help: str = "One label per item."
+    # Types whose per-item params feed templates or queries accept keys their form does not know.
+    allow_extra_params: bool = False
+    defaults: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
+        """Validate and normalise params; missing fields take the form's initial values.
+
+        Raises InvalidInput whose errors are keyed by field path (`params.duration_ms`).
+        """
+        if not isinstance(raw, dict):
+            raise InvalidInput({path: ["Must be an object."]})
+        form = self.form()
+        data = {name: f.initial for name, f in form.fields.items() if f.initial is not None}
+        data.update(raw)
+        errors: dict[str, list[str]] = {}
+        unknown = sorted(set(raw) - set(form.fields))
+        if unknown and not self.allow_extra_params:
+            errors[path] = [f"Unknown parameter(s): {', '.join(unknown)}."]
+        bound = self.form(data=data)
+        if not bound.is_valid():
+            for name, messages in bound.errors.items():
+                key = path if name == "__all__" else f"{path}.{name}"
+                errors.setdefault(key, []).extend(messages)
+        if errors:
+            raise InvalidInput(errors)
+        cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
+        if self.allow_extra_params:
+            cleaned.update({k: raw[k] for k in unknown})
+        return cleaned
+
+
+_registry: dict[str, OperationType] = {}
+
+
+def register(optype: OperationType) -> OperationType:
+    if optype.key in _registry and _registry[optype.key] is not optype:
+        raise ValueError(f"operation type {optype.key!r} is already registered")
+    _registry[optype.key] = optype
+    return optype
+
+
+def operation_type(*, key: str, label: str, form: type[forms.Form], **options: Any) -> Callable[[RunFunction], RunFunction]:
+    """Decorator form of register() for a run function."""
+
+    def decorate(run: RunFunction) -> RunFunction:
+        register(OperationType(key=key, label=label, run=run, form=form, **options))
+        return run
+
+    return decorate
+
+
+def get_type(key: str) -> OperationType:
+    try:
+        return _registry[key]
+    except KeyError:
+        raise InvalidInput({"type": [f"Unknown operation type {key!r}. Known: {', '.join(sorted(_registry))}."]}) from None
+
+
+def all_types() -> list[OperationType]:
+    return sorted(_registry.values(), key=lambda t: t.key)

@@ -1,0 +1,564 @@
+"""Every state change of a batch or an operation.
+
+Rules every function here keeps:
+- One transaction per transition. It locks the batch row first (`_lock_batch`), then touches
+  operations: one lock order everywhere, so concurrent transitions queue instead of deadlocking.
+  On SQLite the IMMEDIATE transaction mode gives the same serialisation.
+- Operation transitions are conditional updates (`status=running, attempts=N`), so an outcome
+  reported twice, or by a worker whose attempt was already reaped or cancelled, changes nothing.
+- Counters change in the same transaction as the rows they count.
+- Events reach the channel layer after commit (jobs.events), lanes are enqueued after commit.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Min, Q
+from django.utils import timezone
+
+from jobs import events, lanes
+from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.forms import BatchOptionsForm
+from jobs.items import Item, normalize_items
+from jobs.models import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Batch,
+    BatchEvent,
+    BatchEventKind,
+    BatchStatus,
+    Operation,
+    OperationStatus,
+    ResultRow,
+)
+from jobs.optypes import get_type
+
+CREATE_CHUNK = 2000
+WORKER_LOST = "WorkerLost"
+
+
+# --- creation ---------------------------------------------------------------------------------
+
+
+def batch_create(
+    *,
+    owner,
+    type: str,
+    items: list[Item] | list[Any],
+    params: dict[str, Any] | None = None,
+    name: str = "",
+    start: bool = True,
+    **options: Any,
+) -> Batch:
+    """Validate everything first, then write the batch and all its operations in one transaction.
+
+    `options` are BatchOptionsForm fields (description, max_parallel, ...); missing ones take
+    their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
+    """
+    optype = get_type(type)
+    if items and not isinstance(items[0], Item):
+        items = normalize_items(items)
+    if not items:
+        raise InvalidInput({"items": ["At least one item is required."]})
+    limit = settings.BATCH_MAX_OPERATIONS
+    if len(items) > limit:
+        raise TooManyOperations(
+            {"items": [f"{len(items)} items is more than the limit of {limit} operations per batch."]},
+            message="Too many operations.",
+        )
+    options_form = BatchOptionsForm(data={**BatchOptionsForm.defaults(), "name": name, **options})
+    errors: dict[str, list[str]] = {}
+    unknown = set(options) - set(BatchOptionsForm.base_fields)
+    if unknown:
+        errors["options"] = [f"Unknown option(s): {', '.join(sorted(unknown))}."]
+    if not options_form.is_valid():
+        errors.update({field: list(messages) for field, messages in options_form.errors.items()})
+    base_raw = params or {}
+    base_params: dict[str, Any] = {}
+    try:
+        base_params = optype.clean_params(base_raw)
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+    item_params: list[dict[str, Any]] = []
+    if not errors:
+        item_params = _clean_item_params(optype, base_raw, items, errors)
+    if errors:
+        raise InvalidInput(errors)
+
+    options = options_form.cleaned_data
+    now = timezone.now()
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            owner=owner,
+            type=optype.key,
+            params=base_params,
+            total=len(items),
+            pending=len(items),
+            **options,
+        )
+        Operation.objects.bulk_create(
+            (
+                Operation(batch=batch, seq=index, label=item.label, params=overrides)
+                for index, (item, overrides) in enumerate(zip(items, item_params), start=1)
+            ),
+            batch_size=CREATE_CHUNK,
+        )
+        _record(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations")
+        if start:
+            _start(batch, now)
+    return batch
+
+
+def _clean_item_params(optype, base_raw, items: list[Item], errors: dict) -> list[dict[str, Any]]:
+    """Per-item overrides, validated as effective params (base overlaid with the item's)."""
+    cleaned_overrides: list[dict[str, Any]] = []
+    cache: dict[str, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        if not item.params:
+            cleaned_overrides.append({})
+            continue
+        cache_key = repr(sorted(item.params.items()))
+        if cache_key not in cache:
+            try:
+                effective = optype.clean_params({**base_raw, **item.params}, path=f"items[{index}].params")
+            except InvalidInput as exc:
+                errors.update(exc.errors)
+                cache[cache_key] = {}
+                if len(errors) > 20:
+                    break
+                continue
+            cache[cache_key] = {key: effective[key] for key in item.params if key in effective}
+        cleaned_overrides.append(cache[cache_key])
+    return cleaned_overrides
+
+
+def batch_start(*, batch: Batch) -> Batch:
+    """pending → queued: enqueue the lanes."""
+    with transaction.atomic():
+        locked = _lock_batch(batch.pk)
+        _require(locked, (BatchStatus.PENDING,), "start")
+        _start(locked, timezone.now())
+    return locked
+
+
+def _start(batch: Batch, now: datetime) -> None:
+    _update(batch, status=BatchStatus.QUEUED)
+    events.batch_changed(batch, status_changed=True)
+    _enqueue_lanes_on_commit(batch, min(batch.max_parallel, batch.pending))
+
+
+# --- the engine's transitions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An operation handed to one lane for one attempt."""
+
+    batch_id: str
+    operation_id: int
+    attempt: int
+    seq: int
+    label: str
+    type: str
+    params: dict[str, Any]
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class NoClaim:
+    """Why nothing was claimed: gone, inactive, full, empty, or not_due (then `next_due`)."""
+
+    reason: str
+    next_due: datetime | None = None
+
+
+def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
+    """Claim the next due pending operation, never exceeding max_parallel running operations.
+
+    Exactly one lane gets each attempt: the batch row is locked while the operation is taken.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        batch = _lock_batch(batch_id, missing_ok=True)
+        if batch is None:
+            return NoClaim("gone")
+        if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+            return NoClaim("inactive")
+        if batch.pending == 0:
+            return NoClaim("empty")
+        if batch.running >= batch.max_parallel:
+            return NoClaim("full")
+        due = Q(not_before__isnull=True) | Q(not_before__lte=now)
+        operation = (
+            Operation.objects.select_for_update(skip_locked=True)
+            .filter(due, batch=batch, status=OperationStatus.PENDING)
+            .order_by("seq")
+            .only("id", "seq", "label", "params", "attempts")
+            .first()
+        )
+        if operation is None:
+            next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+            return NoClaim("not_due", next_due)
+        claimed = Operation.objects.filter(pk=operation.pk, status=OperationStatus.PENDING).update(
+            status=OperationStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            not_before=None,
+            worker=worker[:200],
+        )
+        if claimed != 1:
+            return NoClaim("full")
+        started = batch.status == BatchStatus.QUEUED
+        changes: dict[str, Any] = {"current_operation": operation.label}
+        if started:
+            changes["status"] = BatchStatus.RUNNING
+            if batch.started_at is None:
+                changes["started_at"] = now
+                _record(batch, BatchEventKind.STARTED, None, "")
+        _update(batch, pending=-1, running=+1, **changes)
+        events.batch_changed(batch, status_changed=started, operation_ids=(operation.pk,))
+    return Claim(
+        batch_id=str(batch.pk),
+        operation_id=operation.pk,
+        attempt=operation.attempts + 1,
+        seq=operation.seq,
+        label=operation.label,
+        type=batch.type,
+        params={**batch.params, **operation.params},
+        timeout_s=batch.timeout_s,
+    )
+
+
+def operation_complete(
+    *,
+    claim: Claim,
+    duration_ms: int,
+    result: dict[str, Any] | None = None,
+    rows: list[dict[str, Any]] = (),
+    quality_score: float | None = None,
+) -> bool:
+    """Record success of this attempt; False (and nothing written) if the attempt is no longer current."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = _lock_batch(claim.batch_id, missing_ok=True)
+        if batch is None:
+            return False
+        updated = Operation.objects.filter(
+            pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt
+        ).update(
+            status=OperationStatus.COMPLETED,
+            result=result,
+            error="",
+            error_type="",
+            duration_ms=duration_ms,
+            quality_score=quality_score,
+            finished_at=now,
+        )
+        if updated != 1:
+            return False
+        if rows:
+            ResultRow.objects.bulk_create(
+                (ResultRow(batch_id=batch.pk, operation_id=claim.operation_id, data=row) for row in rows),
+                batch_size=CREATE_CHUNK,
+            )
+        _update(batch, running=-1, completed=+1, duration_total_ms=+duration_ms, duration_count=+1)
+        finished = _finalize_if_done(batch, now)
+        events.batch_changed(batch, status_changed=finished, operation_ids=(claim.operation_id,))
+    return True
+
+
+def operation_fail(
+    *,
+    claim: Claim,
+    error: str,
+    error_type: str,
+    duration_ms: int,
+    retryable: bool = True,
+) -> bool:
+    """Record a failed attempt: back to pending with backoff while automatic retries are left,
+    else failed (and, with stop_on_error, the rest skipped). False if the attempt is not current."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = _lock_batch(claim.batch_id, missing_ok=True)
+        if batch is None:
+            return False
+        operation = Operation.objects.filter(
+            pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt
+        ).first()
+        if operation is None:
+            return False
+        _record_failure(batch, operation, now, error, error_type, duration_ms, retryable)
+    return True
+
+
+def _record_failure(batch, operation, now, error, error_type, duration_ms, retryable) -> None:
+    error = (error or error_type or "failed")[:10_000]
+    common = {"error": error, "error_type": error_type[:100], "duration_ms": duration_ms}
+    timing = {"duration_total_ms": +(duration_ms or 0), "duration_count": +1 if duration_ms is not None else 0}
+    if retryable and operation.auto_retries < batch.max_retries:
+        delay = batch.retry_backoff_s * (2**operation.auto_retries)
+        Operation.objects.filter(pk=operation.pk).update(
+            status=OperationStatus.PENDING,
+            auto_retries=F("auto_retries") + 1,
+            not_before=now + timedelta(seconds=delay),
+            **common,
+        )
+        # The lane that reported this sees "not due" and schedules its successor for then.
+        _update(batch, running=-1, pending=+1, **timing)
+        events.batch_changed(batch, operation_ids=(operation.pk,))
+        return
+    Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.FAILED, finished_at=now, **common)
+    _update(batch, running=-1, failed=+1, **timing)
+    if batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
+        skipped = _skip_pending(batch, now, "Skipped: the batch stopped on error.")
+        _record(batch, BatchEventKind.STOPPED, None, f"Stopped after #{operation.seq} {operation.label} failed; {skipped} skipped")
+    finished = _finalize_if_done(batch, now)
+    events.batch_changed(batch, status_changed=finished, operation_ids=(operation.pk,))
+
+
+def operation_heartbeat(*, operation_ids: list[int]) -> None:
+    """Mark running operations as alive; no counters change, so no batch lock is needed."""
+    if operation_ids:
+        Operation.objects.filter(pk__in=operation_ids, status=OperationStatus.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+
+
+def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool:
+    """A running operation whose worker stopped heartbeating: pending again if automatic retries
+    are left, else failed with "worker lost". False if it turned out alive or already moved on."""
+    now = timezone.now()
+    batch_id = Operation.objects.filter(pk=operation_id).values_list("batch_id", flat=True).first()
+    if batch_id is None:
+        return False
+    with transaction.atomic():
+        batch = _lock_batch(batch_id, missing_ok=True)
+        if batch is None:
+            return False
+        operation = Operation.objects.filter(
+            pk=operation_id, status=OperationStatus.RUNNING, heartbeat_at__lt=stale_before
+        ).first()
+        if operation is None:
+            return False
+        _record(batch, BatchEventKind.REAPED, None, f"#{operation.seq} {operation.label}: worker lost")
+        _record_failure(
+            batch,
+            operation,
+            now,
+            f"worker lost: no heartbeat from {operation.worker or 'its worker'} since "
+            f"{operation.heartbeat_at:%H:%M:%S}",
+            WORKER_LOST,
+            None,
+            retryable=True,
+        )
+    return True
+
+
+# --- what people do ---------------------------------------------------------------------------
+
+
+def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
+    """Skip pending operations, stop running ones (their late outcomes are discarded), and end
+    the batch as cancelled."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = _lock_batch(batch.pk)
+        _require(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
+        stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
+            status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
+        )
+        _update(locked, running=-stopped, skipped=+stopped)
+        _skip_pending(locked, now, "Cancelled.")
+        _update(
+            locked,
+            status=BatchStatus.CANCELLED,
+            finished_at=now,
+            current_operation="",
+            cancel_reason=reason[:500],
+            cancelled_by=by,
+        )
+        _record(locked, BatchEventKind.CANCELLED, by, reason or "")
+        events.batch_changed(locked, status_changed=True)
+        if stopped:
+            transaction.on_commit(lambda: lanes.request_stop(str(locked.pk)))
+    return locked
+
+
+def batch_pause(*, batch: Batch, by=None) -> Batch:
+    """Lanes stop claiming; running operations finish."""
+    with transaction.atomic():
+        locked = _lock_batch(batch.pk)
+        _require(locked, (BatchStatus.QUEUED, BatchStatus.RUNNING), "pause")
+        _update(locked, status=BatchStatus.PAUSED)
+        _record(locked, BatchEventKind.PAUSED, by, "")
+        events.batch_changed(locked, status_changed=True)
+    return locked
+
+
+def batch_resume(*, batch: Batch, by=None) -> Batch:
+    with transaction.atomic():
+        locked = _lock_batch(batch.pk)
+        _require(locked, (BatchStatus.PAUSED,), "resume")
+        _update(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED)
+        _record(locked, BatchEventKind.RESUMED, by, "")
+        events.batch_changed(locked, status_changed=True)
+        _enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
+    return locked
+
+
+def batch_retry_failed(*, batch: Batch, by=None) -> int:
+    """Failed operations back to pending with a fresh automatic-retry budget; a finished batch
+    runs again. Returns how many operations were retried."""
+    with transaction.atomic():
+        locked = _lock_batch(batch.pk)
+        _require(
+            locked,
+            (BatchStatus.RUNNING, BatchStatus.PAUSED, BatchStatus.FAILED, BatchStatus.PARTIAL_SUCCESS),
+            "retry failed operations of",
+        )
+        if locked.failed == 0:
+            raise IllegalTransition("This batch has no failed operations to retry.", locked.status)
+        count = locked.operations.filter(status=OperationStatus.FAILED).update(
+            status=OperationStatus.PENDING,
+            auto_retries=0,
+            not_before=None,
+            finished_at=None,
+            result=None,
+            error="",
+            error_type="",
+            duration_ms=None,
+        )
+        changes: dict[str, Any] = {}
+        if locked.is_terminal:
+            changes = {"status": BatchStatus.QUEUED, "finished_at": None}
+        _update(locked, failed=-count, pending=+count, **changes)
+        _record(locked, BatchEventKind.RETRIED, by, f"{count} failed operations retried")
+        events.batch_changed(locked, status_changed=True)
+        if locked.status != BatchStatus.PAUSED:
+            _enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
+    return count
+
+
+def batch_delete(*, batch: Batch, by=None) -> None:
+    """Delete a batch that is not running (cancel it first) with its operations, rows and events."""
+    with transaction.atomic():
+        locked = _lock_batch(batch.pk)
+        if locked.is_active:
+            raise IllegalTransition(
+                f"Cannot delete a {locked.get_status_display().lower()} batch; cancel it first.", locked.status
+            )
+        batch_id = str(locked.pk)
+        locked.delete()
+        transaction.on_commit(lambda: lanes.forget(batch_id))
+
+
+def batch_prune(*, days: int) -> int:
+    """Delete finished batches whose finished_at is older than `days` days. Returns how many."""
+    if days < 0:
+        raise InvalidInput({"days": ["Must be zero or more."]})
+    cutoff = timezone.now() - timedelta(days=days)
+    with transaction.atomic():
+        old = Batch.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+        count = old.count()
+        old.delete()
+    return count
+
+
+def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
+    """Reaper: start lanes for an active batch with pending work but fewer lanes than it can use;
+    also finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = _lock_batch(batch_id, missing_ok=True)
+        if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+            return 0
+        if _finalize_if_done(batch, now):
+            events.batch_changed(batch, status_changed=True)
+            return 0
+        wanted = min(batch.max_parallel, batch.pending + batch.running) - live_lanes
+        missing = min(wanted, batch.pending)
+        if missing <= 0:
+            return 0
+        next_due = (
+            batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+        )
+        _record(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
+        _enqueue_lanes_on_commit(batch, missing, at=next_due if next_due and next_due > now else None)
+    return missing
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
+    batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+    if batch is None and not missing_ok:
+        raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
+    return batch
+
+
+def _require(batch: Batch, allowed: tuple, action: str) -> None:
+    if batch.status not in allowed:
+        raise IllegalTransition(
+            f"Cannot {action} a {batch.get_status_display().lower()} batch.", batch.status
+        )
+
+
+def _update(batch: Batch, **changes: Any) -> None:
+    """Apply counter deltas (ints for counter fields) and plain assignments to the row and the
+    instance; the caller holds the batch lock, so the instance stays equal to the row."""
+    counters = {"total", "pending", "running", "completed", "failed", "skipped", "duration_total_ms", "duration_count"}
+    values: dict[str, Any] = {"version": F("version") + 1}
+    for field, value in changes.items():
+        if field in counters:
+            if value:
+                values[field] = F(field) + value
+                setattr(batch, field, getattr(batch, field) + value)
+        else:
+            values[field] = value
+            setattr(batch, field, value)
+    Batch.objects.filter(pk=batch.pk).update(**values)
+    batch.version += 1
+
+
+def _skip_pending(batch: Batch, now: datetime, reason: str) -> int:
+    skipped = batch.operations.filter(status=OperationStatus.PENDING).update(
+        status=OperationStatus.SKIPPED, error=reason, error_type="Skipped", finished_at=now
+    )
+    _update(batch, pending=-skipped, skipped=+skipped)
+    return skipped
+
+
+def _finalize_if_done(batch: Batch, now: datetime) -> bool:
+    """The terminal status, set exactly once: when an active batch has nothing pending or running."""
+    if batch.status not in ACTIVE_STATUSES or batch.pending or batch.running:
+        return False
+    if batch.completed == batch.total:
+        status = BatchStatus.COMPLETED
+    elif batch.completed == 0:
+        status = BatchStatus.FAILED
+    else:
+        status = BatchStatus.PARTIAL_SUCCESS
+    _update(batch, status=status, finished_at=now, current_operation="")
+    _record(
+        batch,
+        BatchEventKind.FINISHED,
+        None,
+        f"{status.label}: {batch.completed} completed, {batch.failed} failed, {batch.skipped} skipped",
+    )
+    return True
+
+
+def _record(batch: Batch, kind: str, actor, message: str) -> None:
+    BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, message=message[:500])
+
+
+def _enqueue_lanes_on_commit(batch: Batch, count: int, at: datetime | None = None) -> None:
+    if count > 0:
+        batch_id, priority = str(batch.pk), batch.priority
+        transaction.on_commit(lambda: lanes.enqueue_lanes(batch_id, count=count, priority=priority, at=at))
