@@ -13,12 +13,10 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
@@ -277,39 +275,11 @@ def reap() -> ReapReport:
     return ReapReport(recovered, restarted)
 
 
-def _reaper_key() -> str:
-    return f"{settings.BATCHSITE_REDIS_PREFIX}:reaper:chain"
-
-
-def _reaper_ttl() -> int:
-    return int(max(60, 6 * settings.BATCHSITE_REAP_INTERVAL_S))
-
-
-def ensure_reaper_scheduled() -> bool:
-    """Start the periodic reaper unless a chain is alive; True if this call started one.
-
-    The chain is a job that reaps and schedules its successor with the RQ scheduler. Its token
-    in Redis names the one live chain; a job holding another token retires, so duplicates die out.
-    """
-    token = uuid.uuid4().hex
-    if not lanes.redis_connection().set(_reaper_key(), token, nx=True, ex=_reaper_ttl()):
-        return False
-    schedule_next_reap(token)
-    return True
-
-
-def reaper_chain_owns(token: str) -> bool:
-    current = lanes.redis_connection().get(_reaper_key())
-    return current is not None and current.decode() == token
-
-
-def schedule_next_reap(token: str) -> None:
-    lanes.redis_connection().set(_reaper_key(), token, ex=_reaper_ttl())
-    django_rq.get_queue("high").enqueue_in(
-        timedelta(seconds=settings.BATCHSITE_REAP_INTERVAL_S),
-        "jobs.tasks.reap_periodically",
-        token,
-        result_ttl=0,
-        failure_ttl=3600,
-        job_timeout=600,
-    )
+def reap_if_due(holder: str) -> ReapReport | None:
+    """Reap unless another process reaped within the last interval (a Redis lock); every
+    worker calls this on a timer, so reaping goes on as long as any worker is alive."""
+    key = f"{settings.BATCHSITE_REDIS_PREFIX}:reaper:lock"
+    interval_ms = int(settings.BATCHSITE_REAP_INTERVAL_S * 1000 * 0.9)
+    if not lanes.redis_connection().set(key, holder, nx=True, px=max(1, interval_ms)):
+        return None
+    return reap()

@@ -53,7 +53,12 @@ def enqueue_lanes(batch_id: str, *, count: int, priority: str, at: datetime | No
             queue.enqueue_at(at, LANE_FUNCTION, batch_id, lane_id, job_id=lane_id, **job_options)
     else:
         queue.enqueue_many(
-            [queue.prepare_data(LANE_FUNCTION, (batch_id, lane_id), job_id=lane_id, timeout=-1, result_ttl=0, failure_ttl=86400) for lane_id in lane_ids]
+            [
+                queue.prepare_data(
+                    LANE_FUNCTION, (batch_id, lane_id), job_id=lane_id, timeout=-1, result_ttl=0, failure_ttl=86400
+                )
+                for lane_id in lane_ids
+            ]
         )
     return lane_ids
 

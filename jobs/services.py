@@ -102,7 +102,7 @@ def batch_create(
         Operation.objects.bulk_create(
             (
                 Operation(batch=batch, seq=index, label=item.label, params=overrides)
-                for index, (item, overrides) in enumerate(zip(items, item_params), start=1)
+                for index, (item, overrides) in enumerate(zip(items, item_params, strict=True), start=1)
             ),
             batch_size=CREATE_CHUNK,
         )
@@ -316,7 +316,12 @@ def _record_failure(batch, operation, now, error, error_type, duration_ms, retry
     _update(batch, running=-1, failed=+1, **timing)
     if batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
         skipped = _skip_pending(batch, now, "Skipped: the batch stopped on error.")
-        _record(batch, BatchEventKind.STOPPED, None, f"Stopped after #{operation.seq} {operation.label} failed; {skipped} skipped")
+        _record(
+            batch,
+            BatchEventKind.STOPPED,
+            None,
+            f"Stopped after #{operation.seq} {operation.label} failed; {skipped} skipped",
+        )
     finished = _finalize_if_done(batch, now)
     events.batch_changed(batch, status_changed=finished, operation_ids=(operation.pk,))
 
@@ -484,9 +489,7 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
         missing = min(wanted, batch.pending)
         if missing <= 0:
             return 0
-        next_due = (
-            batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
-        )
+        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
         _record(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
         _enqueue_lanes_on_commit(batch, missing, at=next_due if next_due and next_due > now else None)
     return missing
@@ -504,9 +507,7 @@ def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
 
 def _require(batch: Batch, allowed: tuple, action: str) -> None:
     if batch.status not in allowed:
-        raise IllegalTransition(
-            f"Cannot {action} a {batch.get_status_display().lower()} batch.", batch.status
-        )
+        raise IllegalTransition(f"Cannot {action} a {batch.get_status_display().lower()} batch.", batch.status)
 
 
 def _update(batch: Batch, **changes: Any) -> None:

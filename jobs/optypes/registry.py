@@ -78,7 +78,9 @@ def register(optype: OperationType) -> OperationType:
     return optype
 
 
-def operation_type(*, key: str, label: str, form: type[forms.Form], **options: Any) -> Callable[[RunFunction], RunFunction]:
+def operation_type(
+    *, key: str, label: str, form: type[forms.Form], **options: Any
+) -> Callable[[RunFunction], RunFunction]:
     """Decorator form of register() for a run function."""
 
     def decorate(run: RunFunction) -> RunFunction:
@@ -92,7 +94,9 @@ def get_type(key: str) -> OperationType:
     try:
         return _registry[key]
     except KeyError:
-        raise InvalidInput({"type": [f"Unknown operation type {key!r}. Known: {', '.join(sorted(_registry))}."]}) from None
+        raise InvalidInput(
+            {"type": [f"Unknown operation type {key!r}. Known: {', '.join(sorted(_registry))}."]}
+        ) from None
 
 
 def all_types() -> list[OperationType]:

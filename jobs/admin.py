@@ -1,0 +1,405 @@
+"""The admin: a read-only window on batches, operations and result rows.
+
+State only changes through jobs.services: the forms are view-only (a stale instance saved by a
+form would overwrite counters that workers move), and the actions and deletes call the services.
+A batch may hold 100,000 operations, so nothing here loads them all: the batch page links to the
+operation list filtered by batch (paged, counted from the batch's counters), and deletion shows a
+summary instead of Django's list of every related object.
+"""
+
+import json
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.auth import get_permission_codename
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.text import Truncator
+
+from jobs import services
+from jobs.errors import IllegalTransition
+from jobs.models import Batch, BatchEvent, BatchStatus, Operation, OperationStatus, ResultRow
+
+BATCH_FILTER = "batch__id__exact"
+
+STATUS_COLOURS = {
+    BatchStatus.PENDING: "#6c757d",
+    BatchStatus.QUEUED: "#0d6efd",
+    BatchStatus.RUNNING: "#0dcaf0",
+    BatchStatus.PAUSED: "#fd7e14",
+    BatchStatus.COMPLETED: "#198754",
+    BatchStatus.FAILED: "#dc3545",
+    BatchStatus.PARTIAL_SUCCESS: "#b58900",
+    BatchStatus.CANCELLED: "#495057",
+    OperationStatus.SKIPPED: "#adb5bd",
+}
+
+
+def status_chip(status: str, label: str) -> str:
+    return format_html(
+        '<span class="status-chip status-{}" style="background:{};color:#fff;padding:1px 8px;'
+        'border-radius:9px;white-space:nowrap">{}</span>',
+        status,
+        STATUS_COLOURS.get(status, "#6c757d"),
+        label,
+    )
+
+
+def operations_url(batch_id: Any, **filters: str) -> str:
+    query = urlencode({BATCH_FILTER: str(batch_id), **filters})
+    return f"{reverse('admin:jobs_operation_changelist')}?{query}"
+
+
+def batch_link(batch: Batch) -> str:
+    return format_html('<a href="{}">{}</a>', reverse("admin:jobs_batch_change", args=[batch.pk]), batch)
+
+
+def filtered_batch_id(request: HttpRequest) -> uuid.UUID | None:
+    """The batch the current changelist is filtered by, if the parameter is a valid id."""
+    try:
+        return uuid.UUID(request.GET.get(BATCH_FILTER, ""))
+    except ValueError:
+        return None
+
+
+class ReadOnlyAdminMixin:
+    """View permission only; subclasses opt back into deletion when a service does it."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class BatchEventInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = BatchEvent
+    verbose_name = "event"
+    verbose_name_plural = "timeline"
+    fields = ("created_at", "kind", "actor", "message")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BatchEvent]:
+        return super().get_queryset(request).select_related("actor")
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ("name", "short_id", "status_display", "progress", "type", "owner", "created_at")
+    list_display_links = ("name", "short_id")
+    list_filter = ("status", "type", "priority", "created_at")
+    search_fields = ("name", "description", "id", "owner__username")
+    search_help_text = "Name, description, id (or its first characters) or owner's username."
+    date_hierarchy = "created_at"
+    list_select_related = ("owner",)
+    list_per_page = 50
+    actions = ("cancel_selected", "retry_failed", "delete_selected")
+    inlines = (BatchEventInline,)
+    fieldsets = (
+        (None, {"fields": ("id", "name", "description", "type", "owner", "status_display", "progress")}),
+        ("Operations", {"fields": ("operation_links", "current_operation", "eta_seconds")}),
+        (
+            "Counters",
+            {"fields": (("total", "pending", "running"), ("completed", "failed", "skipped"))},
+        ),
+        (
+            "Options",
+            {
+                "fields": (
+                    "params",
+                    ("max_parallel", "stop_on_error"),
+                    ("max_retries", "retry_backoff_s"),
+                    ("timeout_s", "priority"),
+                )
+            },
+        ),
+        ("Timestamps", {"fields": ("created_at", "started_at", "finished_at", "cancelled_by", "cancel_reason")}),
+    )
+    readonly_fields = (
+        "id",
+        "name",
+        "description",
+        "type",
+        "owner",
+        "status_display",
+        "progress",
+        "operation_links",
+        "current_operation",
+        "eta_seconds",
+        "total",
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "skipped",
+        "params",
+        "max_parallel",
+        "stop_on_error",
+        "max_retries",
+        "retry_backoff_s",
+        "timeout_s",
+        "priority",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "cancelled_by",
+        "cancel_reason",
+    )
+
+    # --- permissions: batches are created and changed by the services only ---
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Batch | None = None) -> bool:
+        return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Cancel and retry: for whoever holds the model's change permission, though the form is read-only."""
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    # --- columns and fields ---
+
+    @admin.display(description="ID")
+    def short_id(self, batch: Batch) -> str:
+        return format_html("<code>{}</code>", batch.short_id)
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, batch: Batch) -> str:
+        return status_chip(batch.status, batch.get_status_display())
+
+    @admin.display(description="Progress")
+    def progress(self, batch: Batch) -> str:
+        return f"{batch.percent_complete} % · {batch.finished_count}/{batch.total}"
+
+    @admin.display(description="Operations")
+    def operation_links(self, batch: Batch) -> str:
+        """Links to the paged operation list; the numbers are the batch's counters, not a COUNT."""
+        view_all = format_html(
+            '<a href="{}">View {} operation{}</a>',
+            operations_url(batch.pk),
+            batch.total,
+            "" if batch.total == 1 else "s",
+        )
+        by_status = format_html_join(
+            " · ",
+            '<a href="{}">{} {}</a>',
+            (
+                (operations_url(batch.pk, status__exact=status), count, label.lower())
+                for status, label in OperationStatus.choices
+                if (count := getattr(batch, status))
+            ),
+        )
+        results = format_html(
+            '<a href="{}?{}">View result rows</a>',
+            reverse("admin:jobs_resultrow_changelist"),
+            urlencode({BATCH_FILTER: str(batch.pk)}),
+        )
+        if by_status:
+            return format_html("{} ({}) · {}", view_all, by_status, results)
+        return format_html("{} · {}", view_all, results)
+
+    # --- actions: each calls one service per batch and reports per batch ---
+
+    @admin.action(description="Cancel selected batches", permissions=["operate"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        for batch in queryset:
+            try:
+                services.batch_cancel(batch=batch, by=request.user, reason="Cancelled in the admin.")
+            except IllegalTransition as exc:
+                self.message_user(request, f"{batch}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{batch}: cancelled.", messages.SUCCESS)
+
+    @admin.action(description="Retry failed operations", permissions=["operate"])
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        for batch in queryset:
+            try:
+                count = services.batch_retry_failed(batch=batch, by=request.user)
+            except IllegalTransition as exc:
+                self.message_user(request, f"{batch}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{batch}: {count} failed operations retried.", messages.SUCCESS)
+
+    @admin.action(description="Delete selected batches", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Batch]) -> HttpResponse | None:
+        """Django's confirmation page (named like its action, which the page posts back), but the
+        confirmed deletion goes through delete_queryset, which reports each batch itself."""
+        if not request.POST.get("post"):
+            return django_delete_selected(self, request, queryset)
+        self.delete_queryset(request, queryset)
+        return None
+
+    # --- deletion through batch_delete ---
+
+    def delete_model(self, request: HttpRequest, obj: Batch) -> None:
+        # IllegalTransition propagates to delete_view, which turns it into a message.
+        services.batch_delete(batch=obj, by=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        deleted = []
+        for batch in queryset:
+            try:
+                services.batch_delete(batch=batch, by=request.user)
+            except IllegalTransition as exc:
+                self.message_user(request, f"{batch}: {exc}", messages.WARNING)
+            except Batch.DoesNotExist:
+                continue
+            else:
+                deleted.append(batch)
+        if deleted:
+            self.log_deletions(request, deleted)
+            self.message_user(
+                request, f"Deleted {len(deleted)} batch{'' if len(deleted) == 1 else 'es'}.", messages.SUCCESS
+            )
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict | None = None) -> HttpResponse:
+        # Django's delete view runs in a transaction: the refused deletion's log entry rolls back.
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except IllegalTransition as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:jobs_batch_change", args=[object_id]))
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> HttpResponse:
+        # Django sends users without change permission (everyone here) to the admin index.
+        response = super().response_delete(request, obj_display, obj_id)
+        if isinstance(response, HttpResponseRedirect) and response.url == reverse("admin:index"):
+            return HttpResponseRedirect(reverse("admin:jobs_batch_changelist"))
+        return response
+
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple[list, dict, set, list]:
+        """A summary from the counters instead of one line per operation (which would hang on a
+        big batch, and would ask for delete permission on operations, which nobody has)."""
+        batches = list(objs)
+        ids = [batch.pk for batch in batches]
+        operations = sum(batch.total for batch in batches)
+        summary: list[str] = [format_html("Batch: {}", batch_link(batch)) for batch in batches[:100]]
+        if len(batches) > 100:
+            summary.append(f"… and {len(batches) - 100} more batches")
+        model_count = {
+            "batches": len(batches),
+            "operations": operations,
+            "result rows": ResultRow.objects.filter(batch_id__in=ids).count(),
+            "events": BatchEvent.objects.filter(batch_id__in=ids).count(),
+        }
+        return summary, model_count, set(), []
+
+
+class ErrorTypeFilter(admin.SimpleListFilter):
+    """Error types of finished operations, of the filtered batch when there is one; a plain
+    field filter would scan every operation of every batch for distinct values."""
+
+    title = "error type"
+    parameter_name = "error_type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        operations = Operation.objects.filter(status__in=(OperationStatus.FAILED, OperationStatus.SKIPPED))
+        batch_id = filtered_batch_id(request)
+        if batch_id is not None:
+            operations = operations.filter(batch_id=batch_id)
+        types = operations.exclude(error_type="").order_by("error_type").values_list("error_type", flat=True)
+        return [(error_type, error_type) for error_type in types.distinct()[:50]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Operation]) -> QuerySet[Operation]:
+        if self.value():
+            return queryset.filter(error_type=self.value())
+        return queryset
+
+
+@admin.register(Operation)
+class OperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "seq",
+        "label",
+        "batch_display",
+        "status_display",
+        "attempts",
+        "duration_ms",
+        "error_type",
+        "started_at",
+        "finished_at",
+    )
+    list_filter = ("status", ErrorTypeFilter, ("batch__type", admin.AllValuesFieldListFilter))
+    search_fields = ("label", "error")
+    search_help_text = "Label or error message."
+    list_select_related = ("batch",)
+    show_full_result_count = False
+    list_per_page = 100
+    # (batch, seq) is unique, so this order needs no "-pk" tie-breaker and walks that index.
+    ordering = ("batch_id", "seq")
+    raw_id_fields = ("batch",)
+    fields = (
+        ("batch", "seq", "label"),
+        ("status", "attempts", "auto_retries", "not_before"),
+        "params",
+        "result",
+        ("error_type", "duration_ms", "quality_score"),
+        "error",
+        ("started_at", "finished_at"),
+        ("worker", "heartbeat_at"),
+    )
+    readonly_fields = (
+        "batch",
+        "seq",
+        "label",
+        "status",
+        "attempts",
+        "auto_retries",
+        "not_before",
+        "params",
+        "result",
+        "error_type",
+        "duration_ms",
+        "quality_score",
+        "error",
+        "started_at",
+        "finished_at",
+        "worker",
+        "heartbeat_at",
+    )
+
+    @admin.display(description="Batch", ordering="batch_id")
+    def batch_display(self, operation: Operation) -> str:
+        return batch_link(operation.batch)
+
+    @admin.display(description="Status", ordering="status")
+    def status_display(self, operation: Operation) -> str:
+        return status_chip(operation.status, operation.get_status_display())
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        batch_id = filtered_batch_id(request)
+        batch = Batch.objects.filter(pk=batch_id).first() if batch_id else None
+        if batch is not None:
+            extra_context = {"title": f"Operations of batch {batch}", **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(ResultRow)
+class ResultRowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "batch_display", "operation", "data_preview")
+    list_select_related = ("batch", "operation")
+    show_full_result_count = False
+    list_per_page = 100
+    raw_id_fields = ("batch", "operation")
+    fields = ("batch", "operation", "data")
+    readonly_fields = fields
+
+    @admin.display(description="Batch", ordering="batch_id")
+    def batch_display(self, row: ResultRow) -> str:
+        return batch_link(row.batch)
+
+    @admin.display(description="Data")
+    def data_preview(self, row: ResultRow) -> str:
+        return Truncator(json.dumps(row.data, default=str)).chars(120)

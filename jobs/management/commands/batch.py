@@ -1,0 +1,248 @@
+"""`python manage.py batch <verb>`: create, follow and steer batches from a terminal (SPEC §7).
+
+Exit codes scripts can trust: 0 success (for `create --wait`: completed), 1 the batch ended
+failed, partially or cancelled, 2 bad usage or an action the batch's status does not allow.
+"""
+
+import time
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from jobs import engine, selectors, services
+from jobs.errors import IllegalTransition, InvalidInput
+from jobs.items import Item, parse_items_text, parse_key_values
+from jobs.models import Batch, BatchStatus
+from jobs.optypes import all_types
+
+BAD_USAGE = 2
+WAIT_POLL_S = 0.25
+
+
+class Command(BaseCommand):
+    help = "Create, list, inspect and control batches of operations."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+        create = verbs.add_parser("create", help="Create a batch and start it.")
+        create.add_argument("--type", required=True, help=f"Operation type ({', '.join(t.key for t in all_types())}).")
+        create.add_argument("--name", default="", help="Batch name (default: type and time).")
+        create.add_argument("--description", default="")
+        create.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+        create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
+        create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
+        create.add_argument("--max-parallel", type=int, default=4)
+        create.add_argument("--stop-on-error", action="store_true")
+        create.add_argument("--retries", type=int, default=0, help="Automatic retries per operation.")
+        create.add_argument("--retry-backoff", type=float, default=1.0, help="Base seconds, doubled per retry.")
+        create.add_argument("--timeout", type=int, default=300, help="Seconds per operation.")
+        create.add_argument("--priority", default="default", help="high, default or low.")
+        create.add_argument("--user", help="Owner username (default: the first superuser).")
+        create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
+
+        listing = verbs.add_parser("list", help="List batches, newest first.")
+        listing.add_argument("--status", choices=BatchStatus.values)
+        listing.add_argument("--type")
+        listing.add_argument("--user", help="Only this owner's batches.")
+        listing.add_argument("--limit", type=int, default=20)
+
+        show = verbs.add_parser("show", help="Show a batch: counters, timeline, failures.")
+        show.add_argument("batch", help="Batch id or short id.")
+
+        for verb, text in (
+            ("cancel", "Cancel a batch: skip pending operations and stop running ones."),
+            ("pause", "Pause a batch: running operations finish, nothing new starts."),
+            ("resume", "Resume a paused batch."),
+            ("retry", "Retry the failed operations of a batch."),
+            ("delete", "Delete a batch that is not running."),
+        ):
+            sub = verbs.add_parser(verb, help=text)
+            sub.add_argument("batch", help="Batch id or short id.")
+            if verb == "cancel":
+                sub.add_argument("--reason", default="")
+
+        prune = verbs.add_parser("prune", help="Delete finished batches older than N days.")
+        prune.add_argument("--days", type=int, required=True)
+
+        verbs.add_parser("stats", help="Totals by status and type.")
+        verbs.add_parser("reap", help="Recover lost operations and restart lanes of stuck batches, once.")
+
+    def handle(self, *args, **options) -> None:
+        try:
+            getattr(self, f"handle_{options['verb']}")(options)
+        except InvalidInput as exc:
+            raise CommandError(str(exc), returncode=BAD_USAGE) from None
+        except IllegalTransition as exc:
+            raise CommandError(str(exc), returncode=BAD_USAGE) from None
+        except (Batch.DoesNotExist, Batch.MultipleObjectsReturned) as exc:
+            raise CommandError(str(exc), returncode=BAD_USAGE) from None
+
+    # --- verbs ---
+
+    def handle_create(self, options) -> None:
+        owner = self._owner(options["user"])
+        items: list[Item] = [Item(label=label) for label in options["item"]]
+        if options["items"]:
+            try:
+                text = options["items"].read_text(encoding="utf-8")
+            except OSError as exc:
+                raise CommandError(f"Cannot read items file: {exc}", returncode=BAD_USAGE) from None
+            items += parse_items_text(text, options["items"].name)
+        if not items:
+            raise CommandError("Give items with --items FILE or --item LABEL.", returncode=BAD_USAGE)
+        batch = services.batch_create(
+            owner=owner,
+            type=options["type"],
+            name=options["name"] or f"{options['type']} {timezone.localtime():%Y-%m-%d %H:%M}",
+            description=options["description"],
+            items=items,
+            params=parse_key_values(options["param"]),
+            max_parallel=options["max_parallel"],
+            stop_on_error=options["stop_on_error"],
+            max_retries=options["retries"],
+            retry_backoff_s=options["retry_backoff"],
+            timeout_s=options["timeout"],
+            priority=options["priority"],
+        )
+        self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
+        if options["wait"]:
+            batch = self._wait(batch)
+            self.stdout.write(self._summary(batch))
+            if batch.status != BatchStatus.COMPLETED:
+                raise SystemExit(1)
+
+    def handle_list(self, options) -> None:
+        batches = Batch.objects.select_related("owner")
+        if options["status"]:
+            batches = batches.filter(status=options["status"])
+        if options["type"]:
+            batches = batches.filter(type=options["type"])
+        if options["user"]:
+            batches = batches.filter(owner=self._owner(options["user"]))
+        rows = list(batches[: max(1, options["limit"])])
+        self.stdout.write(
+            f"{'ID':8}  {'STATUS':15}  {'PROGRESS':>8}  {'DONE/TOTAL':>13}  {'TYPE':14}  {'OWNER':10}  NAME"
+        )
+        for batch in rows:
+            self.stdout.write(
+                f"{batch.short_id:8}  {batch.status:15}  {batch.percent_complete:>7}%  "
+                f"{batch.finished_count:>6}/{batch.total:<6}  {batch.type[:14]:14}  {batch.owner.username[:10]:10}  {batch.name}"
+            )
+        self.stdout.write(f"{len(rows)} batch(es).")
+
+    def handle_show(self, options) -> None:
+        batch = selectors.batch_find(options["batch"])
+        self.stdout.write(f"Batch {batch.id}: {batch.name}")
+        self.stdout.write(f"  type {batch.type}, owner {batch.owner.username}, priority {batch.priority}")
+        self.stdout.write(
+            f"  status {batch.status}, {batch.percent_complete}% — total {batch.total}, pending {batch.pending}, "
+            f"running {batch.running}, completed {batch.completed}, failed {batch.failed}, skipped {batch.skipped}"
+        )
+        self.stdout.write(
+            f"  options: max_parallel {batch.max_parallel}, stop_on_error {batch.stop_on_error}, "
+            f"retries {batch.max_retries} (backoff {batch.retry_backoff_s} s), timeout {batch.timeout_s} s"
+        )
+        if batch.eta_seconds is not None:
+            self.stdout.write(f"  ETA {batch.eta_seconds:.0f} s, current operation {batch.current_operation or '-'}")
+        self.stdout.write("  timeline:")
+        for event in batch.events.all()[:50]:
+            self.stdout.write(
+                f"    {timezone.localtime(event.created_at):%Y-%m-%d %H:%M:%S}  {event.kind:10} {event.message}"
+            )
+        failures = batch.operations.filter(status="failed")[:10]
+        if failures:
+            self.stdout.write("  failed operations (first 10):")
+            for operation in failures:
+                self.stdout.write(f"    #{operation.seq} {operation.label}: {operation.error_type}: {operation.error}")
+
+    def handle_cancel(self, options) -> None:
+        batch = services.batch_cancel(batch=selectors.batch_find(options["batch"]), reason=options["reason"])
+        self.stdout.write(f"Cancelled batch {batch.short_id}: {batch.skipped} operations skipped.")
+
+    def handle_pause(self, options) -> None:
+        batch = services.batch_pause(batch=selectors.batch_find(options["batch"]))
+        self.stdout.write(f"Paused batch {batch.short_id}; {batch.running} running operation(s) will finish.")
+
+    def handle_resume(self, options) -> None:
+        batch = services.batch_resume(batch=selectors.batch_find(options["batch"]))
+        self.stdout.write(f"Resumed batch {batch.short_id}; {batch.pending} operation(s) pending.")
+
+    def handle_retry(self, options) -> None:
+        batch = selectors.batch_find(options["batch"])
+        count = services.batch_retry_failed(batch=batch)
+        self.stdout.write(f"Retrying {count} failed operation(s) of batch {batch.short_id}.")
+
+    def handle_delete(self, options) -> None:
+        batch = selectors.batch_find(options["batch"])
+        services.batch_delete(batch=batch)
+        self.stdout.write(f"Deleted batch {batch.short_id} ({batch.name}).")
+
+    def handle_prune(self, options) -> None:
+        count = services.batch_prune(days=options["days"])
+        self.stdout.write(f"Pruned {count} finished batch(es) older than {options['days']} day(s).")
+
+    def handle_stats(self, options) -> None:
+        stats = selectors.batch_stats()
+        self.stdout.write(f"{stats['total']} batch(es)")
+        for status, count in sorted(stats["by_status"].items()):
+            self.stdout.write(f"  {status:16} {count}")
+        for type_key, count in sorted(stats["by_type"].items()):
+            self.stdout.write(f"  type {type_key:11} {count}")
+        rate = stats["completion_rate"]
+        self.stdout.write(f"Completion rate of finished batches: {'-' if rate is None else f'{rate:.1%}'}")
+
+    def handle_reap(self, options) -> None:
+        self.stdout.write(f"Reaped: {engine.reap()}.")
+
+    # --- helpers ---
+
+    def _owner(self, username: str | None):
+        users = get_user_model().objects
+        if username:
+            user = users.filter(username=username).first()
+            if user is None:
+                raise CommandError(f"No user {username!r}.", returncode=BAD_USAGE)
+            return user
+        user = users.filter(is_superuser=True).order_by("pk").first()
+        if user is None:
+            raise CommandError("No superuser to own the batch: pass --user NAME.", returncode=BAD_USAGE)
+        return user
+
+    def _wait(self, batch: Batch) -> Batch:
+        """Redraw a progress bar from the database until the batch reaches a terminal status."""
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(file=self.stdout._out, force_terminal=None)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+        )
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(batch.name[:30], total=batch.total, counts="", eta="")
+            while True:
+                batch.refresh_from_db()
+                progress.update(
+                    task,
+                    completed=batch.finished_count,
+                    description=f"{batch.name[:30]} [{batch.status}]",
+                    counts=f"✓{batch.completed} ✗{batch.failed} ⤼{batch.skipped} ▶{batch.running}",
+                    eta=f"ETA {batch.eta_seconds:.0f}s" if batch.eta_seconds is not None else "",
+                )
+                if batch.is_terminal:
+                    return batch
+                time.sleep(WAIT_POLL_S)
+
+    def _summary(self, batch: Batch) -> str:
+        elapsed = batch.elapsed.total_seconds() if batch.elapsed else 0.0
+        return (
+            f"Batch {batch.short_id} {batch.status}: {batch.completed} completed, {batch.failed} failed, "
+            f"{batch.skipped} skipped of {batch.total} in {elapsed:.1f} s."
+        )

@@ -1,0 +1,289 @@
+"""The service layer without workers: transitions, counters, validation, final statuses."""
+
+import pytest
+from django.test import override_settings
+
+from jobs import services
+from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.models import Batch, BatchEvent, Operation, ResultRow
+from tests.invariants import assert_counters_match_rows, finished_events
+
+
+def make_batch(owner, items=("a", "b", "c"), **options) -> Batch:
+    options.setdefault("type", "demo.sleep")
+    options.setdefault("name", "test batch")
+    return services.batch_create(owner=owner, items=list(items), **options)
+
+
+def claim(batch: Batch) -> services.Claim:
+    result = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    assert isinstance(result, services.Claim), result
+    return result
+
+
+def test_it_creates_a_queued_batch_with_all_operations(alice):
+    batch = make_batch(alice, items=["a", {"label": "b", "params": {"duration_ms": 5}}], params={"duration_ms": 50})
+    batch.refresh_from_db()
+    assert batch.status == "queued"
+    assert (batch.total, batch.pending) == (2, 2)
+    assert batch.params == {"duration_ms": 50, "failure_rate": 0.0, "fail_attempts": 0}
+    assert list(batch.operations.values_list("seq", "label", "params")) == [(1, "a", {}), (2, "b", {"duration_ms": 5})]
+    assert list(batch.events.values_list("kind", flat=True)) == ["created"]
+    assert_counters_match_rows(batch)
+
+
+@pytest.mark.parametrize(
+    "changes, path",
+    [
+        ({"type": "no.such.type"}, "type"),
+        ({"items": []}, "items"),
+        ({"items": ["ok", ""]}, "items[1]"),
+        ({"max_parallel": 0}, "max_parallel"),
+        ({"max_parallel": 101}, "max_parallel"),
+        ({"max_retries": 11}, "max_retries"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"priority": "urgent"}, "priority"),
+        ({"name": ""}, "name"),
+        ({"params": {"failure_rate": 2}}, "params.failure_rate"),
+        ({"params": {"bogus": 1}}, "params"),
+        ({"items": ["a", {"label": "b", "params": {"duration_ms": "slow"}}]}, "items[1].params.duration_ms"),
+    ],
+)
+def test_it_refuses_bad_input_and_writes_nothing(alice, changes, path):
+    with pytest.raises(InvalidInput) as caught:
+        make_batch(alice, **changes)
+    assert path in caught.value.errors
+    assert Batch.objects.count() == Operation.objects.count() == BatchEvent.objects.count() == 0
+
+
+@override_settings(BATCH_MAX_OPERATIONS=5)
+def test_it_refuses_more_operations_than_the_limit(alice):
+    with pytest.raises(TooManyOperations):
+        make_batch(alice, items=[str(i) for i in range(6)])
+    assert Batch.objects.count() == 0
+
+
+def test_claims_never_exceed_max_parallel(alice):
+    batch = make_batch(alice, items=[str(i) for i in range(5)], max_parallel=2)
+    claim(batch)
+    claim(batch)
+    refused = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    assert refused == services.NoClaim("full")
+    batch.refresh_from_db()
+    assert (batch.status, batch.running, batch.pending) == ("running", 2, 3)
+    assert_counters_match_rows(batch)
+
+
+def test_claims_take_operations_in_sequence_and_set_current_operation(alice):
+    batch = make_batch(alice, items=["first", "second"])
+    assert claim(batch).label == "first"
+    assert claim(batch).label == "second"
+    batch.refresh_from_db()
+    assert batch.current_operation == "second"
+    assert batch.started_at is not None
+
+
+def test_an_outcome_is_counted_once_per_attempt(alice):
+    batch = make_batch(alice, items=["a", "b"])
+    first = claim(batch)
+    assert services.operation_complete(claim=first, duration_ms=10, result={"ok": 1}, rows=[{"x": 1}])
+    assert not services.operation_complete(claim=first, duration_ms=10, result={"ok": 2}, rows=[{"x": 2}])
+    assert not services.operation_fail(claim=first, error="late", error_type="Late", duration_ms=1)
+    batch.refresh_from_db()
+    assert (batch.completed, batch.failed) == (1, 0)
+    assert ResultRow.objects.filter(batch=batch).count() == 1
+    assert_counters_match_rows(batch)
+
+
+@pytest.mark.parametrize(
+    "outcomes, status",
+    [
+        (["ok", "ok", "ok"], "completed"),
+        (["fail", "fail", "fail"], "failed"),
+        (["ok", "fail", "ok"], "partial_success"),
+    ],
+)
+def test_the_final_status_follows_the_outcomes(alice, outcomes, status):
+    batch = make_batch(alice, max_parallel=3)
+    claims = [claim(batch) for _ in outcomes]
+    for outcome, current in zip(outcomes, claims, strict=True):
+        batch.refresh_from_db()
+        assert batch.percent_complete < 100 and batch.finished_at is None
+        if outcome == "ok":
+            services.operation_complete(claim=current, duration_ms=5)
+        else:
+            services.operation_fail(claim=current, error="boom", error_type="Boom", duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.status == status
+    assert batch.percent_complete == 100
+    assert batch.finished_at is not None
+    assert finished_events(batch) == 1
+    assert_counters_match_rows(batch)
+
+
+def test_percent_is_rounded_down_and_never_100_before_the_end(alice):
+    batch = make_batch(alice, items=[str(i) for i in range(200)], max_parallel=100)
+    for _ in range(199):
+        services.operation_complete(claim=claim(batch), duration_ms=1)
+    batch.refresh_from_db()
+    assert batch.percent_complete == 99
+    assert batch.status == "running"
+
+
+def test_a_failure_with_retries_left_goes_back_to_pending_with_backoff(alice):
+    batch = make_batch(alice, items=["a"], max_retries=2, retry_backoff_s=10)
+    first = claim(batch)
+    services.operation_fail(claim=first, error="boom", error_type="Boom", duration_ms=5)
+    operation = Operation.objects.get(batch=batch)
+    assert (operation.status, operation.auto_retries, operation.error) == ("pending", 1, "boom")
+    wait = (operation.not_before - operation.started_at).total_seconds()
+    assert 9 < wait < 12
+    refused = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    assert refused.reason == "not_due" and refused.next_due == operation.not_before
+    Operation.objects.filter(pk=operation.pk).update(not_before=None)
+    second = claim(batch)
+    services.operation_fail(claim=second, error="boom", error_type="Boom", duration_ms=5)
+    operation.refresh_from_db()
+    assert operation.auto_retries == 2
+    # The second automatic retry waits twice as long: backoff doubles per attempt.
+    assert 19 < (operation.not_before - operation.started_at).total_seconds() < 22
+    Operation.objects.filter(pk=operation.pk).update(not_before=None)
+    services.operation_fail(claim=claim(batch), error="boom", error_type="Boom", duration_ms=5)
+    operation.refresh_from_db()
+    assert (operation.status, operation.attempts) == ("failed", 3)
+    batch.refresh_from_db()
+    assert batch.status == "failed"
+    assert_counters_match_rows(batch)
+
+
+def test_stop_on_error_skips_the_rest(alice):
+    batch = make_batch(alice, items=["a", "b", "c", "d"], max_parallel=2, stop_on_error=True)
+    first, second = claim(batch), claim(batch)
+    services.operation_fail(claim=first, error="boom", error_type="Boom", duration_ms=5)
+    batch.refresh_from_db()
+    assert (batch.skipped, batch.pending, batch.running, batch.status) == (2, 0, 1, "running")
+    services.operation_complete(claim=second, duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.status == "partial_success"
+    assert list(batch.events.values_list("kind", flat=True)) == ["created", "started", "stopped", "finished"]
+    assert_counters_match_rows(batch)
+
+
+def test_cancel_skips_pending_and_stops_running_operations(alice):
+    batch = make_batch(alice, items=["a", "b", "c"])
+    running = claim(batch)
+    services.batch_cancel(batch=batch, by=alice, reason="wrong input")
+    batch.refresh_from_db()
+    assert (batch.status, batch.skipped, batch.running, batch.pending) == ("cancelled", 3, 0, 0)
+    assert batch.cancelled_by == alice and batch.cancel_reason == "wrong input"
+    assert batch.finished_at is not None
+    # The stopped attempt's late outcome is discarded.
+    assert not services.operation_complete(claim=running, duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.completed == 0
+    assert_counters_match_rows(batch)
+    with pytest.raises(IllegalTransition):
+        services.batch_cancel(batch=batch)
+
+
+def test_pause_stops_claims_and_resume_allows_them(alice):
+    batch = make_batch(alice, items=["a", "b"])
+    running = claim(batch)
+    services.batch_pause(batch=batch, by=alice)
+    assert services.operation_claim_next(batch_id=str(batch.pk), worker="t").reason == "inactive"
+    services.operation_complete(claim=running, duration_ms=5)
+    batch.refresh_from_db()
+    assert (batch.status, batch.completed, batch.pending) == ("paused", 1, 1)
+    with pytest.raises(IllegalTransition):
+        services.batch_pause(batch=batch)
+    services.batch_resume(batch=batch, by=alice)
+    services.operation_complete(claim=claim(batch), duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.status == "completed"
+    assert list(batch.events.values_list("kind", flat=True)) == [
+        "created",
+        "started",
+        "paused",
+        "resumed",
+        "finished",
+    ]
+
+
+def test_retry_failed_runs_a_finished_batch_again(alice):
+    batch = make_batch(alice, items=["a", "b"], max_parallel=2)
+    ok, bad = claim(batch), claim(batch)
+    services.operation_complete(claim=ok, duration_ms=5)
+    services.operation_fail(claim=bad, error="boom", error_type="Boom", duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.status == "partial_success"
+    assert services.batch_retry_failed(batch=batch, by=alice) == 1
+    batch.refresh_from_db()
+    assert (batch.status, batch.failed, batch.pending, batch.finished_at) == ("queued", 0, 1, None)
+    services.operation_complete(claim=claim(batch), duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.status == "completed"
+    assert finished_events(batch) == 2
+    assert_counters_match_rows(batch)
+
+
+def test_retry_is_refused_without_failed_operations(alice):
+    batch = make_batch(alice, items=["a"])
+    services.operation_complete(claim=claim(batch), duration_ms=5)
+    with pytest.raises(IllegalTransition):
+        services.batch_retry_failed(batch=batch)
+
+
+def test_active_batches_cannot_be_deleted_but_finished_ones_can(alice):
+    batch = make_batch(alice, items=["a"])
+    with pytest.raises(IllegalTransition):
+        services.batch_delete(batch=batch)
+    services.operation_complete(claim=claim(batch), duration_ms=5, rows=[{"k": 1}])
+    services.batch_delete(batch=batch)
+    assert not Batch.objects.exists() and not Operation.objects.exists() and not ResultRow.objects.exists()
+
+
+def test_prune_deletes_only_old_finished_batches(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old, recent, active = make_batch(alice), make_batch(alice), make_batch(alice)
+    for batch in (old, recent):
+        services.batch_cancel(batch=batch)
+    Batch.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=10))
+    assert services.batch_prune(days=7) == 1
+    assert set(Batch.objects.values_list("pk", flat=True)) == {recent.pk, active.pk}
+
+
+def test_a_lost_operation_is_retried_or_failed_as_worker_lost(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = make_batch(alice, items=["a"], max_retries=1, retry_backoff_s=0)
+    for expected in ("pending", "failed"):
+        current = claim(batch)
+        Operation.objects.filter(pk=current.operation_id).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+        assert services.operation_recover_lost(
+            operation_id=current.operation_id, stale_before=timezone.now() - timedelta(minutes=1)
+        )
+        operation = Operation.objects.get(pk=current.operation_id)
+        assert operation.status == expected
+        assert operation.error.startswith("worker lost")
+    batch.refresh_from_db()
+    assert batch.status == "failed"
+    assert batch.events.filter(kind="reaped").count() == 2
+    assert_counters_match_rows(batch)
+
+
+def test_a_fresh_operation_is_not_recovered(alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = make_batch(alice, items=["a"])
+    current = claim(batch)
+    assert not services.operation_recover_lost(
+        operation_id=current.operation_id, stale_before=timezone.now() - timedelta(minutes=1)
+    )
+    assert Operation.objects.get(pk=current.operation_id).status == "running"
