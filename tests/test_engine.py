@@ -179,3 +179,12 @@ def test_an_operation_past_its_timeout_fails_as_timeout(alice, workers):
     assert (batch.status, operation.error_type) == ("failed", "Timeout")
     assert time.monotonic() - started < 15
     assert_counters_match_rows(batch)
+
+
+def test_a_long_operation_that_heartbeats_is_not_reaped(alice, workers):
+    """Longer than BATCHSITE_STALE_AFTER_S (3 s), but the lane's heartbeats keep it alive."""
+    workers.start(1)
+    batch = wait_until_finished(sleep_batch(alice, count=1, duration_ms=4500))
+    operation = batch.operations.get()
+    assert (batch.status, operation.attempts) == ("completed", 1)
+    assert not batch.events.filter(kind="reaped").exists()
