@@ -248,9 +248,7 @@ def operation_complete(
         batch = _lock_batch(claim.batch_id, missing_ok=True)
         if batch is None:
             return False
-        updated = Operation.objects.filter(
-            pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt
-        ).update(
+        updated = _current_attempt(claim).update(
             status=OperationStatus.COMPLETED,
             result=result,
             error="",
@@ -287,9 +285,7 @@ def operation_fail(
         batch = _lock_batch(claim.batch_id, missing_ok=True)
         if batch is None:
             return False
-        operation = Operation.objects.filter(
-            pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt
-        ).first()
+        operation = _current_attempt(claim).first()
         if operation is None:
             return False
         _record_failure(batch, operation, now, error, error_type, duration_ms, retryable)
@@ -503,6 +499,11 @@ def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
     if batch is None and not missing_ok:
         raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
     return batch
+
+
+def _current_attempt(claim: Claim):
+    """The claimed operation, only while this attempt is still the running one (the fence)."""
+    return Operation.objects.filter(pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt)
 
 
 def _require(batch: Batch, allowed: tuple, action: str) -> None:

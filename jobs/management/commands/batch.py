@@ -214,6 +214,7 @@ class Command(BaseCommand):
     def _wait(self, batch: Batch) -> Batch:
         """Redraw a progress bar from the database until the batch reaches a terminal status."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
         console = Console(file=self.stdout._out, force_terminal=None)
@@ -226,13 +227,13 @@ class Command(BaseCommand):
             TextColumn("{task.fields[eta]}"),
         )
         with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(batch.name[:30], total=batch.total, counts="", eta="")
+            task = progress.add_task(escape(batch.name[:30]), total=batch.total, counts="", eta="")
             while True:
                 batch.refresh_from_db()
                 progress.update(
                     task,
                     completed=batch.finished_count,
-                    description=f"{batch.name[:30]} [{batch.status}]",
+                    description=escape(f"{batch.name[:30]} [{batch.status}]"),
                     counts=f"✓{batch.completed} ✗{batch.failed} ⤼{batch.skipped} ▶{batch.running}",
                     eta=f"ETA {batch.eta_seconds:.0f}s" if batch.eta_seconds is not None else "",
                 )
