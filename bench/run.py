@@ -257,6 +257,8 @@ def run_batch(user, n: int, label: str, rss_of: WorkerGroup | None = None):
 
 
 def report_batch(tag: str, batch, seconds: float) -> float:
+    from django.db.models import Max
+
     n = batch.total
     engine_s = (batch.finished_at - batch.started_at).total_seconds()
     print(
@@ -267,6 +269,13 @@ def report_batch(tag: str, batch, seconds: float) -> float:
         f"    status {batch.status}, completed {batch.completed:,}, failed {batch.failed:,}; "
         f"started_at→finished_at {engine_s:.2f} s ({n / engine_s:,.0f} ops/s)"
     )
+    last_op = batch.operations.aggregate(at=Max("finished_at"))["at"]
+    if last_op and last_op > batch.finished_at:
+        print(
+            f"    NOTE: batch.finished_at is {(last_op - batch.finished_at).total_seconds():.2f} s before the last "
+            f"operation's finished_at (stale timestamp: taken before waiting for the lock); first "
+            f"operation started→last finished {(last_op - batch.started_at).total_seconds():.2f} s"
+        )
     return n / seconds
 
 
@@ -370,7 +379,9 @@ def main() -> int:
     small, large = (1_000, 10_000) if args.quick else (10_000, 100_000)
 
     own_sqlite = prepare_environment()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # finally blocks still run
+    # Ctrl-C and kill both unwind through the finally below, which stops the workers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     setup_django()
     from django.conf import settings
     from django.db import connection
