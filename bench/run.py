@@ -26,6 +26,9 @@ BENCH_ENV = {
     "BATCHSITE_REDIS_PREFIX": "batchsite-bench",
     "CHANNELS_PREFIX": "batchsite-bench",
     "PYTHONUNBUFFERED": "1",
+    # Workers run without DEBUG, as scripts/run starts them (no per-query log).
+    "DEBUG": "false",
+    "SECRET_KEY": "benchmark-only-secret-key",
 }
 RAW_QUEUE = "bench-raw"
 RAW_FUNCTION = "bench.rq_noop.noop"

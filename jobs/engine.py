@@ -146,16 +146,16 @@ class Lane:
         self.interrupter.install()
         deadline = time.monotonic() + settings.BATCHSITE_LANE_SLICE_S
         try:
-            while True:
-                claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
-                if isinstance(claim, services.NoClaim):
-                    if claim.reason == "not_due" and claim.next_due:
-                        self._successor(at=claim.next_due)
-                    return claim.reason
-                self._execute(claim)
-                if time.monotonic() > deadline:
+            claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
+            while isinstance(claim, services.Claim):
+                in_slice = time.monotonic() < deadline
+                claim = self._execute(claim, claim_next=in_slice)
+                if not in_slice:
                     self._successor()
                     return "handoff"
+            if claim.reason == "not_due" and claim.next_due:
+                self._successor(at=claim.next_due)
+            return claim.reason
         finally:
             self.halt.set()
             self.interrupter.uninstall()
@@ -169,10 +169,13 @@ class Lane:
         if priority:
             lanes.enqueue_lanes(self.batch_id, count=1, priority=priority, at=at)
 
-    def _execute(self, claim: services.Claim) -> None:
+    def _execute(self, claim: services.Claim, claim_next: bool) -> services.Claim | services.NoClaim | None:
+        """Run one claimed operation and record its outcome; returns the next claim, taken in the
+        same transaction as the outcome when `claim_next` (None when not asked for)."""
         context = OperationContext(claim, self)
         self.current = claim
         started = time.perf_counter()
+        then_claim_for = self.worker if claim_next else ""
         try:
             try:
                 optype = get_type(claim.type)
@@ -182,43 +185,48 @@ class Lane:
                 finally:
                     self.interrupter.disarm()
             except OperationStopped:
-                return  # the cancel already recorded this operation as skipped
+                # The cancel already recorded this operation as skipped; the batch is inactive now.
+                return services.NoClaim("inactive")
             except OperationTimedOut:
-                self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout")
-                return
+                return self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout", then_claim_for)
             except InvalidInput as exc:
-                self._fail(claim, started, str(exc), "UnknownType", retryable=False)
-                return
+                return self._fail(claim, started, str(exc), "UnknownType", then_claim_for, retryable=False)
             except Exception as exc:
                 permanent = isinstance(exc, PermanentFailure)
-                self._fail(claim, started, str(exc) or repr(exc), type(exc).__name__, retryable=not permanent)
-                return
+                message = str(exc) or repr(exc)
+                return self._fail(claim, started, message, type(exc).__name__, then_claim_for, retryable=not permanent)
             duration_ms = _elapsed_ms(started)
             if duration_ms > claim.timeout_s * 1000:
-                self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout")
-                return
+                return self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout", then_claim_for)
             if result is not None and not isinstance(result, dict):
                 result = {"value": result}
             try:
                 json.dumps(result, cls=DjangoJSONEncoder)
-                json.dumps(context.rows, cls=DjangoJSONEncoder)
+                if context.rows:
+                    json.dumps(context.rows, cls=DjangoJSONEncoder)
             except (TypeError, ValueError) as exc:
-                self._fail(claim, started, f"Result is not JSON-serialisable: {exc}", "BadResult", retryable=False)
-                return
-            services.operation_complete(
+                error = f"Result is not JSON-serialisable: {exc}"
+                return self._fail(claim, started, error, "BadResult", then_claim_for, retryable=False)
+            return services.operation_complete(
                 claim=claim,
                 duration_ms=duration_ms,
                 result=result,
                 rows=context.rows,
                 quality_score=context.quality_score,
-            )
+                then_claim_for=then_claim_for,
+            ).next
         finally:
             self.current = None
 
-    def _fail(self, claim, started: float, error: str, error_type: str, retryable: bool = True) -> None:
-        services.operation_fail(
-            claim=claim, error=error, error_type=error_type, duration_ms=_elapsed_ms(started), retryable=retryable
-        )
+    def _fail(self, claim, started, error, error_type, then_claim_for, retryable=True):
+        return services.operation_fail(
+            claim=claim,
+            error=error,
+            error_type=error_type,
+            duration_ms=_elapsed_ms(started),
+            retryable=retryable,
+            then_claim_for=then_claim_for,
+        ).next
 
     def _beat(self) -> None:
         """Heartbeat thread: keeps the lane registered, the running operation fresh, and turns a

@@ -28,6 +28,8 @@ def normalize_items(raw: Any, path: str = "items") -> list[Item]:
     errors: dict[str, list[str]] = {}
     for index, entry in enumerate(raw):
         where = f"{path}[{index}]"
+        if isinstance(entry, Item):
+            entry = {"label": entry.label, "params": entry.params}
         if isinstance(entry, dict):
             unknown = set(entry) - {"label", "params"}
             if unknown:
@@ -56,10 +58,16 @@ def normalize_items(raw: Any, path: str = "items") -> list[Item]:
     return items
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_value(text: str) -> Any:
-    """A `k=v` value: JSON when it parses (numbers, booleans, null, objects), else the text."""
+    """A `k=v` value: JSON when it parses (numbers, booleans, null, objects), else the text.
+
+    NaN and Infinity, which Python's json accepts, stay text: they are not JSON."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except ValueError:
         return text
 
@@ -93,7 +101,9 @@ def _parse_csv(text: str, path: str) -> list[Item]:
     if not reader.fieldnames or "label" not in [f.strip() for f in reader.fieldnames]:
         raise InvalidInput({path: ["A CSV items file needs a 'label' column (or give a JSON array)."]})
     raw = []
-    for row in reader:
+    for index, row in enumerate(reader):
+        if None in row:
+            raise InvalidInput({f"{path}[{index}]": ["This CSV row has more cells than the header has columns."]})
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         params = {k: parse_value(v) for k, v in row.items() if k and k != "label" and v != ""}
         raw.append({"label": row.get("label", ""), "params": params})

@@ -10,16 +10,19 @@ Rules every function here keeps:
 - Events reach the channel layer after commit (jobs.events), lanes are enqueued after commit.
 """
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Min, Q
+from django.db.models import F, Min
 from django.utils import timezone
 
-from jobs import events, lanes
+from jobs import events, lanes, rawsql
 from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
@@ -59,8 +62,7 @@ def batch_create(
     their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
     """
     optype = get_type(type)
-    if items and not isinstance(items[0], Item):
-        items = normalize_items(items)
+    items = normalize_items(items)
     if not items:
         raise InvalidInput({"items": ["At least one item is required."]})
     limit = settings.BATCH_MAX_OPERATIONS
@@ -109,6 +111,7 @@ def batch_create(
         _record(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations")
         if start:
             _start(batch, now)
+            _flush(batch)
     return batch
 
 
@@ -137,8 +140,7 @@ def _clean_item_params(optype, base_raw, items: list[Item], errors: dict) -> lis
 
 def batch_start(*, batch: Batch) -> Batch:
     """pending → queued: enqueue the lanes."""
-    with transaction.atomic():
-        locked = _lock_batch(batch.pk)
+    with _locked_batch(batch.pk) as locked:
         _require(locked, (BatchStatus.PENDING,), "start")
         _start(locked, timezone.now())
     return locked
@@ -180,48 +182,131 @@ def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
 
     Exactly one lane gets each attempt: the batch row is locked while the operation is taken.
     """
-    now = timezone.now()
-    with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=True)
+    with _locked_batch(batch_id, missing_ok=True) as batch:
         if batch is None:
             return NoClaim("gone")
-        if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
-            return NoClaim("inactive")
-        if batch.pending == 0:
-            return NoClaim("empty")
-        if batch.running >= batch.max_parallel:
-            return NoClaim("full")
-        due = Q(not_before__isnull=True) | Q(not_before__lte=now)
-        operation = (
-            Operation.objects.select_for_update(skip_locked=True)
-            .filter(due, batch=batch, status=OperationStatus.PENDING)
-            .order_by("seq")
-            .only("id", "seq", "label", "params", "attempts")
-            .first()
+        return _claim_locked(batch, worker, timezone.now())
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The answer to an outcome report: whether this attempt's outcome counted and, when the lane
+    asked for it, its next claim (taken in the same transaction, saving one per operation)."""
+
+    accepted: bool
+    next: Claim | NoClaim | None = None
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+def operation_complete(
+    *,
+    claim: Claim,
+    duration_ms: int,
+    result: dict[str, Any] | None = None,
+    rows: list[dict[str, Any]] = (),
+    quality_score: float | None = None,
+    then_claim_for: str = "",
+) -> Recorded:
+    """Record success of this attempt; not accepted (nothing written) if the attempt is no longer
+    current. With `then_claim_for` (a worker name), also claim the next operation."""
+    with _locked_batch(claim.batch_id, missing_ok=True) as batch:
+        if batch is None:
+            return Recorded(False, NoClaim("gone"))
+        now = timezone.now()
+        updated = rawsql.update(
+            Operation,
+            where={"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt},
+            values={
+                "status": OperationStatus.COMPLETED,
+                "result": result,
+                "error": "",
+                "error_type": "",
+                "duration_ms": duration_ms,
+                "quality_score": quality_score,
+                "finished_at": now,
+            },
         )
-        if operation is None:
-            next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
-            return NoClaim("not_due", next_due)
-        claimed = Operation.objects.filter(pk=operation.pk, status=OperationStatus.PENDING).update(
-            status=OperationStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=now,
-            heartbeat_at=now,
-            finished_at=None,
-            not_before=None,
-            worker=worker[:200],
-        )
-        if claimed != 1:
-            return NoClaim("full")
-        started = batch.status == BatchStatus.QUEUED
-        changes: dict[str, Any] = {"current_operation": operation.label}
-        if started:
-            changes["status"] = BatchStatus.RUNNING
-            if batch.started_at is None:
-                changes["started_at"] = now
-                _record(batch, BatchEventKind.STARTED, None, "")
-        _update(batch, pending=-1, running=+1, **changes)
-        events.batch_changed(batch, status_changed=started, operation_ids=(operation.pk,))
+        if updated == 1:
+            if rows:
+                ResultRow.objects.bulk_create(
+                    (ResultRow(batch_id=batch.pk, operation_id=claim.operation_id, data=row) for row in rows),
+                    batch_size=CREATE_CHUNK,
+                )
+            _update(batch, running=-1, completed=+1, duration_total_ms=+duration_ms, duration_count=+1)
+            finished = _finalize_if_done(batch, now)
+            events.batch_changed(batch, status_changed=finished, operation_ids=(claim.operation_id,))
+        return Recorded(updated == 1, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
+
+
+def operation_fail(
+    *,
+    claim: Claim,
+    error: str,
+    error_type: str,
+    duration_ms: int,
+    retryable: bool = True,
+    then_claim_for: str = "",
+) -> Recorded:
+    """Record a failed attempt: back to pending with backoff while automatic retries are left,
+    else failed (and, with stop_on_error, the rest skipped). Not accepted if the attempt is not
+    current. With `then_claim_for`, also claim the next operation."""
+    with _locked_batch(claim.batch_id, missing_ok=True) as batch:
+        if batch is None:
+            return Recorded(False, NoClaim("gone"))
+        now = timezone.now()
+        operation = _current_attempt(claim).first()
+        if operation is not None:
+            _record_failure(batch, operation, now, error, error_type, duration_ms, retryable)
+        return Recorded(operation is not None, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
+
+
+def _claim_locked(batch: Batch, worker: str, now: datetime) -> Claim | NoClaim:
+    if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+        return NoClaim("inactive")
+    if batch.pending == 0:
+        return NoClaim("empty")
+    if batch.running >= batch.max_parallel:
+        return NoClaim("full")
+    found = rawsql.select_for_update(
+        Operation,
+        "WHERE {batch} = %s AND {status} = %s AND ({not_before} IS NULL OR {not_before} <= %s) ORDER BY {seq} LIMIT 1",
+        [
+            rawsql.prep(Operation, "batch", batch.pk),
+            OperationStatus.PENDING.value,
+            rawsql.prep(Operation, "not_before", now),
+        ],
+        skip_locked=True,
+    )
+    operation = found[0] if found else None
+    if operation is None:
+        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+        return NoClaim("not_due", next_due)
+    claimed = rawsql.update(
+        Operation,
+        where={"pk": operation.pk, "status": OperationStatus.PENDING},
+        values={
+            "status": OperationStatus.RUNNING,
+            "started_at": now,
+            "heartbeat_at": now,
+            "finished_at": None,
+            "not_before": None,
+            "worker": worker[:200],
+        },
+        increments={"attempts": 1},
+    )
+    if claimed != 1:
+        return NoClaim("full")
+    started = batch.status == BatchStatus.QUEUED
+    changes: dict[str, Any] = {"current_operation": operation.label}
+    if started:
+        changes["status"] = BatchStatus.RUNNING
+        if batch.started_at is None:
+            changes["started_at"] = now
+            _record(batch, BatchEventKind.STARTED, None, "")
+    _update(batch, pending=-1, running=+1, **changes)
+    events.batch_changed(batch, status_changed=started, operation_ids=(operation.pk,))
     return Claim(
         batch_id=str(batch.pk),
         operation_id=operation.pk,
@@ -232,64 +317,6 @@ def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
         params={**batch.params, **operation.params},
         timeout_s=batch.timeout_s,
     )
-
-
-def operation_complete(
-    *,
-    claim: Claim,
-    duration_ms: int,
-    result: dict[str, Any] | None = None,
-    rows: list[dict[str, Any]] = (),
-    quality_score: float | None = None,
-) -> bool:
-    """Record success of this attempt; False (and nothing written) if the attempt is no longer current."""
-    now = timezone.now()
-    with transaction.atomic():
-        batch = _lock_batch(claim.batch_id, missing_ok=True)
-        if batch is None:
-            return False
-        updated = _current_attempt(claim).update(
-            status=OperationStatus.COMPLETED,
-            result=result,
-            error="",
-            error_type="",
-            duration_ms=duration_ms,
-            quality_score=quality_score,
-            finished_at=now,
-        )
-        if updated != 1:
-            return False
-        if rows:
-            ResultRow.objects.bulk_create(
-                (ResultRow(batch_id=batch.pk, operation_id=claim.operation_id, data=row) for row in rows),
-                batch_size=CREATE_CHUNK,
-            )
-        _update(batch, running=-1, completed=+1, duration_total_ms=+duration_ms, duration_count=+1)
-        finished = _finalize_if_done(batch, now)
-        events.batch_changed(batch, status_changed=finished, operation_ids=(claim.operation_id,))
-    return True
-
-
-def operation_fail(
-    *,
-    claim: Claim,
-    error: str,
-    error_type: str,
-    duration_ms: int,
-    retryable: bool = True,
-) -> bool:
-    """Record a failed attempt: back to pending with backoff while automatic retries are left,
-    else failed (and, with stop_on_error, the rest skipped). False if the attempt is not current."""
-    now = timezone.now()
-    with transaction.atomic():
-        batch = _lock_batch(claim.batch_id, missing_ok=True)
-        if batch is None:
-            return False
-        operation = _current_attempt(claim).first()
-        if operation is None:
-            return False
-        _record_failure(batch, operation, now, error, error_type, duration_ms, retryable)
-    return True
 
 
 def _record_failure(batch, operation, now, error, error_type, duration_ms, retryable) -> None:
@@ -333,14 +360,13 @@ def operation_heartbeat(*, operation_ids: list[int]) -> None:
 def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool:
     """A running operation whose worker stopped heartbeating: pending again if automatic retries
     are left, else failed with "worker lost". False if it turned out alive or already moved on."""
-    now = timezone.now()
     batch_id = Operation.objects.filter(pk=operation_id).values_list("batch_id", flat=True).first()
     if batch_id is None:
         return False
-    with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=True)
+    with _locked_batch(batch_id, missing_ok=True) as batch:
         if batch is None:
             return False
+        now = timezone.now()
         operation = Operation.objects.filter(
             pk=operation_id, status=OperationStatus.RUNNING, heartbeat_at__lt=stale_before
         ).first()
@@ -366,9 +392,8 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
 def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
     """Skip pending operations, stop running ones (their late outcomes are discarded), and end
     the batch as cancelled."""
-    now = timezone.now()
-    with transaction.atomic():
-        locked = _lock_batch(batch.pk)
+    with _locked_batch(batch.pk) as locked:
+        now = timezone.now()
         _require(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
         stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
             status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
@@ -392,8 +417,7 @@ def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
 
 def batch_pause(*, batch: Batch, by=None) -> Batch:
     """Lanes stop claiming; running operations finish."""
-    with transaction.atomic():
-        locked = _lock_batch(batch.pk)
+    with _locked_batch(batch.pk) as locked:
         _require(locked, (BatchStatus.QUEUED, BatchStatus.RUNNING), "pause")
         _update(locked, status=BatchStatus.PAUSED)
         _record(locked, BatchEventKind.PAUSED, by, "")
@@ -402,8 +426,7 @@ def batch_pause(*, batch: Batch, by=None) -> Batch:
 
 
 def batch_resume(*, batch: Batch, by=None) -> Batch:
-    with transaction.atomic():
-        locked = _lock_batch(batch.pk)
+    with _locked_batch(batch.pk) as locked:
         _require(locked, (BatchStatus.PAUSED,), "resume")
         _update(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED)
         _record(locked, BatchEventKind.RESUMED, by, "")
@@ -415,8 +438,7 @@ def batch_resume(*, batch: Batch, by=None) -> Batch:
 def batch_retry_failed(*, batch: Batch, by=None) -> int:
     """Failed operations back to pending with a fresh automatic-retry budget; a finished batch
     runs again. Returns how many operations were retried."""
-    with transaction.atomic():
-        locked = _lock_batch(batch.pk)
+    with _locked_batch(batch.pk) as locked:
         _require(
             locked,
             (BatchStatus.RUNNING, BatchStatus.PAUSED, BatchStatus.FAILED, BatchStatus.PARTIAL_SUCCESS),
@@ -447,8 +469,7 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
 
 def batch_delete(*, batch: Batch, by=None) -> None:
     """Delete a batch that is not running (cancel it first) with its operations, rows and events."""
-    with transaction.atomic():
-        locked = _lock_batch(batch.pk)
+    with _locked_batch(batch.pk) as locked:
         if locked.is_active:
             raise IllegalTransition(
                 f"Cannot delete a {locked.get_status_display().lower()} batch; cancel it first.", locked.status
@@ -473,9 +494,8 @@ def batch_prune(*, days: int) -> int:
 def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
     """Reaper: start lanes for an active batch with pending work but fewer lanes than it can use;
     also finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
-    now = timezone.now()
-    with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=True)
+    with _locked_batch(batch_id, missing_ok=True) as batch:
+        now = timezone.now()
         if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
             return 0
         if _finalize_if_done(batch, now):
@@ -495,7 +515,9 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
 
 
 def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
-    batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+    pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
+    rows = rawsql.select_for_update(Batch, "WHERE {id} = %s", [rawsql.prep(Batch, "pk", pk)])
+    batch = rows[0] if rows else None
     if batch is None and not missing_ok:
         raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
     return batch
@@ -511,21 +533,47 @@ def _require(batch: Batch, allowed: tuple, action: str) -> None:
         raise IllegalTransition(f"Cannot {action} a {batch.get_status_display().lower()} batch.", batch.status)
 
 
+COUNTERS = frozenset(
+    ("total", "pending", "running", "completed", "failed", "skipped", "duration_total_ms", "duration_count")
+)
+
+
+@contextmanager
+def _locked_batch(batch_id, *, missing_ok: bool = False) -> Iterator[Batch | None]:
+    """One transition: a transaction holding the batch row's lock; the changes `_update` collected
+    are written as a single UPDATE when the block ends without an error."""
+    with transaction.atomic():
+        batch = _lock_batch(batch_id, missing_ok=missing_ok)
+        yield batch
+        if batch is not None:
+            _flush(batch)
+
+
 def _update(batch: Batch, **changes: Any) -> None:
-    """Apply counter deltas (ints for counter fields) and plain assignments to the row and the
-    instance; the caller holds the batch lock, so the instance stays equal to the row."""
-    counters = {"total", "pending", "running", "completed", "failed", "skipped", "duration_total_ms", "duration_count"}
-    values: dict[str, Any] = {"version": F("version") + 1}
+    """Apply counter deltas (ints for counter fields) and plain assignments to the instance now
+    and to the row at the end of the transition; the caller holds the batch lock, so the instance
+    stays equal to the row. One transition bumps `version` once."""
+    if "_deltas" not in batch.__dict__:
+        batch.__dict__["_deltas"], batch.__dict__["_values"] = {}, {}
+        batch.version += 1
+    deltas, values = batch.__dict__["_deltas"], batch.__dict__["_values"]
     for field, value in changes.items():
-        if field in counters:
-            if value:
-                values[field] = F(field) + value
-                setattr(batch, field, getattr(batch, field) + value)
+        if field in COUNTERS:
+            deltas[field] = deltas.get(field, 0) + value
+            setattr(batch, field, getattr(batch, field) + value)
         else:
             values[field] = value
             setattr(batch, field, value)
-    Batch.objects.filter(pk=batch.pk).update(**values)
-    batch.version += 1
+
+
+def _flush(batch: Batch) -> None:
+    deltas = batch.__dict__.pop("_deltas", None)
+    values = batch.__dict__.pop("_values", None)
+    if deltas is None:
+        return
+    increments = {field: delta for field, delta in deltas.items() if delta}
+    increments["version"] = 1
+    rawsql.update(Batch, where={"pk": batch.pk}, values=values, increments=increments)
 
 
 def _skip_pending(batch: Batch, now: datetime, reason: str) -> int:

@@ -288,13 +288,6 @@ def test_create_with_a_directory_as_items_file_exits_2(staff, tmp_path):
     assert written() == (0, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG: handle_create reads --items with read_text(encoding='utf-8') and catches only OSError; "
-    "a file that is not UTF-8 (a Latin-1 CSV from a spreadsheet) raises UnicodeDecodeError, a ValueError: "
-    "traceback and exit code 1 instead of a clear message and exit code 2.",
-)
 def test_create_with_an_items_file_that_is_not_utf8_exits_2(staff, tmp_path):
     path = tmp_path / "items.csv"
     path.write_bytes("label\ncafé\n".encode("latin-1"))
@@ -302,13 +295,6 @@ def test_create_with_an_items_file_that_is_not_utf8_exits_2(staff, tmp_path):
     assert written() == (0, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: handle_create wraps --item labels in Item(...) directly, and services.batch_create only "
-    "normalizes items that are not Items yet, so --item labels skip normalize_items: a blank label is "
-    "stored as an operation, and a label over 255 characters is stored on SQLite / crashes with "
-    "DataError on PostgreSQL, instead of exit 2 with items[i] in the message.",
-)
 @pytest.mark.parametrize("label", ["", "   ", "x" * 256])
 def test_create_refuses_a_blank_or_too_long_item_label(staff, label):
     message = refused("create", "--type", "noop", "--item", "ok", "--item", label)

@@ -29,14 +29,24 @@ class GroupListener:
         channel = await layer.new_channel()
         for group in self.groups:
             await layer.group_add(group, channel)
+        # group_add returns before Redis confirms the SUBSCRIBE: a probe round trip proves it.
+        for group in self.groups:
+            while True:
+                await layer.group_send(group, {"type": "probe"})
+                try:
+                    if (await asyncio.wait_for(layer.receive(channel), 0.5))["type"] == "probe":
+                        break
+                except TimeoutError:
+                    continue
         self.ready.set()
         while not self.stopping:
             try:
                 message = await asyncio.wait_for(layer.receive(channel), 0.1)
             except TimeoutError:
                 continue
-            message["received_at"] = time.time()
-            self.messages.append(message)
+            if message["type"] != "probe":
+                message["received_at"] = time.time()
+                self.messages.append(message)
         for group in self.groups:
             await layer.group_discard(group, channel)
 

@@ -124,11 +124,6 @@ def test_a_value_is_json_when_it_parses_and_text_otherwise(text, value):
     assert type(parsed) is type(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_value uses json.loads, which accepts NaN/Infinity/-Infinity (not JSON); "
-    "the texts become float nan/inf instead of staying text, and jsonb refuses NaN on PostgreSQL.",
-)
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
 def test_non_json_number_words_stay_text(text):
     assert parse_value(text) == text
@@ -269,13 +264,6 @@ def test_a_file_without_a_name_that_is_not_json_is_read_as_csv():
     assert parse_items_text("label\na\n") == [Item("a")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: a CSV row with more cells than headers makes csv.DictReader put the extras in a list "
-    "under the key None; _parse_csv calls .strip() on that list and crashes with AttributeError "
-    "instead of raising InvalidInput (CLI traceback, 500 on upload).",
-)
 def test_a_csv_row_with_more_cells_than_headers_is_refused_as_invalid_input():
     errors = errors_of(parse_items_text, "label,duration_ms\na,5\nb,5,extra\n", "items.csv")
     assert any(path.startswith("items") for path in errors)

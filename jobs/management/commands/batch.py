@@ -90,6 +90,10 @@ class Command(BaseCommand):
                 text = options["items"].read_text(encoding="utf-8")
             except OSError as exc:
                 raise CommandError(f"Cannot read items file: {exc}", returncode=BAD_USAGE) from None
+            except UnicodeDecodeError:
+                raise CommandError(
+                    f"Cannot read items file {options['items']}: it is not UTF-8 text.", returncode=BAD_USAGE
+                ) from None
             items += parse_items_text(text, options["items"].name)
         if not items:
             raise CommandError("Give items with --items FILE or --item LABEL.", returncode=BAD_USAGE)
