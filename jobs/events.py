@@ -73,6 +73,9 @@ class Publisher:
         self.loop = asyncio.new_event_loop()
         self.latest: dict[str, dict[str, Any]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        # Batches with a progress send on its way (a task or a timer): at most one each, so a burst
+        # of transitions costs one throttle round trip, not one per transition.
+        self.scheduled: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
         self.redis: aioredis.Redis | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, name="batchsite-events", daemon=True)
@@ -99,21 +102,30 @@ class Publisher:
         self.latest[batch_id] = payload
         if urgent:
             self._send(batch_id)
-        elif batch_id not in self.timers:
+        elif batch_id not in self.scheduled:
+            self.scheduled.add(batch_id)
             self._spawn(self._send_progress(batch_id))
 
     async def _send_progress(self, batch_id: str) -> None:
+        if batch_id not in self.latest:
+            self.scheduled.discard(batch_id)
+            return
         if self.interval > 0:
             wait_ms = await self._throttle_wait_ms(batch_id)
             if wait_ms > 0:
+                self._cancel_timer(batch_id)
                 self.timers[batch_id] = self.loop.call_later(wait_ms / 1000, self._retry_progress, batch_id)
                 return
         self._send(batch_id)
 
     def _retry_progress(self, batch_id: str) -> None:
         self.timers.pop(batch_id, None)
-        if batch_id in self.latest:
-            self._spawn(self._send_progress(batch_id))
+        self._spawn(self._send_progress(batch_id))
+
+    def _cancel_timer(self, batch_id: str) -> None:
+        timer = self.timers.pop(batch_id, None)
+        if timer is not None:
+            timer.cancel()
 
     async def _throttle_wait_ms(self, batch_id: str) -> int:
         """0 if this process may send now (it took the token), else the ms until the token frees."""
@@ -130,9 +142,8 @@ class Publisher:
             return 0
 
     def _send(self, batch_id: str) -> None:
-        timer = self.timers.pop(batch_id, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timer(batch_id)
+        self.scheduled.discard(batch_id)
         payload = self.latest.pop(batch_id, None)
         if payload is not None:
             self._spawn(self._deliver(payload))
