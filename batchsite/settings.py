@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "channels",
     "django_rq",
     "django_htmx",
+    "ninja",
     "template_partials",
     "jobs",
 ]
@@ -144,6 +145,9 @@ CHANNEL_LAYERS = {
 
 # Batch limits and engine timing.
 BATCH_MAX_OPERATIONS = env_number("BATCH_MAX_OPERATIONS", 100_000, int, minimum=1)
+# Batches one user may create per window through the API (0 turns the limit off).
+BATCH_CREATE_RATE_LIMIT = env_number("BATCH_CREATE_RATE_LIMIT", 60, int, minimum=0)
+BATCH_CREATE_RATE_WINDOW_S = env_number("BATCH_CREATE_RATE_WINDOW_S", 60, int, minimum=1)
 BATCHSITE_REDIS_PREFIX = env_str("BATCHSITE_REDIS_PREFIX", "batchsite")
 BATCHSITE_HEARTBEAT_S = env_number("BATCHSITE_HEARTBEAT_S", 5.0, float, minimum=0.1)
 BATCHSITE_STALE_AFTER_S = env_number("BATCHSITE_STALE_AFTER_S", 30.0, float, minimum=0.5)

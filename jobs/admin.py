@@ -5,6 +5,9 @@ form would overwrite counters that workers move), and the actions and deletes ca
 A batch may hold 100,000 operations, so nothing here loads them all: the batch page links to the
 operation list filtered by batch (paged, counted from the batch's counters), and deletion shows a
 summary instead of Django's list of every related object.
+
+API tokens are added through jobs.tokens (the key is shown once, in a message, and only its hash is
+stored), revoked by an action, and never edited.
 """
 
 import json
@@ -21,9 +24,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from jobs import services
+from jobs import services, tokens
 from jobs.errors import IllegalTransition
-from jobs.models import Batch, BatchEvent, BatchStatus, Operation, OperationStatus, ResultRow
+from jobs.models import ApiToken, Batch, BatchEvent, BatchStatus, Operation, OperationStatus, ResultRow
 
 BATCH_FILTER = "batch__id__exact"
 
@@ -403,3 +406,76 @@ class ResultRowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Data")
     def data_preview(self, row: ResultRow) -> str:
         return Truncator(json.dumps(row.data, default=str)).chars(120)
+
+
+class ApiTokenStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """The add form asks for a user and a name only; the key comes from tokens.token_create and is
+    shown once, in a message. Tokens are never changed afterwards, only revoked or deleted."""
+
+    list_display = ("name", "user", "prefix_display", "created_at", "last_used_at", "status_display")
+    list_filter = (ApiTokenStatusFilter, ("user", admin.RelatedOnlyFieldListFilter), "created_at", "last_used_at")
+    search_fields = ("name", "user__username", "prefix")
+    search_help_text = "Name, username or the key's first characters (bst_…)."
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    actions = ("revoke_selected",)
+    add_fields = ("user", "name")
+    view_fields = ("name", "user", "prefix_display", "created_at", "last_used_at", "revoked_at", "status_display")
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        return self.add_fields if obj is None else self.view_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        return () if obj is None else self.view_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """For whoever holds the model's change permission, though the form is read-only."""
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.display(description="Prefix", ordering="prefix")
+    def prefix_display(self, token: ApiToken) -> str:
+        return format_html("<code>{}…</code>", token.prefix)
+
+    @admin.display(description="Status", ordering="revoked_at")
+    def status_display(self, token: ApiToken) -> str:
+        return "active" if token.is_active else "revoked"
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        # Only reached when adding (changing is not permitted). The form's unsaved instance takes the
+        # created row's fields, so Django's log entry and redirect point at that one row.
+        token, key = tokens.token_create(user=obj.user, name=obj.name)
+        for field in ("id", "name", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"):
+            setattr(obj, field, getattr(token, field))
+        obj._state.adding = False
+        obj._state.db = token._state.db
+        self.message_user(
+            request, f"Token created. Copy the key now, it will not be shown again: {key}", messages.SUCCESS
+        )
+
+    @admin.action(description="Revoke selected tokens", permissions=["revoke"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = 0
+        for token in queryset:
+            if token.is_active:
+                tokens.token_revoke(token=token)
+                count += 1
+        self.message_user(request, f"Revoked {count} token{'' if count == 1 else 's'}.", messages.SUCCESS)

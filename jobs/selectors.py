@@ -1,11 +1,16 @@
 """Reads for pages, API and commands (writes live in jobs.services)."""
 
 import uuid
+from datetime import datetime, time, timedelta
 
-from django.db.models import CharField, Count, QuerySet
+from django import forms
+from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Cast
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
-from jobs.models import Batch, BatchStatus
+from jobs.errors import InvalidInput
+from jobs.models import Batch, BatchStatus, OperationStatus, ResultRow
 
 
 def batches_visible_to(user) -> QuerySet[Batch]:
@@ -55,4 +60,140 @@ def batch_stats(user=None) -> dict:
         "by_status": by_status,
         "by_type": by_type,
         "completion_rate": round(completed / finished, 4) if finished else None,
+    }
+
+
+def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
+    """An ISO datetime, or a date meaning the start of that day (or the end of it for `before`)."""
+    moment = parse_datetime(value)
+    if moment is None:
+        day = parse_date(value) if "T" not in value else None
+        if day is None:
+            raise InvalidInput({field: [f"Expected an ISO date or datetime, got {value!r}."]})
+        moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment
+
+
+def batch_search(
+    user,
+    *,
+    status: str | None = None,
+    type: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    text: str | None = None,
+) -> QuerySet[Batch]:
+    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day)."""
+    batches = batches_visible_to(user)
+    if status:
+        batches = batches.filter(status=status)
+    if type:
+        batches = batches.filter(type=type)
+    if created_after:
+        batches = batches.filter(created_at__gte=_parse_moment(created_after, "created_after", False))
+    if created_before:
+        before = _parse_moment(created_before, "created_before", True)
+        batches = (
+            batches.filter(created_at__lt=before)
+            if "T" not in created_before
+            else batches.filter(created_at__lte=before)
+        )
+    if text:
+        batches = batches.filter(Q(name__icontains=text) | Q(description__icontains=text))
+    return batches
+
+
+RESULT_COLUMNS_SAMPLE = 1000
+
+
+def result_rows(batch: Batch):
+    """(operation label, row data) pairs in the order the rows were stored."""
+    return ResultRow.objects.filter(batch=batch).order_by("id").values_list("operation__label", "data")
+
+
+def result_columns(batch: Batch) -> list[str]:
+    """`operation`, then the row keys in order of first appearance (over the first 1,000 rows, so a
+    streamed export knows its header before it starts)."""
+    columns: dict[str, None] = {"operation": None}
+    for data in (
+        ResultRow.objects.filter(batch=batch).order_by("id").values_list("data", flat=True)[:RESULT_COLUMNS_SAMPLE]
+    ):
+        if isinstance(data, dict):
+            columns.update(dict.fromkeys(data))
+    return list(columns)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
+    if not sorted_values:
+        return None
+    position = (len(sorted_values) - 1) * fraction
+    lower = int(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (position - lower)
+
+
+def batch_analytics(batch: Batch) -> dict:
+    """Success rate, duration mean and percentiles of finished operations, failures by error type."""
+    finished = batch.completed + batch.failed + batch.skipped
+    durations = sorted(
+        batch.operations.filter(
+            status__in=(OperationStatus.COMPLETED, OperationStatus.FAILED), duration_ms__isnull=False
+        )
+        .values_list("duration_ms", flat=True)
+        .iterator(chunk_size=5000)
+    )
+    groups = (
+        batch.operations.filter(status=OperationStatus.FAILED)
+        .values("error_type")
+        .annotate(n=Count("id"))
+        .order_by("-n", "error_type")
+    )
+    return {
+        "total": batch.total,
+        "finished": finished,
+        "success_rate": round(batch.completed / finished, 4) if finished else None,
+        "duration_mean_ms": round(sum(durations) / len(durations), 1) if durations else None,
+        "duration_p50_ms": percentile(durations, 0.50),
+        "duration_p95_ms": percentile(durations, 0.95),
+        "duration_p99_ms": percentile(durations, 0.99),
+        "errors": [
+            {"error_type": g["error_type"] or "Error", "count": g["n"], "share": round(g["n"] / batch.failed, 4)}
+            for g in groups
+        ],
+    }
+
+
+FIELD_TYPES = {
+    forms.BooleanField: "boolean",
+    forms.IntegerField: "integer",
+    forms.FloatField: "number",
+    forms.DecimalField: "number",
+    forms.ChoiceField: "choice",
+    forms.JSONField: "json",
+}
+
+
+def operation_type_description(optype) -> dict:
+    params = []
+    for name, field in optype.form.base_fields.items():
+        kind = next((label for cls, label in FIELD_TYPES.items() if isinstance(field, cls)), "string")
+        params.append(
+            {
+                "name": name,
+                "label": str(field.label or name),
+                "type": kind,
+                "required": field.required and field.initial is None,
+                "default": field.initial,
+                "help": str(field.help_text or ""),
+            }
+        )
+    return {
+        "key": optype.key,
+        "label": optype.label,
+        "description": optype.description,
+        "items_help": optype.items_help,
+        "params": params,
     }

@@ -33,6 +33,7 @@ from jobs.models import (
     BatchEvent,
     BatchEventKind,
     BatchStatus,
+    IdempotencyRecord,
     Operation,
     OperationStatus,
     ResultRow,
@@ -54,6 +55,7 @@ def batch_create(
     params: dict[str, Any] | None = None,
     name: str = "",
     start: bool = True,
+    idempotency: tuple[str, str] | None = None,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
@@ -109,10 +111,42 @@ def batch_create(
             batch_size=CREATE_CHUNK,
         )
         _record(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations")
+        if idempotency:
+            # Same transaction: a batch exists exactly when its key is recorded. A parallel request
+            # with the same key fails on the unique constraint and replays this one.
+            key, request_hash = idempotency
+            IdempotencyRecord.objects.filter(user=owner, key=key).delete()
+            IdempotencyRecord.objects.create(user=owner, key=key, request_hash=request_hash, batch=batch)
         if start:
             _start(batch, now)
             _flush(batch)
     return batch
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def idempotent_batch(*, user, key: str, request_hash: str) -> Batch | None:
+    """The batch an earlier request with this Idempotency-Key created within 24 hours, or None.
+
+    Raises InvalidInput if that request had another body, IllegalTransition if its batch is gone."""
+    if len(key) > 255:
+        raise InvalidInput({"Idempotency-Key": ["At most 255 characters."]})
+    record = (
+        IdempotencyRecord.objects.select_related("batch")
+        .filter(user=user, key=key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW)
+        .first()
+    )
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise InvalidInput(
+            {"Idempotency-Key": ["This key was used with a different request body."]},
+            message="Idempotency key reused with another body.",
+        )
+    if record.batch is None:
+        raise IllegalTransition("The batch created with this Idempotency-Key has been deleted.", "deleted")
+    return record.batch
 
 
 def _clean_item_params(optype, base_raw, items: list[Item], errors: dict) -> list[dict[str, Any]]:
@@ -479,13 +513,16 @@ def batch_delete(*, batch: Batch, by=None) -> None:
         transaction.on_commit(lambda: lanes.forget(batch_id))
 
 
-def batch_prune(*, days: int) -> int:
-    """Delete finished batches whose finished_at is older than `days` days. Returns how many."""
+def batch_prune(*, days: int, owner=None) -> int:
+    """Delete finished batches (of `owner`, or everyone's) whose finished_at is older than `days`
+    days. Returns how many."""
     if days < 0:
         raise InvalidInput({"days": ["Must be zero or more."]})
     cutoff = timezone.now() - timedelta(days=days)
     with transaction.atomic():
         old = Batch.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+        if owner is not None:
+            old = old.filter(owner=owner)
         count = old.count()
         old.delete()
     return count

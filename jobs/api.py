@@ -1,0 +1,328 @@
+"""The JSON API (SPEC §6): thin endpoints over jobs.services and jobs.selectors.
+
+Auth: `Authorization: Bearer <token>` or the session (CSRF enforced). Another user's batch is a
+404. Errors are JSON `{"message", "errors": {field path: [messages]}}`.
+"""
+
+import csv
+import hashlib
+import json
+from uuid import UUID
+
+from django.db import IntegrityError
+from django.http import Http404, HttpRequest, JsonResponse, StreamingHttpResponse
+from ninja import NinjaAPI, Query, Router
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer, SessionAuth
+
+from jobs import ratelimit, selectors, services, tokens
+from jobs.api_schemas import (
+    AnalyticsOut,
+    BatchIn,
+    BatchList,
+    BatchOut,
+    CleanupIn,
+    CleanupOut,
+    Error,
+    OperationList,
+    OperationTypeOut,
+    ProgressOut,
+    ResultList,
+    RetryOut,
+    StatsOut,
+)
+from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.models import Batch, BatchStatus, OperationStatus
+from jobs.optypes import all_types
+
+MAX_LIMIT = 200
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str):
+        found = tokens.token_authenticate(token)
+        if found is None:
+            return None
+        request.user = found.user
+        return found.user
+
+
+class Session(SessionAuth):
+    """The browser session, CSRF enforced, but only once there is a session user: a request
+    with no credentials at all is a 401, not a CSRF 403."""
+
+    def _get_key(self, request: HttpRequest):
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+api = NinjaAPI(
+    title="Batchsite API",
+    version="1",
+    description="Create, follow and steer batches of operations. Authenticate with a session or "
+    "`Authorization: Bearer <token>` (create tokens with `manage.py apitoken create` or in the admin).",
+    auth=[BearerToken(), Session()],
+    urls_namespace="api",
+)
+batches = Router(tags=["batches"])
+ERRORS = {401: Error, 404: Error}
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _error(request, status: int, message: str, errors: dict | None = None, **headers: str):
+    response = api.create_response(request, {"message": message, "errors": errors or {}}, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+@api.exception_handler(InvalidInput)
+def on_invalid_input(request, exc: InvalidInput):
+    status = 413 if isinstance(exc, TooManyOperations) else 422
+    return _error(request, status, exc.message, exc.errors)
+
+
+@api.exception_handler(IllegalTransition)
+def on_illegal_transition(request, exc: IllegalTransition):
+    return _error(request, 409, str(exc), {"status": [exc.status]})
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request, exc: NinjaValidationError):
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors:
+        location = [str(part) for part in error.get("loc", ())]
+        if location and location[0] in ("body", "query", "path"):
+            location = location[1:]
+        if location and location[0] == "payload":
+            location = location[1:]
+        path = ".".join(location) or "body"
+        errors.setdefault(path, []).append(error.get("msg", "Invalid value."))
+    return _error(request, 422, "Invalid input.", errors)
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request, exc):
+    return _error(request, 401, "Authentication required: a session or an `Authorization: Bearer <token>` header.")
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc: HttpError):
+    # Malformed JSON bodies and the like: ninja's own errors, in our error shape.
+    return _error(request, exc.status_code, str(exc.message))
+
+
+@api.exception_handler(Http404)
+def on_not_found(request, exc):
+    return _error(request, 404, "Not found.")
+
+
+def not_found(request, path: str = ""):
+    """Any other URL under /api/: a JSON 404, not an HTML page."""
+    return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
+    """The batch if this user may see it; 404 otherwise (also for another owner's batch)."""
+    batch = selectors.batches_visible_to(request.user).select_related("owner").filter(pk=batch_id).first()
+    if batch is None:
+        raise Http404
+    return batch
+
+
+def batch_out(batch: Batch) -> dict:
+    fields = (
+        "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s "
+        "timeout_s priority total pending running completed failed skipped percent_complete eta_seconds "
+        "current_operation created_at started_at finished_at cancel_reason"
+    ).split()
+    data = {name: getattr(batch, name) for name in fields}
+    data["owner"] = batch.owner.get_username()
+    return data
+
+
+def _page(limit: int, offset: int) -> slice:
+    limit = max(1, min(limit, MAX_LIMIT))
+    return slice(max(0, offset), max(0, offset) + limit)
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+@batches.post(
+    "",
+    response={201: BatchOut, 409: Error, 413: Error, 422: Error, 429: Error, **ERRORS},
+    summary="Create a batch and start it",
+)
+def create_batch(request, payload: BatchIn):
+    """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
+    returns the first batch; the same key with another body is a 422."""
+    body = payload.dict()
+    options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
+    key = request.headers.get("Idempotency-Key", "").strip()
+    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    if key:
+        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
+        if replay is not None:
+            return 201, batch_out(replay)
+    wait = ratelimit.creation_wait_seconds(request.user)
+    if wait:
+        return _error(request, 429, f"Too many batches created; try again in {wait} s.", **{"Retry-After": str(wait)})
+    create = dict(owner=request.user, type=payload.type, name=payload.name, items=body["items"], params=payload.params)
+    try:
+        batch = services.batch_create(**create, **options, idempotency=(key, request_hash) if key else None)
+    except IntegrityError:
+        # The same key raced in from a parallel request: answer as its replay.
+        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
+        if replay is None:
+            raise
+        batch = replay
+    return 201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk))
+
+
+@batches.get("", response={200: BatchList, 422: Error, **ERRORS}, summary="List batches, newest first")
+def list_batches(
+    request,
+    status: BatchStatus | None = None,
+    type: str | None = None,
+    created_after: str | None = Query(None, description="ISO date or datetime"),
+    created_before: str | None = Query(None, description="ISO date or datetime"),
+    q: str | None = Query(None, description="Text in the name or description"),
+    limit: int = 50,
+    offset: int = 0,
+):
+    found = selectors.batch_search(
+        request.user,
+        status=status,
+        type=type,
+        created_after=created_after,
+        created_before=created_before,
+        text=q,
+    )
+    return {
+        "items": [batch_out(b) for b in found.select_related("owner")[_page(limit, offset)]],
+        "count": found.count(),
+    }
+
+
+@batches.get("/{uuid:batch_id}", response={200: BatchOut, **ERRORS}, summary="One batch")
+def get_batch(request, batch_id: UUID):
+    return batch_out(_batch(request, batch_id))
+
+
+@batches.get("/{uuid:batch_id}/progress", response={200: ProgressOut, **ERRORS}, summary="Counters, percent and ETA")
+def get_progress(request, batch_id: UUID):
+    return batch_out(_batch(request, batch_id))
+
+
+@batches.get("/{uuid:batch_id}/operations", response={200: OperationList, **ERRORS}, summary="Operations, in sequence")
+def list_operations(request, batch_id: UUID, status: OperationStatus | None = None, limit: int = 50, offset: int = 0):
+    operations = _batch(request, batch_id).operations.all()
+    if status:
+        operations = operations.filter(status=status)
+    return {"items": list(operations[_page(limit, offset)]), "count": operations.count()}
+
+
+@batches.get("/{uuid:batch_id}/results", response={200: ResultList, **ERRORS}, summary="Result rows of all operations")
+def list_results(request, batch_id: UUID, limit: int = 50, offset: int = 0):
+    batch = _batch(request, batch_id)
+    rows = selectors.result_rows(batch)
+    page = [{"operation": label, **data} for label, data in rows[_page(limit, offset)]]
+    return {"columns": selectors.result_columns(batch), "items": page, "count": rows.count()}
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@batches.get("/{uuid:batch_id}/results.csv", response={200: None, **ERRORS}, summary="Result rows as CSV (streamed)")
+def results_csv(request, batch_id: UUID):
+    batch = _batch(request, batch_id)
+    columns = selectors.result_columns(batch)
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(columns)
+        for label, data in selectors.result_rows(batch).iterator(chunk_size=2000):
+            row = {"operation": label, **data}
+            yield writer.writerow(["" if row.get(c) is None else _cell(row.get(c)) for c in columns])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="batch-{batch.short_id}-results.csv"'
+    return response
+
+
+def _cell(value) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+@batches.get(
+    "/{uuid:batch_id}/analytics", response={200: AnalyticsOut, **ERRORS}, summary="Success rate, durations, errors"
+)
+def get_analytics(request, batch_id: UUID):
+    return selectors.batch_analytics(_batch(request, batch_id))
+
+
+@batches.post("/{uuid:batch_id}/cancel", response={200: BatchOut, 409: Error, **ERRORS}, summary="Cancel a batch")
+def cancel_batch(request, batch_id: UUID):
+    services.batch_cancel(batch=_batch(request, batch_id), by=request.user)
+    return batch_out(_batch(request, batch_id))
+
+
+@batches.post("/{uuid:batch_id}/pause", response={200: BatchOut, 409: Error, **ERRORS}, summary="Pause a batch")
+def pause_batch(request, batch_id: UUID):
+    services.batch_pause(batch=_batch(request, batch_id), by=request.user)
+    return batch_out(_batch(request, batch_id))
+
+
+@batches.post(
+    "/{uuid:batch_id}/resume", response={200: BatchOut, 409: Error, **ERRORS}, summary="Resume a paused batch"
+)
+def resume_batch(request, batch_id: UUID):
+    services.batch_resume(batch=_batch(request, batch_id), by=request.user)
+    return batch_out(_batch(request, batch_id))
+
+
+@batches.post(
+    "/{uuid:batch_id}/retry", response={200: RetryOut, 409: Error, **ERRORS}, summary="Retry failed operations"
+)
+def retry_batch(request, batch_id: UUID):
+    retried = services.batch_retry_failed(batch=_batch(request, batch_id), by=request.user)
+    return {"retried": retried, "batch": batch_out(_batch(request, batch_id))}
+
+
+@batches.delete(
+    "/{uuid:batch_id}", response={204: None, 409: Error, **ERRORS}, summary="Delete a batch that is not running"
+)
+def delete_batch(request, batch_id: UUID):
+    services.batch_delete(batch=_batch(request, batch_id), by=request.user)
+    return 204, None
+
+
+@batches.post("/cleanup", response={200: CleanupOut, 422: Error, **ERRORS}, summary="Delete old finished batches")
+def cleanup(request, payload: CleanupIn):
+    """Your own finished batches older than `days_to_keep` days (staff: everyone's)."""
+    owner = None if request.user.is_staff else request.user
+    return {"deleted": services.batch_prune(days=payload.days_to_keep, owner=owner)}
+
+
+api.add_router("/batches", batches)
+
+
+@api.get("/stats", response={200: StatsOut, **ERRORS}, tags=["stats"], summary="Totals by status and type")
+def stats(request):
+    return selectors.batch_stats(request.user)
+
+
+@api.get("/operation-types", response={200: list[OperationTypeOut], **ERRORS}, tags=["operation types"])
+def operation_types(request):
+    """The registered types and the parameters each accepts."""
+    return [selectors.operation_type_description(optype) for optype in all_types()]

@@ -1,0 +1,53 @@
+"""API tokens: created (the key is returned once), authenticated by hash, revoked."""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
+
+from jobs.errors import InvalidInput
+from jobs.models import ApiToken
+
+KEY_PREFIX = "bst_"
+# Writing last_used_at on every request would make each API call a write; once a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """A new token and its key; only the key's hash is stored, so this is the one time it is seen."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput({"name": ["A name of 1 to 100 characters is required."]})
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, prefix=key[:12], key_hash=_hash(key))
+    return token, key
+
+
+def token_authenticate(key: str) -> ApiToken | None:
+    """The active token with this key (its user active too), recording its use; else None."""
+    if not key or not key.startswith(KEY_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=_hash(key), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        ApiToken.objects.filter(pk=token.pk).update(revoked_at=token.revoked_at)
+    return token
