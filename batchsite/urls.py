@@ -6,7 +6,7 @@ from jobs.api import api, not_found
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
-    re_path(r"^api/(?P<path>.*)$", not_found),
+    re_path(r"^api/(?P<path>[\s\S]*)$", not_found),
     path("accounts/", include("django.contrib.auth.urls")),
     path("django-rq/", include("django_rq.urls")),
 ]

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -37,6 +38,8 @@ from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
 
 MAX_LIMIT = 200
+LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
+OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
 
 
 class BearerToken(HttpBearer):
@@ -68,6 +71,8 @@ api = NinjaAPI(
 )
 batches = Router(tags=["batches"])
 ERRORS = {401: Error, 404: Error}
+# Endpoints with a body or query parameters can also answer these.
+INPUT_ERRORS = {400: Error, 422: Error}
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -121,6 +126,7 @@ def on_not_found(request, exc):
     return _error(request, 404, "Not found.")
 
 
+@csrf_exempt
 def not_found(request, path: str = ""):
     """Any other URL under /api/: a JSON 404, not an HTML page."""
     return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
@@ -158,7 +164,7 @@ def _page(limit: int, offset: int) -> slice:
 
 @batches.post(
     "",
-    response={201: BatchOut, 409: Error, 413: Error, 422: Error, 429: Error, **ERRORS},
+    response={201: BatchOut, 409: Error, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
     summary="Create a batch and start it",
 )
 def create_batch(request, payload: BatchIn):
@@ -187,7 +193,7 @@ def create_batch(request, payload: BatchIn):
     return 201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk))
 
 
-@batches.get("", response={200: BatchList, 422: Error, **ERRORS}, summary="List batches, newest first")
+@batches.get("", response={200: BatchList, **INPUT_ERRORS, **ERRORS}, summary="List batches, newest first")
 def list_batches(
     request,
     status: BatchStatus | None = None,
@@ -195,8 +201,8 @@ def list_batches(
     created_after: str | None = Query(None, description="ISO date or datetime"),
     created_before: str | None = Query(None, description="ISO date or datetime"),
     q: str | None = Query(None, description="Text in the name or description"),
-    limit: int = 50,
-    offset: int = 0,
+    limit: int = LIMIT,
+    offset: int = OFFSET,
 ):
     found = selectors.batch_search(
         request.user,
@@ -222,16 +228,26 @@ def get_progress(request, batch_id: UUID):
     return batch_out(_batch(request, batch_id))
 
 
-@batches.get("/{uuid:batch_id}/operations", response={200: OperationList, **ERRORS}, summary="Operations, in sequence")
-def list_operations(request, batch_id: UUID, status: OperationStatus | None = None, limit: int = 50, offset: int = 0):
+@batches.get(
+    "/{uuid:batch_id}/operations",
+    response={200: OperationList, **INPUT_ERRORS, **ERRORS},
+    summary="Operations, in sequence",
+)
+def list_operations(
+    request, batch_id: UUID, status: OperationStatus | None = None, limit: int = LIMIT, offset: int = OFFSET
+):
     operations = _batch(request, batch_id).operations.all()
     if status:
         operations = operations.filter(status=status)
     return {"items": list(operations[_page(limit, offset)]), "count": operations.count()}
 
 
-@batches.get("/{uuid:batch_id}/results", response={200: ResultList, **ERRORS}, summary="Result rows of all operations")
-def list_results(request, batch_id: UUID, limit: int = 50, offset: int = 0):
+@batches.get(
+    "/{uuid:batch_id}/results",
+    response={200: ResultList, **INPUT_ERRORS, **ERRORS},
+    summary="Result rows of all operations",
+)
+def list_results(request, batch_id: UUID, limit: int = LIMIT, offset: int = OFFSET):
     batch = _batch(request, batch_id)
     rows = selectors.result_rows(batch)
     page = [{"operation": label, **data} for label, data in rows[_page(limit, offset)]]
@@ -307,7 +323,7 @@ def delete_batch(request, batch_id: UUID):
     return 204, None
 
 
-@batches.post("/cleanup", response={200: CleanupOut, 422: Error, **ERRORS}, summary="Delete old finished batches")
+@batches.post("/cleanup", response={200: CleanupOut, **INPUT_ERRORS, **ERRORS}, summary="Delete old finished batches")
 def cleanup(request, payload: CleanupIn):
     """Your own finished batches older than `days_to_keep` days (staff: everyone's)."""
     owner = None if request.user.is_staff else request.user

@@ -110,7 +110,9 @@ class RetryOut(Schema):
 
 
 class CleanupIn(Schema):
-    days_to_keep: int = Field(..., ge=0, description="Finished batches older than this many days are deleted.")
+    days_to_keep: int = Field(
+        ..., ge=0, le=36_500, description="Finished batches older than this many days are deleted."
+    )
 
 
 class CleanupOut(Schema):
