@@ -5,6 +5,7 @@ from jobs.api import api, not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    re_path(r"^api/$", not_found),
     path("api/", api.urls),
     re_path(r"^api/(?P<path>[\s\S]*)$", not_found),
     path("accounts/", include("django.contrib.auth.urls")),

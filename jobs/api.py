@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.responses import Status
 from ninja.security import HttpBearer, SessionAuth
 
 from jobs import ratelimit, selectors, services, tokens
@@ -100,14 +101,25 @@ def on_illegal_transition(request, exc: IllegalTransition):
 def on_validation_error(request, exc: NinjaValidationError):
     errors: dict[str, list[str]] = {}
     for error in exc.errors:
-        location = [str(part) for part in error.get("loc", ())]
-        if location and location[0] in ("body", "query", "path"):
-            location = location[1:]
-        if location and location[0] == "payload":
-            location = location[1:]
-        path = ".".join(location) or "body"
-        errors.setdefault(path, []).append(error.get("msg", "Invalid value."))
+        errors.setdefault(_field_path(error.get("loc", ())), []).append(error.get("msg", "Invalid value."))
     return _error(request, 422, "Invalid input.", errors)
+
+
+UNION_BRANCHES = {"str", "int", "float", "bool", "dict[str,any]"}
+
+
+def _field_path(location) -> str:
+    """pydantic's ("body", "payload", "items", 1, "str") as the services write it: `items[1]`."""
+    parts = list(location)
+    while parts and parts[0] in ("body", "query", "path", "payload"):
+        parts.pop(0)
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in UNION_BRANCHES and "[" not in str(part) and "(" not in str(part):
+            path += f".{part}" if path else str(part)
+    return path or "body"
 
 
 @api.exception_handler(AuthenticationError)
@@ -177,7 +189,7 @@ def create_batch(request, payload: BatchIn):
     if key:
         replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
         if replay is not None:
-            return 201, batch_out(replay)
+            return Status(201, batch_out(replay))
     wait = ratelimit.creation_wait_seconds(request.user)
     if wait:
         return _error(request, 429, f"Too many batches created; try again in {wait} s.", **{"Retry-After": str(wait)})
@@ -190,7 +202,7 @@ def create_batch(request, payload: BatchIn):
         if replay is None:
             raise
         batch = replay
-    return 201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk))
+    return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
 
 
 @batches.get("", response={200: BatchList, **INPUT_ERRORS, **ERRORS}, summary="List batches, newest first")
@@ -320,7 +332,7 @@ def retry_batch(request, batch_id: UUID):
 )
 def delete_batch(request, batch_id: UUID):
     services.batch_delete(batch=_batch(request, batch_id), by=request.user)
-    return 204, None
+    return Status(204, None)
 
 
 @batches.post("/cleanup", response={200: CleanupOut, **INPUT_ERRORS, **ERRORS}, summary="Delete old finished batches")

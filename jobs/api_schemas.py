@@ -5,18 +5,20 @@ from typing import Any
 from uuid import UUID
 
 from ninja import Field, Schema
-
-
-class ItemIn(Schema):
-    label: str = Field(..., description="What the operation targets: a pipeline id, an instance name…")
-    params: dict[str, Any] = Field(default_factory=dict, description="Per-item parameters overriding `params`.")
+from pydantic import ConfigDict
 
 
 class BatchIn(Schema):
+    # A misspelt option ("max_paralel") is an error, not silently the default.
+    model_config = ConfigDict(extra="forbid")
+
     type: str = Field(..., description="A registered operation type key (see GET /api/operation-types).")
     name: str = Field(..., description="1 to 200 characters.")
     description: str = ""
-    items: list[str | ItemIn] = Field(..., description="Labels, or {label, params} objects.")
+    # Objects are checked by the service, which names the failing field as `items[3].label`.
+    items: list[str | int | float | dict[str, Any]] = Field(
+        ..., description='Labels, or objects {"label": "...", "params": {...}} whose params override `params`.'
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
     max_parallel: int = Field(4, description="1 to 100; 1 runs the operations one after another.")
     stop_on_error: bool = False
@@ -110,6 +112,8 @@ class RetryOut(Schema):
 
 
 class CleanupIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
     days_to_keep: int = Field(
         ..., ge=0, le=36_500, description="Finished batches older than this many days are deleted."
     )

@@ -65,12 +65,15 @@ def batch_stats(user=None) -> dict:
 
 def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
     """An ISO datetime, or a date meaning the start of that day (or the end of it for `before`)."""
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value) if "T" not in value else None
-        if day is None:
-            raise InvalidInput({field: [f"Expected an ISO date or datetime, got {value!r}."]})
+    try:
+        day = parse_date(value)
+        moment = None if day else parse_datetime(value)
+    except ValueError:  # well-formed but impossible, like 2024-13-45
+        day = moment = None
+    if day is not None:
         moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    elif moment is None:
+        raise InvalidInput({field: [f"Expected an ISO date or datetime, got {value!r}."]})
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
     return moment
@@ -166,11 +169,12 @@ def batch_analytics(batch: Batch) -> dict:
     }
 
 
+# Subclasses first: FloatField and DecimalField derive from IntegerField.
 FIELD_TYPES = {
     forms.BooleanField: "boolean",
-    forms.IntegerField: "integer",
     forms.FloatField: "number",
     forms.DecimalField: "number",
+    forms.IntegerField: "integer",
     forms.ChoiceField: "choice",
     forms.JSONField: "json",
 }
