@@ -10,4 +10,5 @@ urlpatterns = [
     re_path(r"^api/(?P<path>[\s\S]*)$", not_found),
     path("accounts/", include("django.contrib.auth.urls")),
     path("django-rq/", include("django_rq.urls")),
+    path("", include("jobs.urls")),
 ]

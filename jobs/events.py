@@ -33,6 +33,10 @@ def owner_group(owner_id: Any) -> str:
     return f"owner-{owner_id}"
 
 
+# Every batch's events also go here: staff dashboards show everyone's batches.
+ALL_GROUP = "batches-all"
+
+
 def batch_snapshot(batch) -> dict[str, Any]:
     """Ids, counters and status: what every subscriber needs to redraw a batch."""
     return {
@@ -156,7 +160,7 @@ class Publisher:
     async def _deliver(self, payload: dict[str, Any]) -> None:
         kind = payload.pop("kind")
         message = {**payload, "type": f"batch.{kind}", "sent_at": time.time()}
-        for group in (batch_group(payload["batch_id"]), owner_group(payload["owner_id"])):
+        for group in (batch_group(payload["batch_id"]), owner_group(payload["owner_id"]), ALL_GROUP):
             try:
                 await self.layer.group_send(group, message)
             except Exception:

@@ -20,3 +20,33 @@ class BatchOptionsForm(forms.Form):
     @classmethod
     def defaults(cls) -> dict:
         return {name: field.initial for name, field in cls.base_fields.items() if field.initial is not None}
+
+
+class ItemsForm(forms.Form):
+    """Items as the create page takes them: one label per line, or an uploaded CSV/JSON file."""
+
+    MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+    items = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
+        label="Items",
+        help_text="One label per line. A pasted JSON array or a CSV with a label column works too.",
+    )
+    items_file = forms.FileField(
+        required=False,
+        label="Or upload items",
+        help_text="CSV with a label column (other columns are per-item parameters) or a JSON array.",
+    )
+
+    def clean_items_file(self):
+        upload = self.cleaned_data.get("items_file")
+        if upload and upload.size > self.MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"The file is larger than {self.MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        return upload
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("items", "").strip() and cleaned.get("items_file"):
+            raise forms.ValidationError("Give the items in the box or as a file, not both.")
+        return cleaned

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.errors import InvalidInput
-from jobs.models import Batch, BatchStatus, OperationStatus, ResultRow
+from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Batch, BatchStatus, OperationStatus, ResultRow
 
 
 def batches_visible_to(user) -> QuerySet[Batch]:
@@ -200,4 +200,17 @@ def operation_type_description(optype) -> dict:
         "description": optype.description,
         "items_help": optype.items_help,
         "params": params,
+    }
+
+
+def dashboard_context(user) -> dict:
+    """What the dashboard shows: active batches first, then the recently finished, and totals.
+    The page and its WebSocket consumer both render from this."""
+    visible = batches_visible_to(user).select_related("owner")
+    stats = batch_stats(user)
+    stats["active"] = sum(stats["by_status"].get(s, 0) for s in (BatchStatus.PENDING, *ACTIVE_STATUSES))
+    return {
+        "active": list(visible.filter(status__in=(BatchStatus.PENDING, *ACTIVE_STATUSES))[:20]),
+        "recent": list(visible.filter(status__in=TERMINAL_STATUSES).order_by("-finished_at")[:10]),
+        "stats": stats,
     }

@@ -501,6 +501,16 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
     return count
 
 
+def batch_run_again(*, batch: Batch, by) -> Batch:
+    """A new batch of `by` with the same type, parameters, options and items, started at once."""
+    items = [
+        Item(label=label, params=params)
+        for label, params in batch.operations.order_by("seq").values_list("label", "params").iterator(2000)
+    ]
+    options = {name: getattr(batch, name) for name in BatchOptionsForm.base_fields if name != "name"}
+    return batch_create(owner=by, type=batch.type, items=items, params=batch.params, name=batch.name, **options)
+
+
 def batch_delete(*, batch: Batch, by=None) -> None:
     """Delete a batch that is not running (cancel it first) with its operations, rows and events."""
     with _locked_batch(batch.pk) as locked:

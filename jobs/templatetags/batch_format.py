@@ -1,0 +1,42 @@
+"""Readable durations and moments for the pages ("ETA 42 s", "1 min 5 s", "3 minutes ago")."""
+
+from datetime import datetime
+
+from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
+
+register = template.Library()
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    """42 s, 3 min 5 s, 2 h 4 min; an en dash for unknown."""
+    if value is None or value == "":
+        return "–"
+    total = int(round(float(value)))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+@register.filter
+def milliseconds(value: int | None) -> str:
+    """850 ms, 1.2 s, 3 min 5 s."""
+    if value is None or value == "":
+        return ""
+    value = int(value)
+    if value < 1000:
+        return f"{value} ms"
+    if value < 60_000:
+        return f"{value / 1000:.1f} s"
+    return seconds(value / 1000)
+
+
+@register.filter
+def ago(moment: datetime | None) -> str:
+    """'3 minutes ago'; Django's naturaltime, one name for all pages."""
+    return naturaltime(moment) if moment else ""
