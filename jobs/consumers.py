@@ -45,20 +45,21 @@ class BatchConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def batch_progress(self, event: dict) -> None:
-        # A coalesced progress event older than what this page shows changes nothing.
-        if event["version"] > self.last_version:
-            await self._send_state(event.get("operation_ids", ()))
+        # A progress event older than what the page shows brings no new counters, but its rows
+        # may not have been sent yet (they are rendered from the database, so they are current).
+        await self._send_state(event.get("operation_ids", ()), counters=event["version"] > self.last_version)
 
     async def batch_status(self, event: dict) -> None:
         await self._send_state(event.get("operation_ids", ()))
 
-    async def _send_state(self, operation_ids) -> None:
+    async def _send_state(self, operation_ids, counters: bool = True) -> None:
         live, rows, version = await self._render(tuple(operation_ids))
         if live is None:  # deleted meanwhile
             await self.close(code=FORBIDDEN)
             return
-        self.last_version = max(self.last_version, version)
-        await self.send(text_data=live)
+        if counters:
+            self.last_version = max(self.last_version, version)
+            await self.send(text_data=live)
         if rows:
             # Rows travel in their own message: htmx loses content when rows and divs mix.
             await self.send(text_data=rows)

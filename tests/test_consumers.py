@@ -1,0 +1,129 @@
+"""WebSocket consumers against the real Redis channel layer: auth, isolation, the state on
+connect, and fragments pushed when services change a batch."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from batchsite.asgi import application
+from jobs import services
+from jobs.consumers import FORBIDDEN
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+def session_headers(user) -> list[tuple[bytes, bytes]]:
+    headers = [(b"origin", b"http://testserver")]
+    if user is not None:
+        client = Client()
+        client.force_login(user)
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    return headers
+
+
+async def connect(path: str, user) -> WebsocketCommunicator:
+    headers = await sync_to_async(session_headers)(user)
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator: WebsocketCommunicator, needle: str, timeout: float = 10) -> str:
+    """Messages until one contains `needle` (earlier ones may be older states)."""
+    while True:
+        message = await communicator.receive_from(timeout=timeout)
+        if needle in message:
+            return message
+
+
+@sync_to_async
+def create_batch(owner, count=3, name="live", type="noop"):
+    return services.batch_create(owner=owner, type=type, name=name, items=[f"item-{n}" for n in range(count)])
+
+
+async def test_an_anonymous_socket_is_closed_with_4403(redis_clean, alice):
+    batch = await create_batch(alice)
+    for path in (f"/ws/batches/{batch.pk}/", "/ws/dashboard/"):
+        communicator = await connect(path, None)
+        assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": FORBIDDEN}
+        await communicator.disconnect()
+
+
+async def test_another_users_batch_is_refused(redis_clean, alice, bob):
+    batch = await create_batch(alice)
+    communicator = await connect(f"/ws/batches/{batch.pk}/", bob)
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": FORBIDDEN}
+    await communicator.disconnect()
+
+
+async def test_a_socket_without_origin_is_rejected(redis_clean, alice):
+    batch = await create_batch(alice)
+    communicator = WebsocketCommunicator(application, f"/ws/batches/{batch.pk}/")
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_on_connect_the_page_gets_the_current_state(redis_clean, alice):
+    batch = await create_batch(alice, count=4)
+    communicator = await connect(f"/ws/batches/{batch.pk}/", alice)
+    message = await communicator.receive_from(timeout=5)
+    assert message.startswith(f'<section id="batch-{batch.pk}-live"')
+    assert 'hx-swap-oob="true"' in message
+    assert "chip-queued" in message and "4 operations" in message
+    await communicator.disconnect()
+
+
+async def test_a_status_change_is_pushed_with_the_new_chip_and_actions(redis_clean, alice):
+    batch = await create_batch(alice)
+    communicator = await connect(f"/ws/batches/{batch.pk}/", alice)
+    await communicator.receive_from(timeout=5)
+    await sync_to_async(services.batch_pause)(batch=batch, by=alice)
+    message = await receive_until(communicator, "chip-paused")
+    assert ">Resume</button>" in message and ">Pause</button>" not in message
+    await communicator.disconnect()
+
+
+async def test_a_finished_operation_pushes_its_row_and_the_counts(redis_clean, alice):
+    batch = await create_batch(alice, count=2)
+    communicator = await connect(f"/ws/batches/{batch.pk}/", alice)
+    await communicator.receive_from(timeout=5)
+
+    @sync_to_async
+    def complete_one():
+        claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+        services.operation_complete(claim=claim, duration_ms=1234, result={})
+        return claim.operation_id
+
+    operation_id = await complete_one()
+    row = await receive_until(communicator, f'<tr id="op-{operation_id}" hx-swap-oob="true"')
+    assert "chip-completed" in row and "1.2 s" in row
+    await communicator.disconnect()
+
+
+async def test_the_dashboard_gets_its_state_on_connect_and_new_batches_first(redis_clean, alice, bob):
+    existing = await create_batch(alice, name="existing")
+    communicator = await connect("/ws/dashboard/", alice)
+    first = await communicator.receive_from(timeout=5)
+    assert first.startswith('<section id="dashboard-tiles"') and 'hx-swap-oob="true"' in first
+    assert f"batch-{existing.pk}-card" in first
+    recent = await communicator.receive_from(timeout=5)
+    assert recent.startswith('<tbody id="recent-batches" hx-swap-oob="true">')
+
+    await create_batch(bob, name="bobs")
+    fresh = await create_batch(alice, name="fresh")
+    message = await receive_until(communicator, f"batch-{fresh.pk}-card")
+    assert message.startswith('<section id="dashboard-tiles"')
+    assert '<div hx-swap-oob="afterbegin:#active-batches">' in message
+    assert "bobs" not in message
+    await communicator.disconnect()
+
+
+async def test_a_staff_dashboard_follows_every_owner(redis_clean, alice, staff):
+    communicator = await connect("/ws/dashboard/", staff)
+    await communicator.receive_from(timeout=5)
+    await communicator.receive_from(timeout=5)
+    batch = await create_batch(alice, name="alices")
+    await receive_until(communicator, f"batch-{batch.pk}-card")
+    await communicator.disconnect()
