@@ -7,6 +7,8 @@ refused with close code 4403 after accept: a refused handshake looks like a netw
 htmx, which would retry forever.
 """
 
+from urllib.parse import parse_qs
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
@@ -25,63 +27,74 @@ def oob(html: str, swap: str = "true") -> str:
 
 
 class BatchConsumer(AsyncWebsocketConsumer):
-    """One batch page: the live block (status, bar, counts, ETA, actions) and changed rows."""
+    """One batch page: the live block (status, bar, counts, ETA, actions) and the rows of the
+    operations page it shows (`?page=N&status=S`, as the page asked for them).
+
+    Every event, whichever worker sent it, re-reads the batch and those rows from the database
+    and sends what changed in one message; so a change is on the page by the next event of the
+    batch (events are coalesced to ~5 a second), even when its own event was folded into
+    another process's."""
 
     group = ""
 
     async def connect(self) -> None:
         await self.accept()
         self.batch_id = str(self.scope["url_route"]["kwargs"]["batch_id"])
-        self.last_version = -1
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.page = query.get("page", ["1"])[0]
+        self.status = query.get("status", [""])[0]
+        self.operation_ids: list[int] = []
+        self.row_versions: dict[int, tuple] = {}
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
             return
         self.group = events.batch_group(self.batch_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self._send_state(())
+        await self._send_state()
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def batch_progress(self, event: dict) -> None:
-        # A progress event older than what the page shows brings no new counters, but its rows
-        # may not have been sent yet (they are rendered from the database, so they are current).
-        await self._send_state(event.get("operation_ids", ()), counters=event["version"] > self.last_version)
+        await self._send_state()
 
     async def batch_status(self, event: dict) -> None:
-        await self._send_state(event.get("operation_ids", ()))
+        await self._send_state()
 
-    async def _send_state(self, operation_ids, counters: bool = True) -> None:
-        live, rows, version = await self._render(tuple(operation_ids))
-        if live is None:  # deleted meanwhile
+    async def _send_state(self) -> None:
+        message = await self._render()
+        if message is None:  # deleted meanwhile
             await self.close(code=FORBIDDEN)
             return
-        if counters:
-            self.last_version = max(self.last_version, version)
-            await self.send(text_data=live)
-        if rows:
-            # Rows travel in their own message: htmx loses content when rows and divs mix.
-            await self.send(text_data=rows)
+        await self.send(text_data=message)
 
     @database_sync_to_async
     def _may_see(self) -> bool:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return False
-        return selectors.batches_visible_to(user).filter(pk=self.batch_id).exists()
+        batch = selectors.batches_visible_to(user).filter(pk=self.batch_id).first()
+        if batch is None:
+            return False
+        page = selectors.operations_page(batch, status=self.status, page=self.page)
+        self.operation_ids = [operation.pk for operation in page]
+        return True
 
     @database_sync_to_async
-    def _render(self, operation_ids: tuple[int, ...]):
+    def _render(self) -> str | None:
         batch = (
             selectors.batches_visible_to(self.scope["user"]).select_related("owner").filter(pk=self.batch_id).first()
         )
         if batch is None:
-            return None, "", 0
-        live = oob(render_to_string("jobs/batch_detail.html#live", {"batch": batch}))
-        operations = Operation.objects.filter(batch=batch, pk__in=operation_ids) if operation_ids else ()
-        rows = "".join(oob(render_to_string("jobs/batch_detail.html#row", {"operation": op})) for op in operations)
-        return live, rows, batch.version
+            return None
+        parts = [oob(render_to_string("jobs/batch_detail.html#live", {"batch": batch}))]
+        for operation in Operation.objects.filter(pk__in=self.operation_ids):
+            version = (operation.status, operation.attempts, operation.duration_ms, operation.error)
+            if self.row_versions.get(operation.pk) != version:
+                self.row_versions[operation.pk] = version
+                parts.append(oob(render_to_string("jobs/batch_detail.html#row", {"operation": operation})))
+        return "".join(parts)
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):

@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime, time, timedelta
 
 from django import forms
+from django.core.paginator import Paginator
 from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -214,3 +215,15 @@ def dashboard_context(user) -> dict:
         "recent": list(visible.filter(status__in=TERMINAL_STATUSES).order_by("-finished_at")[:10]),
         "stats": stats,
     }
+
+
+OPERATIONS_PER_PAGE = 50
+
+
+def operations_page(batch: Batch, *, status: str = "", page: str | int | None = None):
+    """One page of a batch's operations (by seq), optionally of one status; the page and its
+    WebSocket consumer use the same pages, so the consumer knows which rows the page shows."""
+    operations = batch.operations.all()
+    if status in OperationStatus.values:
+        operations = operations.filter(status=status)
+    return Paginator(operations, OPERATIONS_PER_PAGE).get_page(page)

@@ -19,7 +19,6 @@ from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
 
-OPERATIONS_PER_PAGE = 50
 BATCHES_PER_PAGE = 25
 PARAMS_PREFIX = "params"
 
@@ -165,12 +164,8 @@ def _render_create(request, optype, options, params, items, status: int = 200) -
 def batch_detail(request: HttpRequest, batch_id) -> HttpResponse:
     batch = get_batch_for_user(request.user, batch_id)
     status = request.GET.get("status", "")
-    operations = batch.operations.all()
-    if status in OperationStatus.values:
-        operations = operations.filter(status=status)
-    else:
-        status = ""
-    page = Paginator(operations, OPERATIONS_PER_PAGE).get_page(request.GET.get("page"))
+    status = status if status in OperationStatus.values else ""
+    page = selectors.operations_page(batch, status=status, page=request.GET.get("page"))
     context = {
         "batch": batch,
         "page": page,

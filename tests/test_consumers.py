@@ -1,6 +1,8 @@
 """WebSocket consumers against the real Redis channel layer: auth, isolation, the state on
 connect, and fragments pushed when services change a batch."""
 
+import re
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -85,20 +87,39 @@ async def test_a_status_change_is_pushed_with_the_new_chip_and_actions(redis_cle
     await communicator.disconnect()
 
 
-async def test_a_finished_operation_pushes_its_row_and_the_counts(redis_clean, alice):
+def row_ids(message: str) -> list[int]:
+    return [int(n) for n in re.findall(r'role="row" id="op-(\d+)" hx-swap-oob="true"', message)]
+
+
+@sync_to_async
+def complete_next(batch, duration_ms=1234) -> int:
+    claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    services.operation_complete(claim=claim, duration_ms=duration_ms, result={})
+    return claim.operation_id
+
+
+async def test_a_finished_operation_pushes_its_row_with_the_counts_in_one_message(redis_clean, alice):
     batch = await create_batch(alice, count=2)
     communicator = await connect(f"/ws/batches/{batch.pk}/", alice)
-    await communicator.receive_from(timeout=5)
+    first = await communicator.receive_from(timeout=5)
+    assert len(row_ids(first)) == 2  # on connect: the whole page
+    operation_id = await complete_next(batch)
+    message = await receive_until(communicator, "1.2 s")
+    assert message.startswith(f'<section id="batch-{batch.pk}-live"')
+    assert row_ids(message) == [operation_id]  # only the row that changed
+    assert "chip-completed" in message
+    await communicator.disconnect()
 
-    @sync_to_async
-    def complete_one():
-        claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
-        services.operation_complete(claim=claim, duration_ms=1234, result={})
-        return claim.operation_id
 
-    operation_id = await complete_one()
-    row = await receive_until(communicator, f'<tr id="op-{operation_id}" hx-swap-oob="true"')
-    assert "chip-completed" in row and "1.2 s" in row
+async def test_only_the_rows_of_the_page_shown_are_sent(redis_clean, alice):
+    batch = await create_batch(alice, count=60)
+    communicator = await connect(f"/ws/batches/{batch.pk}/?page=2&status=", alice)
+    first = await communicator.receive_from(timeout=5)
+    page_two = row_ids(first)
+    assert len(page_two) == 10
+    first_on_page_one = await complete_next(batch)
+    message = await receive_until(communicator, "1 %")
+    assert first_on_page_one not in page_two and row_ids(message) == []
     await communicator.disconnect()
 
 

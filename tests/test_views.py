@@ -100,20 +100,20 @@ def test_the_batch_page_shows_progress_counts_and_operations(as_alice, alice):
     claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
     services.operation_fail(claim=claim, error="disk full", error_type="IOError", duration_ms=1500, retryable=False)
     content = as_alice.get(f"/batches/{batch.pk}/").content.decode()
-    assert f'ws-connect="/ws/batches/{batch.pk}/"' in content
+    assert f'ws-connect="/ws/batches/{batch.pk}/?page=1&amp;status="' in content
     assert 'aria-valuenow="33"' in content
     assert "disk full" in content and "IOError" in content and "1.5 s" in content
-    assert content.count('<tr id="op-') == 3
+    assert content.count('role="row" id="op-') == 3
 
 
 def test_the_operations_table_pages_by_50_and_filters_by_status(as_alice, alice):
     batch = make_batch(alice, count=120, type="noop")
     page_three = as_alice.get(f"/batches/{batch.pk}/?page=3").content.decode()
-    assert page_three.count('<tr id="op-') == 20 and "Page 3 of 3" in page_three
+    assert page_three.count('role="row" id="op-') == 20 and "Page 3 of 3" in page_three
     claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
     services.operation_complete(claim=claim, duration_ms=1, result={})
     completed = as_alice.get(f"/batches/{batch.pk}/?status=completed").content.decode()
-    assert completed.count('<tr id="op-') == 1
+    assert completed.count('role="row" id="op-') == 1
 
 
 def test_an_htmx_request_for_the_operations_gets_only_that_fragment(as_alice, alice):
@@ -123,7 +123,7 @@ def test_an_htmx_request_for_the_operations_gets_only_that_fragment(as_alice, al
     )
     content = response.content.decode()
     assert content.lstrip().startswith('<section id="operations"')
-    assert "<html" not in content and content.count('<tr id="op-') == 2
+    assert "<html" not in content and content.count('role="row" id="op-') == 2
 
 
 def test_history_filters_by_status_type_and_text(as_alice, alice):

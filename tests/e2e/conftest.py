@@ -80,7 +80,9 @@ def two_workers(transactional_db, redis_clean):
     pool.stop_all()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
+# which the asyncio tests of other modules cannot share.
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         pytest.skip("chromium is not installed")
