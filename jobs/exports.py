@@ -21,9 +21,11 @@ FLUSH_BYTES = 64 * 1024
 
 
 def cell(value: Any) -> str:
-    """A CSV cell: empty for None, JSON for lists and objects, ISO 8601 for datetimes."""
+    """A CSV cell: empty for None, JSON for booleans, lists and objects, ISO 8601 for datetimes."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, datetime):

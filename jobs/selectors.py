@@ -232,7 +232,8 @@ def duration_percentiles(operations: QuerySet, *, in_database: bool | None = Non
     """p50, p95 and p99 of `duration_ms` over `operations` (rows without a duration left out), by
     linear interpolation (numpy's default, PostgreSQL's percentile_cont): PostgreSQL computes them
     in the query; elsewhere the sorted durations are streamed and interpolated in Python, with the
-    same definition, so both databases give identical figures. Zeros when there is nothing."""
+    same definition, so both databases give identical figures (rounded to 0.001 ms, which also
+    hides the last-bit differences of the two float computations). Zeros when there is nothing."""
     timed = operations.filter(duration_ms__isnull=False).order_by()
     if in_database is None:
         in_database = connection.vendor == "postgresql"
@@ -240,9 +241,9 @@ def duration_percentiles(operations: QuerySet, *, in_database: bool | None = Non
         found = timed.aggregate(
             **{f"p{i}": PercentileCont("duration_ms", fraction) for i, fraction in enumerate(analytics.PERCENTILES)}
         )
-        return [float(found[f"p{i}"] or 0.0) for i in range(len(analytics.PERCENTILES))]
+        return [round(float(found[f"p{i}"] or 0.0), 3) for i in range(len(analytics.PERCENTILES))]
     durations = list(timed.order_by("duration_ms").values_list("duration_ms", flat=True).iterator(chunk_size=10000))
-    return [analytics.percentile(durations, fraction) for fraction in analytics.PERCENTILES]
+    return [round(analytics.percentile(durations, fraction), 3) for fraction in analytics.PERCENTILES]
 
 
 def _status_counts(operations: QuerySet) -> dict[str, int]:
