@@ -44,16 +44,18 @@ def duration_bins(minimum: int, maximum: int, bins: int = DURATION_BINS) -> tupl
     return start, width, count
 
 
-# Order matters: whole tokens (urls, uuids, quoted strings, paths) before the numbers inside them.
-_NORMALISERS = [
-    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I), "<url>"),
-    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
-    (re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`"), "<str>"),
-    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
-    (re.compile(r"(?<![\w/.])(?:[a-z]:)?(?:[/\\][\w.@~+-]+)+[/\\]?", re.I), "<path>"),
-    (re.compile(r"\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{6,}\b", re.I), "<hex>"),
-    (re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?", re.I), "<n>"),
-]
+# One pass, alternatives tried in this order at each position: whole tokens (urls, uuids, quoted
+# strings, hosts, paths, hex ids) before the numbers inside them.
+_PLACEHOLDERS = {
+    "url": (r"\b[a-z][a-z0-9+.-]*://\S+", "<url>"),
+    "uuid": (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<uuid>"),
+    "str": (r"'[^']*'|\"[^\"]*\"|`[^`]*`", "<str>"),
+    "ip": (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b", "<ip>"),
+    "path": (r"(?<![\w/.])(?:[a-z]:)?(?:[/\\][\w.@~+-]+)+[/\\]?", "<path>"),
+    "hex": (r"\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{6,}\b", "<hex>"),
+    "n": (r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?", "<n>"),
+}
+_VARIABLE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, (pattern, _) in _PLACEHOLDERS.items()), re.I)
 _SPACES = re.compile(r"\s+")
 
 
@@ -61,11 +63,8 @@ def normalise_message(message: str) -> str:
     """An error message with its variable parts replaced by placeholders, so messages that differ only
     in numbers, uuids, hex ids, quoted strings, hosts, urls or paths fall in one group:
     "timeout after 31 s on host 10.0.0.5" → "timeout after <n> s on host <ip>"."""
-    text = message.strip()
-    for pattern, placeholder in _NORMALISERS:
-        text = pattern.sub(placeholder, text)
-    text = _SPACES.sub(" ", text)
-    return text[:MESSAGE_MAX]
+    text = _VARIABLE.sub(lambda match: _PLACEHOLDERS[match.lastgroup][1], message.strip())
+    return _SPACES.sub(" ", text)[:MESSAGE_MAX]
 
 
 # Bucket sizes for completions over time, in seconds: the first giving at most MAX_BUCKETS buckets.

@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime, time, timedelta
 
 from django import forms
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     Aggregate,
@@ -24,7 +25,7 @@ from django.db.models import (
 )
 from django.db.models.expressions import OrderBy
 from django.db.models.fields.json import KeyTransform, compile_json_path
-from django.db.models.functions import Cast, Floor, Greatest, Least, Trunc
+from django.db.models.functions import Cast, Floor, Trunc
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -114,6 +115,7 @@ def batch_search(
 # --- results ------------------------------------------------------------------------------------
 
 LABEL_COLUMN = "operation"
+RESULT_COLUMNS_CACHE_S = 3600
 INSTANCE_COLUMN = "_instance"
 
 
@@ -122,7 +124,13 @@ def result_columns(batch: Batch) -> list[str]:
     order of first appearance.
 
     Found by the database over every row of the batch (json_each / jsonb_object_keys, grouped by key),
-    so a column that only late rows have is not missed and no row is loaded into Python."""
+    so a column that only late rows have is not missed and no row is loaded into Python. That scans
+    every row (about a second for a million on PostgreSQL), so the answer is cached per batch version:
+    rows are only added by a transition, and every transition bumps the version."""
+    cache_key = f"batchsite:result-columns:{batch.pk}:{batch.version}"
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return cached
     table = connection.ops.quote_name(ResultRow._meta.db_table)
     batch_column = connection.ops.quote_name(ResultRow._meta.get_field("batch").column)
     batch_id = ResultRow._meta.get_field("batch").get_db_prep_value(batch.pk, connection)
@@ -145,7 +153,9 @@ def result_columns(batch: Batch) -> list[str]:
         cursor.execute(sql, [batch_id])
         keys = [key for (key,) in cursor.fetchall()]
     first = [LABEL_COLUMN] + ([INSTANCE_COLUMN] if INSTANCE_COLUMN in keys else [])
-    return first + [key for key in keys if key not in first]
+    columns = first + [key for key in keys if key not in first]
+    cache.set(cache_key, columns, RESULT_COLUMNS_CACHE_S)
+    return columns
 
 
 class JSONKeyTypeRank(Func):
@@ -246,10 +256,6 @@ def duration_percentiles(operations: QuerySet, *, in_database: bool | None = Non
     return [round(analytics.percentile(durations, fraction), 3) for fraction in analytics.PERCENTILES]
 
 
-def _status_counts(operations: QuerySet) -> dict[str, int]:
-    return {row["status"]: row["n"] for row in operations.values("status").annotate(n=Count("id")).order_by()}
-
-
 def _error_groups(failed: QuerySet) -> tuple[list[dict], list[dict]]:
     """(groups by error type and normalised message, groups by error type), largest first.
 
@@ -276,25 +282,30 @@ def _error_groups(failed: QuerySet) -> tuple[list[dict], list[dict]]:
     return by_message, types
 
 
-def _duration_histogram(timed: QuerySet, minimum: int | None, maximum: int | None) -> dict:
-    if minimum is None or maximum is None:
-        return {"edges": [], "counts": [], "bin_width_ms": 0}
-    start, width, count = analytics.duration_bins(minimum, maximum)
-    # Durations are integers: integer division puts each in its bin on both databases.
-    index = ExpressionWrapper((F("duration_ms") - Value(start)) / Value(width), output_field=IntegerField())
-    counts = [0] * count
-    for row in timed.annotate(bin=index).values("bin").annotate(n=Count("id")).order_by():
-        counts[min(int(row["bin"]), count - 1)] += row["n"]
-    return {"edges": [start + i * width for i in range(count + 1)], "counts": counts, "bin_width_ms": width}
-
-
-def _quality_histogram(scored: QuerySet) -> dict:
+def _histograms(finished: QuerySet, minimum: int | None, maximum: int | None) -> tuple[dict, dict]:
+    """(duration histogram, quality histogram) from one grouped query: the database counts operations
+    per (duration bin, quality bin) pair, at most about 21 × 10 groups, and Python sums the margins."""
+    start, width, count = analytics.duration_bins(minimum, maximum) if minimum is not None else (0, 1, 0)
     bins = analytics.QUALITY_BINS
-    index = Least(Greatest(Floor(F("quality_score") * bins), Value(0.0)), Value(float(bins - 1)))
-    counts = [0] * bins
-    for row in scored.annotate(bin=index).values("bin").annotate(n=Count("id")).order_by():
-        counts[int(row["bin"])] += row["n"]
-    return {"edges": [round(i / bins, 2) for i in range(bins + 1)], "counts": counts}
+    duration_counts, quality_counts = [0] * count, [0] * bins
+    if minimum is not None or finished.filter(quality_score__isnull=False).exists():
+        # Durations are integers: integer division puts each in its bin on both databases.
+        duration_bin = ExpressionWrapper((F("duration_ms") - Value(start)) / Value(width), output_field=IntegerField())
+        # Clamped in Python: PostgreSQL's GREATEST and LEAST skip NULLs, SQLite's MAX and MIN return NULL.
+        quality_bin = Floor(F("quality_score") * bins)
+        pairs = finished.annotate(d=duration_bin, q=quality_bin).values("d", "q").annotate(n=Count("id")).order_by()
+        for row in pairs:
+            if row["d"] is not None and count:
+                duration_counts[min(int(row["d"]), count - 1)] += row["n"]
+            if row["q"] is not None:
+                quality_counts[min(max(int(row["q"]), 0), bins - 1)] += row["n"]
+    duration = {
+        "edges": [start + i * width for i in range(count + 1)] if count else [],
+        "counts": duration_counts,
+        "bin_width_ms": width if count else 0,
+    }
+    quality = {"edges": [round(i / bins, 2) for i in range(bins + 1)], "counts": quality_counts}
+    return duration, quality
 
 
 def _completions(finished: QuerySet, first: datetime | None, last: datetime | None) -> dict:
@@ -337,26 +348,39 @@ def batch_analytics(batch: Batch) -> dict:
       most 120 buckets), completed and failed apart, empty buckets included.
 
     A batch with nothing finished gives zeros and empty lists."""
-    operations = Operation.objects.filter(batch=batch)
-    counts = _status_counts(operations)
-    completed, failed = counts.get(OperationStatus.COMPLETED, 0), counts.get(OperationStatus.FAILED, 0)
-    skipped = counts.get(OperationStatus.SKIPPED, 0)
-    finished = operations.filter(status__in=FINISHED)
-    summary = finished.aggregate(
-        timed=Count("duration_ms"),
-        mean=Avg("duration_ms"),
-        minimum=Min("duration_ms"),
-        maximum=Max("duration_ms"),
-        scored=Count("quality_score"),
-        quality_mean=Avg("quality_score"),
-        first_started=Min("started_at"),
-        first_finished=Min("finished_at"),
-        last_finished=Max("finished_at"),
+    operations = Operation.objects.filter(batch=batch).order_by()
+    done_filter = Q(status__in=FINISHED)
+    # One scan for the counts, the duration and quality summaries and, on PostgreSQL, the percentiles.
+    aggregates = {status: Count("id", filter=Q(status=status)) for status in OperationStatus.values}
+    aggregates.update(
+        timed=Count("duration_ms", filter=done_filter),
+        mean=Avg("duration_ms", filter=done_filter),
+        minimum=Min("duration_ms", filter=done_filter),
+        maximum=Max("duration_ms", filter=done_filter),
+        scored=Count("quality_score", filter=done_filter),
+        quality_mean=Avg("quality_score", filter=done_filter),
+        first_started=Min("started_at", filter=done_filter),
+        first_finished=Min("finished_at", filter=done_filter),
+        last_finished=Max("finished_at", filter=done_filter),
     )
-    p50, p95, p99 = duration_percentiles(finished)
+    in_database = connection.vendor == "postgresql"
+    if in_database:
+        aggregates.update(
+            {f"p{i}": PercentileCont("duration_ms", f, filter=done_filter) for i, f in enumerate(analytics.PERCENTILES)}
+        )
+    summary = operations.aggregate(**aggregates)
+    counts = {status: summary[status] for status in OperationStatus.values}
+    completed, failed = counts[OperationStatus.COMPLETED], counts[OperationStatus.FAILED]
+    skipped = counts[OperationStatus.SKIPPED]
+    finished = operations.filter(done_filter)
+    if in_database:
+        p50, p95, p99 = (round(float(summary[f"p{i}"] or 0.0), 3) for i in range(len(analytics.PERCENTILES)))
+    else:
+        p50, p95, p99 = duration_percentiles(finished, in_database=False)
     first_started, last_finished = summary["first_started"], summary["last_finished"]
     span_minutes = (last_finished - first_started).total_seconds() / 60 if first_started and last_finished else 0
     errors, error_types = _error_groups(operations.filter(status=OperationStatus.FAILED))
+    duration_histogram, quality_histogram = _histograms(finished, summary["minimum"], summary["maximum"])
     done = completed + failed + skipped
     return {
         "total": sum(counts.values()),
@@ -379,10 +403,8 @@ def batch_analytics(batch: Batch) -> dict:
         "error_types": error_types,
         "quality_count": summary["scored"],
         "quality_mean": round(float(summary["quality_mean"]), 4) if summary["quality_mean"] is not None else 0.0,
-        "quality_histogram": _quality_histogram(finished.filter(quality_score__isnull=False)),
-        "duration_histogram": _duration_histogram(
-            finished.filter(duration_ms__isnull=False), summary["minimum"], summary["maximum"]
-        ),
+        "quality_histogram": quality_histogram,
+        "duration_histogram": duration_histogram,
         "completions": _completions(finished, summary["first_finished"], last_finished),
     }
 

@@ -4,11 +4,12 @@ import csv
 import io
 
 import pytest
+from django.db.models import F
 from django.test import Client
 
 from jobs import exports, selectors
 from jobs.errors import InvalidInput
-from jobs.models import OperationStatus
+from jobs.models import Batch, OperationStatus
 from tests.helpers_analytics import add_operations, add_rows, at, make_batch
 
 
@@ -36,6 +37,18 @@ def as_alice(client: Client, alice) -> Client:
 def test_columns_are_the_label_then_every_rows_keys_in_order_of_appearance(rows_batch):
     # (PostgreSQL's jsonb keeps a row's keys by length, then bytes: the same order for these rows.)
     assert selectors.result_columns(rows_batch) == ["operation", "name", "score", "late"]
+
+
+def test_columns_are_found_once_per_batch_version(rows_batch, django_assert_num_queries):
+    columns = selectors.result_columns(rows_batch)
+    operation = rows_batch.operations.first()
+    add_rows(rows_batch, operation, [{"extra": 1}])
+    with django_assert_num_queries(0):
+        assert selectors.result_columns(rows_batch) == columns
+    # Rows only come with a transition, which bumps the version.
+    Batch.objects.filter(pk=rows_batch.pk).update(version=F("version") + 1)
+    rows_batch.refresh_from_db()
+    assert selectors.result_columns(rows_batch) == [*columns, "extra"]
 
 
 def test_the_instance_column_comes_right_after_the_label(alice):
