@@ -216,8 +216,9 @@ def main() -> int:
 
     call_command("migrate", verbosity=0, interactive=False)
     setup_test_environment()
+    one, five, _ = os.getloadavg()
     print(
-        f"Batchsite read-side bench: {os.cpu_count()} CPUs, database {connection.vendor} "
+        f"Batchsite read-side bench: {os.cpu_count()} CPUs, load {one:.2f} {five:.2f}, database {connection.vendor} "
         f"({'fresh' if own_sqlite else 'DATABASE_URL'}), DEBUG={settings.DEBUG}"
     )
     user, user_is_ours = User.objects.get_or_create(username="batchsite-bench-results")

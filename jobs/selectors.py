@@ -13,7 +13,7 @@ from django.db.models import (
     Count,
     ExpressionWrapper,
     F,
-    FloatField,
+    Field,
     Func,
     IntegerField,
     Max,
@@ -224,15 +224,16 @@ def operation_export_rows(batch: Batch) -> QuerySet:
 # --- analytics ----------------------------------------------------------------------------------
 
 
-class PercentileCont(Aggregate):
-    """PostgreSQL's ordered-set aggregate: linear interpolation between closest ranks."""
+class PercentilesCont(Aggregate):
+    """PostgreSQL's ordered-set aggregate over an array of fractions (one sort for all of them):
+    linear interpolation between closest ranks. Its value is a list of floats."""
 
     function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
+    template = "%(function)s(ARRAY[%(fractions)s]::double precision[]) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = Field()
 
-    def __init__(self, expression, fraction: float, **extra) -> None:
-        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+    def __init__(self, expression, fractions: tuple[float, ...], **extra) -> None:
+        super().__init__(expression, fractions=", ".join(repr(float(f)) for f in fractions), **extra)
 
 
 FINISHED = (OperationStatus.COMPLETED, OperationStatus.FAILED)
@@ -248,10 +249,8 @@ def duration_percentiles(operations: QuerySet, *, in_database: bool | None = Non
     if in_database is None:
         in_database = connection.vendor == "postgresql"
     if in_database:
-        found = timed.aggregate(
-            **{f"p{i}": PercentileCont("duration_ms", fraction) for i, fraction in enumerate(analytics.PERCENTILES)}
-        )
-        return [round(float(found[f"p{i}"] or 0.0), 3) for i in range(len(analytics.PERCENTILES))]
+        found = timed.aggregate(percentiles=PercentilesCont("duration_ms", analytics.PERCENTILES))["percentiles"]
+        return [round(float(value or 0.0), 3) for value in found or [0.0] * len(analytics.PERCENTILES)]
     durations = list(timed.order_by("duration_ms").values_list("duration_ms", flat=True).iterator(chunk_size=10000))
     return [round(analytics.percentile(durations, fraction), 3) for fraction in analytics.PERCENTILES]
 
@@ -365,16 +364,14 @@ def batch_analytics(batch: Batch) -> dict:
     )
     in_database = connection.vendor == "postgresql"
     if in_database:
-        aggregates.update(
-            {f"p{i}": PercentileCont("duration_ms", f, filter=done_filter) for i, f in enumerate(analytics.PERCENTILES)}
-        )
+        aggregates["percentiles"] = PercentilesCont("duration_ms", analytics.PERCENTILES, filter=done_filter)
     summary = operations.aggregate(**aggregates)
     counts = {status: summary[status] for status in OperationStatus.values}
     completed, failed = counts[OperationStatus.COMPLETED], counts[OperationStatus.FAILED]
     skipped = counts[OperationStatus.SKIPPED]
     finished = operations.filter(done_filter)
     if in_database:
-        p50, p95, p99 = (round(float(summary[f"p{i}"] or 0.0), 3) for i in range(len(analytics.PERCENTILES)))
+        p50, p95, p99 = (round(float(value or 0.0), 3) for value in summary["percentiles"] or [0.0] * 3)
     else:
         p50, p95, p99 = duration_percentiles(finished, in_database=False)
     first_started, last_finished = summary["first_started"], summary["last_finished"]
