@@ -273,8 +273,9 @@ def list_results(
     batch = _batch(request, batch_id)
     columns = selectors.result_columns(batch)
     rows = selectors.result_rows(batch, sort, columns=columns)
+    # The label comes first and wins over a row key of the same name, as in the CSV.
     page = [
-        {selectors.LABEL_COLUMN: label, **data, selectors.LABEL_COLUMN: label}
+        {selectors.LABEL_COLUMN: label} | data | {selectors.LABEL_COLUMN: label}
         for label, data in rows[_page(limit, offset)]
     ]
     return {"columns": columns, "items": page, "count": rows.count()}
