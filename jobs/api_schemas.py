@@ -101,7 +101,11 @@ class OperationList(Schema):
 
 
 class ResultList(Schema):
-    columns: list[str] = Field(..., description="`operation` (the operation's label), then the rows' keys.")
+    columns: list[str] = Field(
+        ...,
+        description="`operation` (the operation's label), `_instance` when rows have it, then the rows' keys "
+        "in order of first appearance.",
+    )
     items: list[dict[str, Any]]
     count: int
 
@@ -123,28 +127,92 @@ class CleanupOut(Schema):
     deleted: int
 
 
-class ErrorGroup(Schema):
-    error_type: str
+class ErrorTypeGroup(Schema):
+    error_type: str = Field(..., description='The failure\'s error type ("Error" when none was given).')
     count: int
-    share: float
+    share: float = Field(..., description="Share of the failed operations, 0 to 1, rounded to 4 places.")
+
+
+class ErrorGroup(ErrorTypeGroup):
+    message: str = Field(
+        ...,
+        description="The message with its variable parts as placeholders: <n> numbers, <uuid>, <hex> ids, "
+        "<str> quoted strings, <ip> hosts, <url>, <path>.",
+    )
+    example: str = Field(..., description="One original message of the group.")
+
+
+class Histogram(Schema):
+    edges: list[float] = Field(..., description="Bin edges, one more than counts: bin i is [edges[i], edges[i+1]).")
+    counts: list[int]
+
+
+class DurationHistogram(Histogram):
+    bin_width_ms: int = Field(..., description="Width of every bin (1, 2 or 5 × 10^k ms); 0 when empty.")
+
+
+class CompletionBucket(Schema):
+    start: datetime
+    completed: int
+    failed: int
+
+
+class Completions(Schema):
+    bucket: str = Field(..., description="second, minute, hour or day: the first giving at most 120 buckets.")
+    bucket_seconds: int
+    buckets: list[CompletionBucket] = Field(..., description="Consecutive buckets, empty ones included.")
 
 
 class AnalyticsOut(Schema):
-    total: int
-    finished: int
-    success_rate: float | None
-    duration_mean_ms: float | None
-    duration_p50_ms: float | None
-    duration_p95_ms: float | None
-    duration_p99_ms: float | None
-    errors: list[ErrorGroup]
+    """Figures over a batch's finished (completed or failed) operations. A batch with nothing finished
+    gives zeros and empty lists. Percentiles interpolate linearly between closest ranks (numpy's
+    default method, PostgreSQL's percentile_cont): rank (n - 1) × p."""
+
+    total: int = Field(..., description="Operations in the batch.")
+    finished: int = Field(..., description="Completed + failed + skipped.")
+    completed: int
+    failed: int
+    skipped: int
+    success_rate: float = Field(..., description="completed / finished, 0 to 1.")
+    duration_count: int = Field(..., description="Finished operations with a recorded duration.")
+    duration_mean_ms: float
+    duration_min_ms: int
+    duration_max_ms: int
+    duration_p50_ms: float
+    duration_p95_ms: float
+    duration_p99_ms: float
+    first_started_at: datetime | None
+    last_finished_at: datetime | None
+    throughput_per_minute: float = Field(
+        ..., description="Finished operations per minute between the first start and the last finish."
+    )
+    errors: list[ErrorGroup] = Field(..., description="Failures by error type and normalised message, largest first.")
+    error_types: list[ErrorTypeGroup] = Field(..., description="Failures by error type, largest first.")
+    quality_count: int = Field(..., description="Finished operations with a quality score.")
+    quality_mean: float
+    quality_histogram: Histogram = Field(..., description="10 bins over 0 to 1; the last one includes 1.0.")
+    duration_histogram: DurationHistogram = Field(..., description="About 20 bins of equal, round width.")
+    completions: Completions = Field(..., description="Finished operations over time, completed and failed apart.")
+
+
+class HourBucket(Schema):
+    start: datetime = Field(..., description="Start of the hour.")
+    completed: int
+    failed: int
 
 
 class StatsOut(Schema):
-    total: int
-    by_status: dict[str, int]
-    by_type: dict[str, int]
-    completion_rate: float | None
+    total: int = Field(..., description="Batches.")
+    by_status: dict[str, int] = Field(..., description="Batches by status (statuses with none left out).")
+    by_type: dict[str, int] = Field(..., description="Batches by operation type.")
+    completion_rate: float | None = Field(
+        ..., description="completed / (completed + failed + partial_success) batches; null when none finished."
+    )
+    operations: dict[str, int] = Field(..., description="Operations by status, every status present.")
+    operations_last_24h: int = Field(..., description="Operations finished in the 24 hours of throughput_24h.")
+    throughput_24h: list[HourBucket] = Field(
+        ..., description="Operations finished per hour, 24 hours, oldest first, the current hour last."
+    )
 
 
 class ParamOut(Schema):

@@ -631,24 +631,22 @@ def test_analytics_has_success_rate_duration_percentiles_and_error_groups(as_ali
     # Linear interpolation between closest ranks: 30 + 10 × 0.85, 30 + 10 × 0.97.
     assert data["duration_p95_ms"] == pytest.approx(38.5)
     assert data["duration_p99_ms"] == pytest.approx(39.7)
-    assert data["errors"] == [
+    assert data["error_types"] == [
         {"error_type": "Boom", "count": 2, "share": 0.6667},
         {"error_type": "Timeout", "count": 1, "share": 0.3333},
     ]
+    assert [(e["error_type"], e["message"], e["count"]) for e in data["errors"]] == [
+        ("Boom", "Boom!", 2),
+        ("Timeout", "Timeout!", 1),
+    ]
 
 
-def test_analytics_of_a_batch_with_nothing_finished_has_no_rates(as_alice, alice):
+def test_analytics_of_a_batch_with_nothing_finished_are_zeros(as_alice, alice):
     batch = make_batch(alice)
-    assert as_alice.get(f"{BATCHES}/{batch.pk}/analytics").json() == {
-        "total": 3,
-        "finished": 0,
-        "success_rate": None,
-        "duration_mean_ms": None,
-        "duration_p50_ms": None,
-        "duration_p95_ms": None,
-        "duration_p99_ms": None,
-        "errors": [],
-    }
+    data = as_alice.get(f"{BATCHES}/{batch.pk}/analytics").json()
+    assert (data["total"], data["finished"], data["success_rate"]) == (3, 0, 0.0)
+    assert (data["duration_mean_ms"], data["duration_p50_ms"], data["duration_p99_ms"]) == (0.0, 0.0, 0.0)
+    assert (data["errors"], data["error_types"], data["completions"]["buckets"]) == ([], [], [])
 
 
 # --- another user's batch, unknown ids and URLs -----------------------------------------------------
@@ -659,6 +657,7 @@ ENDPOINTS = [
     ("get", "/operations"),
     ("get", "/results"),
     ("get", "/results.csv"),
+    ("get", "/operations.csv"),
     ("get", "/analytics"),
     ("post", "/cancel"),
     ("post", "/pause"),
@@ -874,18 +873,28 @@ def test_stats_count_the_callers_batches_by_status_and_type(as_alice, as_staff, 
     complete(make_batch(bob, items=["a"]))
     response = as_alice.get("/api/stats")
     assert response.status_code == 200
-    assert response.json() == {
+    data = response.json()
+    assert {k: data[k] for k in ("total", "by_status", "by_type", "completion_rate")} == {
         "total": 4,
         "by_status": {"completed": 2, "failed": 1, "queued": 1},
         "by_type": {"demo.sleep": 3, "noop": 1},
         "completion_rate": 0.6667,
     }
+    assert data["operations"] == {"pending": 3, "running": 0, "completed": 2, "failed": 1, "skipped": 0}
+    assert data["operations_last_24h"] == 3
     everyone = as_staff.get("/api/stats").json()
     assert (everyone["total"], everyone["by_status"]["completed"], everyone["completion_rate"]) == (5, 3, 0.75)
 
 
 def test_stats_without_batches(as_alice):
-    assert as_alice.get("/api/stats").json() == {"total": 0, "by_status": {}, "by_type": {}, "completion_rate": None}
+    data = as_alice.get("/api/stats").json()
+    assert {k: data[k] for k in ("total", "by_status", "by_type", "completion_rate")} == {
+        "total": 0,
+        "by_status": {},
+        "by_type": {},
+        "completion_rate": None,
+    }
+    assert (data["operations_last_24h"], len(data["throughput_24h"])) == (0, 24)
 
 
 def test_operation_types_list_noop_and_demo_sleep_with_their_params(as_alice):
@@ -937,6 +946,7 @@ def test_the_openapi_schema_describes_batch_creation(db):
         "/api/batches/{batch_id}/operations",
         "/api/batches/{batch_id}/results",
         "/api/batches/{batch_id}/results.csv",
+        "/api/batches/{batch_id}/operations.csv",
         "/api/batches/{batch_id}/analytics",
         "/api/batches/{batch_id}/cancel",
         "/api/batches/cleanup",
