@@ -142,9 +142,11 @@ def run_sql_workflow(ctx) -> dict[str, Any]:
 
     with database.connect(instance_name, read_only=not allow_writes, timeout_s=ctx.timeout_s) as connection:
         try:
-            result = connection.execution_options(stream_results=True, max_row_buffer=FETCH_CHUNK).execute(
-                statement, values
-            )
+            # A server-side cursor keeps big results out of memory; PostgreSQL declares one only
+            # for reading statements.
+            reading = not allow_writes or not statement_problems(query, allow_writes=False)
+            options = {"stream_results": True, "max_row_buffer": FETCH_CHUNK} if reading else {}
+            result = connection.execution_options(**options).execute(statement, values)
             if not result.returns_rows:
                 affected = result.rowcount
                 connection.commit()
