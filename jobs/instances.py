@@ -112,12 +112,14 @@ def get_engine(name: str, url: str) -> Engine:
         return engine
 
 
-def _build_engine(url: str) -> Engine:
+def _build_engine(url: str, pooled: bool = True) -> Engine:
     parsed = engine_url(url)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_pre_ping": True} if pooled else {"poolclass": sa.pool.NullPool}
     backend = parsed.get_backend_name()
     if backend == "postgresql":
-        options.update(pool_size=2, max_overflow=4, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if pooled:
+            options.update(pool_size=2, max_overflow=4)
     elif backend == "sqlite":
         # Another process may be writing the file: wait for its lock instead of failing at once.
         options["connect_args"] = {"timeout": 20}
@@ -140,13 +142,17 @@ class ConnectionCheck:
 def check_connection(name: str, url: str) -> ConnectionCheck:
     """Connect and run SELECT 1."""
     started = time.perf_counter()
+    # A throwaway engine: the web process that asks should not keep idle connections open.
+    engine = _build_engine(url, pooled=False)
     try:
-        with get_engine(name, url).connect() as connection:
+        with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1")).scalar()
             version = connection.dialect.server_version_info
     except (SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
+        engine.dispose()
         elapsed = int((time.perf_counter() - started) * 1000)
         return ConnectionCheck(False, error_message(exc, url) or type(exc).__name__, elapsed)
+    engine.dispose()
     elapsed = int((time.perf_counter() - started) * 1000)
     dialect = engine_url(url).get_backend_name()
     shown = ".".join(str(part) for part in version) if version else ""
