@@ -33,10 +33,16 @@ def three_instances(db, sqlite_db, pg_scratch):
     return {"lite-a": sqlite_db("a"), "lite-b": sqlite_db("b"), "pg": pg_scratch}
 
 
-def sql_batch(owner, items, query=QUERY, start=True, **params):
+def sql_batch(owner, items, query=QUERY, start=True, max_parallel=4, **params):
     params = {"query": query, "query_params": {"min_total": 50}, **params}
     return services.batch_create(
-        owner=owner, type="sql.workflow", name="sql test", items=items, params=params, start=start
+        owner=owner,
+        type="sql.workflow",
+        name="sql test",
+        items=items,
+        params=params,
+        start=start,
+        max_parallel=max_parallel,
     )
 
 
@@ -89,6 +95,14 @@ def test_creation_refuses_placeholders_without_values(alice, three_instances):
     assert errors == {"params.query_params": ["No value for placeholder(s): :min_total."]}
     batch = sql_batch(alice, [{"label": "lite-a", "params": {"min_total": 1}}], query_params={}, start=False)
     assert batch.operations.get().params == {"min_total": 1}
+
+
+def test_creation_refuses_extra_params_that_are_no_placeholder(alice, three_instances):
+    errors = errors_of(lambda: sql_batch(alice, [{"label": "lite-a", "params": {"min_totl": 1}}], row_limt=5))
+    assert errors == {
+        "params": ["Unknown parameter(s): row_limt (neither a parameter nor a :placeholder)."],
+        "items[0].params": ["Unknown parameter(s): min_totl (neither a parameter nor a :placeholder)."],
+    }
 
 
 @override_settings(BATCHSITE_SQL_ALLOW_WRITES=True)
@@ -157,6 +171,15 @@ def test_the_database_itself_refuses_writes_hidden_in_a_select(transactional_db,
     operation = batch.operations.get()
     assert (batch.status, operation.error_type) == ("failed", "SQLError")
     assert "read-only transaction" in operation.error
+
+
+def test_an_unreachable_instance_fails_without_showing_its_password(transactional_db, redis_clean, alice):
+    services.instance_create(name="down", url="postgresql://postgres:Hush-42@127.0.0.1:1/nothing")
+    batch = run_inline(sql_batch(alice, ["down"], query="SELECT 1", query_params={}))
+    operation = batch.operations.get()
+    assert (operation.status, operation.error_type) == ("failed", "ConnectionFailed")
+    assert operation.error.startswith("Cannot connect to instance 'down': ")
+    assert "Hush-42" not in operation.error
 
 
 @override_settings(BATCHSITE_SQL_ALLOW_WRITES=True)

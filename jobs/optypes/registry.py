@@ -16,9 +16,12 @@ from jobs.errors import InvalidInput
 class OperationContextProtocol:
     """What an operation function receives; implemented by jobs.engine.OperationContext."""
 
+    batch_id: str
+    seq: int
     label: str
     params: dict[str, Any]
     attempt: int
+    timeout_s: int
 
     def heartbeat(self, note: str = "") -> None: ...
     def is_cancelled(self) -> bool: ...

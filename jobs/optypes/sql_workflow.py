@@ -109,6 +109,16 @@ def check_items(items: list[Any], params: dict[str, Any]) -> dict[str, list[str]
         wanted = set(placeholder_names(params.get("query", "")))
     except SQLAlchemyError:
         return errors
+    # Extra keys are placeholder values; one the query does not use is most likely a typo.
+    unused = sorted(key for key in params if key not in FORM_FIELDS and key not in wanted)
+    if unused:
+        errors["params"] = [f"Unknown parameter(s): {', '.join(unused)} (neither a parameter nor a :placeholder)."]
+    for index, item in enumerate(items):
+        unused = sorted(key for key in item.params if key not in FORM_FIELDS and key not in wanted)
+        if unused:
+            errors[f"items[{index}].params"] = [
+                f"Unknown parameter(s): {', '.join(unused)} (neither a parameter nor a :placeholder)."
+            ]
     if not wanted:
         return errors
     for index, item in enumerate(items):
