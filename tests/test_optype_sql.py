@@ -121,6 +121,12 @@ def test_the_api_and_the_command_answer_bad_sql_batches_with_field_paths(client,
     )
     assert response.status_code == 422
     assert response.json()["errors"] == {"items[1].label": ["No registered database instance named 'ghost'."]}
+    created = client.post(
+        "/api/batches",
+        {"type": "sql.workflow", "name": "x", "items": ["lite-a", "pg"], "params": {"query": "SELECT 1 AS one"}},
+        content_type="application/json",
+    )
+    assert created.status_code == 201 and created.json()["total"] == 2
 
     with pytest.raises(CommandError) as caught:
         call_command(
