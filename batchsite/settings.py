@@ -156,6 +156,12 @@ BATCHSITE_REAP_INTERVAL_S = env_number("BATCHSITE_REAP_INTERVAL_S", 10.0, float,
 BATCHSITE_LANE_SLICE_S = env_number("BATCHSITE_LANE_SLICE_S", 10.0, float, minimum=0.1)
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
 
+# Operation types that reach registered database instances.
+# sql.workflow runs only SELECT/WITH statements in read-only transactions unless this is on.
+BATCHSITE_SQL_ALLOW_WRITES = env_bool("BATCHSITE_SQL_ALLOW_WRITES", False)
+# Files operations produce (data.generate's CSV output), one directory per batch.
+BATCHSITE_ARTIFACTS_DIR = Path(env_str("BATCHSITE_ARTIFACTS_DIR", str(VAR_DIR / "artifacts")))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

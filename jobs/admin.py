@@ -14,6 +14,7 @@ import json
 import uuid
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.auth import get_permission_codename
@@ -25,8 +26,17 @@ from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from jobs import services, tokens
-from jobs.errors import IllegalTransition
-from jobs.models import ApiToken, Batch, BatchEvent, BatchStatus, Operation, OperationStatus, ResultRow
+from jobs.errors import IllegalTransition, InvalidInput
+from jobs.models import (
+    ApiToken,
+    Batch,
+    BatchEvent,
+    BatchStatus,
+    DatabaseInstance,
+    Operation,
+    OperationStatus,
+    ResultRow,
+)
 
 BATCH_FILTER = "batch__id__exact"
 
@@ -479,3 +489,99 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 tokens.token_revoke(token=token)
                 count += 1
         self.message_user(request, f"Revoked {count} token{'' if count == 1 else 's'}.", messages.SUCCESS)
+
+
+class DatabaseInstanceForm(forms.ModelForm):
+    """The URL is write-only: never rendered back, left blank on change to keep the stored one.
+    Validation is the service's (jobs.services.instance_validate), errors land on their fields."""
+
+    url = forms.CharField(
+        label="Connection URL",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"size": 80, "autocomplete": "off"}),
+        help_text="SQLAlchemy URL, e.g. postgresql://user:password@host:5432/db or sqlite:////path/file.db. "
+        "Never shown again; leave blank to keep the current one.",
+    )
+    tags = forms.CharField(label="Tags", required=False, help_text="Separated by commas.")
+
+    class Meta:
+        model = DatabaseInstance
+        fields = ("name", "url", "region", "tags")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["tags"] = ", ".join(self.instance.tags or []) if self.instance.pk else ""
+        self.initial["url"] = ""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        adding = self.instance.pk is None
+        url = data.get("url") or None
+        try:
+            self.service_fields = services.instance_validate(
+                name=data.get("name") or "",
+                url=url if url or adding else None,
+                region=data.get("region") or "",
+                tags=[tag for tag in (data.get("tags") or "").split(",") if tag.strip()],
+                instance=None if adding else self.instance,
+            )
+        except InvalidInput as exc:
+            for path, problems in exc.errors.items():
+                field = path.split("[")[0]
+                self.add_error(field if field in self.fields else None, problems)
+        return data
+
+    def _post_clean(self) -> None:
+        # The model's own validation would compare the blank url and comma text with the row;
+        # the service validated everything.
+        pass
+
+
+@admin.register(DatabaseInstance)
+class DatabaseInstanceAdmin(admin.ModelAdmin):
+    form = DatabaseInstanceForm
+    list_display = ("name", "region", "tags_display", "masked_url", "created_at")
+    list_filter = ("region",)
+    search_fields = ("name", "region")
+    readonly_fields = ("masked_url", "created_at")
+    actions = ("test_connection",)
+
+    def get_fields(self, request: HttpRequest, obj: DatabaseInstance | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("name", "url", "region", "tags")
+        return ("name", "masked_url", "url", "region", "tags", "created_at")
+
+    @admin.display(description="Tags")
+    def tags_display(self, instance: DatabaseInstance) -> str:
+        return ", ".join(instance.tags)
+
+    @admin.display(description="Connection URL")
+    def masked_url(self, instance: DatabaseInstance) -> str:
+        return instance.masked_url
+
+    def save_model(self, request: HttpRequest, obj: DatabaseInstance, form: Any, change: bool) -> None:
+        fields = form.service_fields
+        if change:
+            saved = services.instance_update(instance=obj, **{"url": None, **fields})
+        else:
+            saved = services.instance_create(**fields)
+        for field in ("pk", "name", "url", "region", "tags", "created_at"):
+            setattr(obj, field, getattr(saved, field))
+        obj._state.adding = False
+        obj._state.db = saved._state.db
+
+    def delete_model(self, request: HttpRequest, obj: DatabaseInstance) -> None:
+        services.instance_remove(name=obj.name)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[DatabaseInstance]) -> None:
+        for name in list(queryset.values_list("name", flat=True)):
+            services.instance_remove(name=name)
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[DatabaseInstance]) -> None:
+        for instance in queryset:
+            check = services.instance_test_connection(instance=instance)
+            if check.ok:
+                self.message_user(request, f"{instance.name}: {check.message}.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"{instance.name}: connection failed: {check.message}", messages.ERROR)

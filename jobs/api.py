@@ -9,7 +9,7 @@ import json
 from uuid import UUID
 
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import AuthenticationError, HttpError
@@ -17,9 +17,10 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from ninja.security import HttpBearer, SessionAuth
 
-from jobs import exports, ratelimit, selectors, services, tokens
+from jobs import artifacts, exports, ratelimit, selectors, services, tokens
 from jobs.api_schemas import (
     AnalyticsOut,
+    ArtifactList,
     BatchIn,
     BatchList,
     BatchOut,
@@ -326,6 +327,31 @@ def get_analytics(request, batch_id: UUID):
     Percentiles interpolate linearly between closest ranks (numpy's default, PostgreSQL's
     percentile_cont), identically on every database."""
     return selectors.batch_analytics(_batch(request, batch_id))
+
+
+@batches.get(
+    "/{uuid:batch_id}/artifacts", response={200: ArtifactList, **ERRORS}, summary="Files the operations produced"
+)
+def list_artifacts(request, batch_id: UUID):
+    """Files kept for the batch (e.g. data.generate's CSV output), with their download URLs."""
+    batch = _batch(request, batch_id)
+    files = artifacts.list_files(str(batch.pk))
+    items = [{**file, "url": f"/api/batches/{batch.pk}/artifacts/{file['path']}"} for file in files]
+    return {"items": items, "count": len(items)}
+
+
+@batches.get(
+    "/{uuid:batch_id}/artifacts/{path:artifact_path}",
+    response={200: None, **ERRORS},
+    summary="Download one file the operations produced",
+)
+def download_artifact(request, batch_id: UUID, artifact_path: str):
+    """Streamed; a path outside the batch's files (`..`, absolute) is a 404 like a missing one."""
+    batch = _batch(request, batch_id)
+    path = artifacts.resolve(str(batch.pk), artifact_path)
+    if path is None:
+        raise Http404
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
 
 
 @batches.post("/{uuid:batch_id}/cancel", response={200: BatchOut, 409: Error, **ERRORS}, summary="Cancel a batch")

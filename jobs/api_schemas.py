@@ -237,3 +237,14 @@ class Error(Schema):
     errors: dict[str, list[str]] = Field(
         default_factory=dict, description="Messages by field path, e.g. items[3].label."
     )
+
+
+class ArtifactOut(Schema):
+    path: str = Field(..., description="Relative to the batch's files, e.g. 00001-retail/customers.csv.")
+    bytes: int
+    url: str
+
+
+class ArtifactList(Schema):
+    items: list[ArtifactOut]
+    count: int

@@ -250,3 +250,29 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_user_key")]
+
+
+class DatabaseInstance(models.Model):
+    """A database that operation types (sql.workflow, metadata.extract, ...) connect to by name.
+
+    `url` holds credentials: it is never shown back (admin, API, commands show `masked_url`).
+    """
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Letters, digits, - and _; what items refer to.")
+    url = models.TextField(help_text="SQLAlchemy connection URL, e.g. postgresql://user:password@host:5432/db.")
+    region = models.CharField(max_length=100, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "database instance"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def masked_url(self) -> str:
+        from jobs.instances import mask_url
+
+        return mask_url(self.url)

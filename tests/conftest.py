@@ -12,6 +12,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
+from tests.databases import pg_scratch, sqlite_db  # noqa: E402,F401  (fixtures: real databases for optypes)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

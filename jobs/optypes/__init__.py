@@ -4,4 +4,5 @@ __all__ = ["OperationType", "all_types", "get_type", "operation_type", "register
 
 
 def load_builtin_types() -> None:
-    from jobs.optypes import demo  # noqa: F401  (registers on import)
+    # Each module registers its types on import.
+    from jobs.optypes import data_generate, data_validate, demo, metadata, sql_workflow  # noqa: F401

@@ -16,9 +16,12 @@ from jobs.errors import InvalidInput
 class OperationContextProtocol:
     """What an operation function receives; implemented by jobs.engine.OperationContext."""
 
+    batch_id: str
+    seq: int
     label: str
     params: dict[str, Any]
     attempt: int
+    timeout_s: int
 
     def heartbeat(self, note: str = "") -> None: ...
     def is_cancelled(self) -> bool: ...
@@ -27,6 +30,8 @@ class OperationContextProtocol:
 
 
 RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
+# (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
+ItemsCheck = Callable[[list[Any], dict[str, Any]], dict[str, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class OperationType:
     items_help: str = "One label per item."
     # Types whose per-item params feed templates or queries accept keys their form does not know.
     allow_extra_params: bool = False
+    # Checks batch creation runs over all items at once (e.g. that each names a registered instance).
+    check_items: ItemsCheck | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:

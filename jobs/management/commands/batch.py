@@ -14,9 +14,10 @@ from django.utils import timezone
 from jobs import engine, selectors, services
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.items import Item, parse_items_text, parse_key_values
-from jobs.models import Batch, BatchStatus
+from jobs.models import Batch, BatchStatus, DatabaseInstance
 from jobs.optypes import all_types
 
+FAILED = 1
 BAD_USAGE = 2
 WAIT_POLL_S = 0.25
 
@@ -70,6 +71,19 @@ class Command(BaseCommand):
         verbs.add_parser("stats", help="Totals by status and type.")
         verbs.add_parser("reap", help="Recover lost operations and restart lanes of stuck batches, once.")
 
+        instance = verbs.add_parser("instance", help="Register, list, test and remove database instances.")
+        instance_verbs = instance.add_subparsers(dest="instance_verb", required=True, metavar="ACTION")
+        add = instance_verbs.add_parser("add", help="Register a database instance.")
+        add.add_argument("name", help="Instance name (letters, digits, - and _); items refer to it.")
+        add.add_argument("url", help="SQLAlchemy URL, e.g. postgresql://user:password@host:5432/db.")
+        add.add_argument("--region", default="")
+        add.add_argument("--tag", action="append", default=[], help="A tag (repeatable).")
+        instance_verbs.add_parser("list", help="List registered instances (passwords masked).")
+        test = instance_verbs.add_parser("test", help="Connect to an instance and run SELECT 1 (exit 1 if it fails).")
+        test.add_argument("name")
+        remove = instance_verbs.add_parser("remove", help="Forget a registered instance.")
+        remove.add_argument("name")
+
     def handle(self, *args, **options) -> None:
         try:
             getattr(self, f"handle_{options['verb']}")(options)
@@ -79,6 +93,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (Batch.DoesNotExist, Batch.MultipleObjectsReturned) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
+        except DatabaseInstance.DoesNotExist:
+            raise CommandError(f"No database instance named {options.get('name')!r}.", returncode=BAD_USAGE) from None
 
     # --- verbs ---
 
@@ -200,6 +216,34 @@ class Command(BaseCommand):
 
     def handle_reap(self, options) -> None:
         self.stdout.write(f"Reaped: {engine.reap()}.")
+
+    def handle_instance(self, options) -> None:
+        getattr(self, f"handle_instance_{options['instance_verb']}")(options)
+
+    def handle_instance_add(self, options) -> None:
+        instance = services.instance_create(
+            name=options["name"], url=options["url"], region=options["region"], tags=options["tag"]
+        )
+        self.stdout.write(f"Registered instance {instance.name} ({instance.masked_url}).")
+
+    def handle_instance_list(self, options) -> None:
+        rows = list(DatabaseInstance.objects.all())
+        self.stdout.write(f"{'NAME':20}  {'REGION':12}  {'TAGS':20}  URL")
+        for instance in rows:
+            tags = ",".join(instance.tags)
+            self.stdout.write(f"{instance.name:20}  {instance.region[:12]:12}  {tags[:20]:20}  {instance.masked_url}")
+        self.stdout.write(f"{len(rows)} instance(s).")
+
+    def handle_instance_test(self, options) -> None:
+        instance = DatabaseInstance.objects.get(name=options["name"])
+        check = services.instance_test_connection(instance=instance)
+        if not check.ok:
+            raise CommandError(f"Instance {instance.name}: connection failed: {check.message}", returncode=FAILED)
+        self.stdout.write(f"Instance {instance.name}: {check.message}.")
+
+    def handle_instance_remove(self, options) -> None:
+        services.instance_remove(name=options["name"])
+        self.stdout.write(f"Removed instance {options['name']}.")
 
     # --- helpers ---
 

@@ -1,0 +1,72 @@
+"""Real databases for the database-facing operation types: SQLite files in a temporary directory
+and scratch PostgreSQL databases (bs_test_*) created and dropped by the test.
+
+tests/conftest.py makes the fixtures `sqlite_db` and `pg_scratch` available to every test.
+"""
+
+import os
+import uuid
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from jobs import engine as batch_engine
+from jobs.models import Batch
+
+PG_SERVER = os.environ.get("BATCHSITE_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+ORDERS_DDL = "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, total NUMERIC(10, 2), note TEXT)"
+
+
+def seed_orders(url: str, rows: list[tuple]) -> None:
+    """An `orders` table with these (id, customer, total, note) rows."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(ORDERS_DDL)
+            for row in rows:
+                connection.execute(
+                    sa.text("INSERT INTO orders (id, customer, total, note) VALUES (:id, :customer, :total, :note)"),
+                    dict(zip(("id", "customer", "total", "note"), row, strict=True)),
+                )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Callable[[str], str]:
+    """Factory: the URL of a new SQLite file named `name` in this test's directory."""
+
+    def make(name: str) -> str:
+        return f"sqlite:///{tmp_path / f'{name}.sqlite3'}"
+
+    return make
+
+
+@pytest.fixture
+def pg_scratch():
+    """The URL of a fresh PostgreSQL database, dropped after the test."""
+    name = f"bs_test_b_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        from jobs import instances
+
+        for key in list(instances._engines):
+            if name in key[1]:
+                instances._engines.pop(key).dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def run_inline(batch: Batch) -> Batch:
+    """Run a batch's operations in this process with one engine lane (transactional_db and Redis
+    needed); returns the batch, refreshed."""
+    batch_engine.Lane(str(batch.pk), f"inline-{uuid.uuid4().hex[:6]}").run()
+    batch.refresh_from_db()
+    return batch
