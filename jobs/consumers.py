@@ -7,6 +7,7 @@ refused with close code 4403 after accept: a refused handshake looks like a netw
 htmx, which would retry forever.
 """
 
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -17,6 +18,7 @@ from jobs import events, selectors
 from jobs.models import Operation
 
 FORBIDDEN = 4403
+ANALYTICS_REFRESH_S = 3.0
 
 
 def oob(html: str, swap: str = "true") -> str:
@@ -41,9 +43,11 @@ class BatchConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.batch_id = str(self.scope["url_route"]["kwargs"]["batch_id"])
         query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.tab = query.get("tab", ["operations"])[0]
         self.page = query.get("page", ["1"])[0]
         self.status = query.get("status", [""])[0]
         self.operation_ids: list[int] = []
+        self.analytics_at = 0.0
         self.row_versions: dict[int, tuple] = {}
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
@@ -57,13 +61,13 @@ class BatchConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def batch_progress(self, event: dict) -> None:
-        await self._send_state()
+        await self._send_state(analytics=time.monotonic() - self.analytics_at >= ANALYTICS_REFRESH_S)
 
     async def batch_status(self, event: dict) -> None:
-        await self._send_state()
+        await self._send_state(analytics=True)
 
-    async def _send_state(self) -> None:
-        message = await self._render()
+    async def _send_state(self, analytics: bool = True) -> None:
+        message = await self._render(analytics=analytics and self.tab == "analytics")
         if message is None:  # deleted meanwhile
             await self.close(code=FORBIDDEN)
             return
@@ -77,12 +81,13 @@ class BatchConsumer(AsyncWebsocketConsumer):
         batch = selectors.batches_visible_to(user).filter(pk=self.batch_id).first()
         if batch is None:
             return False
-        page = selectors.operations_page(batch, status=self.status, page=self.page)
-        self.operation_ids = [operation.pk for operation in page]
+        if self.tab == "operations":
+            page = selectors.operations_page(batch, status=self.status, page=self.page)
+            self.operation_ids = [operation.pk for operation in page]
         return True
 
     @database_sync_to_async
-    def _render(self) -> str | None:
+    def _render(self, analytics: bool) -> str | None:
         batch = (
             selectors.batches_visible_to(self.scope["user"]).select_related("owner").filter(pk=self.batch_id).first()
         )
@@ -94,6 +99,11 @@ class BatchConsumer(AsyncWebsocketConsumer):
             if self.row_versions.get(operation.pk) != version:
                 self.row_versions[operation.pk] = version
                 parts.append(oob(render_to_string("jobs/batch_detail.html#row", {"operation": operation})))
+        if analytics:
+            # Analytics read every finished operation: refreshed every few seconds, not per event.
+            self.analytics_at = time.monotonic()
+            context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
+            parts.append(oob(render_to_string("jobs/batch_detail.html#analytics", context)))
         return "".join(parts)
 
 

@@ -160,22 +160,49 @@ def _render_create(request, optype, options, params, items, status: int = 200) -
     return render(request, "jobs/batch_create.html", context, status=status)
 
 
+TABS = {"operations": "Operations", "results": "Results", "analytics": "Analytics", "timeline": "Timeline"}
+RESULTS_PER_PAGE = 50
+
+
 @login_required
 def batch_detail(request: HttpRequest, batch_id) -> HttpResponse:
     batch = get_batch_for_user(request.user, batch_id)
-    status = request.GET.get("status", "")
-    status = status if status in OperationStatus.values else ""
-    page = selectors.operations_page(batch, status=status, page=request.GET.get("page"))
-    context = {
-        "batch": batch,
-        "page": page,
-        "operation_status": status,
-        "operation_statuses": OperationStatus.choices,
-        "events": batch.events.select_related("actor")[:100],
-    }
-    if request.htmx and request.htmx.target == "operations":
-        return render(request, "jobs/batch_detail.html#operations", context)
+    tab = request.GET.get("tab", "")
+    context = batch_panel_context(batch, tab=tab if tab in TABS else "operations", query=request.GET)
+    if request.htmx and request.htmx.target == "tab-panel":
+        return render(request, "jobs/batch_detail.html#panel", context)
     return render(request, "jobs/batch_detail.html", context)
+
+
+def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
+    """What the batch page's tab shows; the page and its WebSocket consumer both render from it."""
+    context: dict[str, Any] = {"batch": batch, "tab": tab, "tab_labels": TABS.items(), "status": "", "page": None}
+    if tab == "operations":
+        status = query.get("status", "")
+        context["status"] = status if status in OperationStatus.values else ""
+        context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))
+        context["operation_statuses"] = OperationStatus.choices
+    elif tab == "results":
+        context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page")))
+    elif tab == "analytics":
+        context["analytics"] = selectors.batch_analytics(batch)
+    else:
+        context["events"] = batch.events.select_related("actor")[:200]
+    return context
+
+
+def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
+    columns = selectors.result_columns(batch)
+    try:
+        rows = selectors.result_rows(batch, sort, columns=columns)
+    except InvalidInput:
+        sort, rows = "", selectors.result_rows(batch, "", columns=columns)
+    results = Paginator(rows, RESULTS_PER_PAGE).get_page(page)
+    table = [
+        [label if column == selectors.LABEL_COLUMN else (data or {}).get(column, "") for column in columns]
+        for label, data in results
+    ]
+    return {"columns": columns, "results": results, "result_table": table, "sort": sort}
 
 
 ACTIONS: dict[str, Any] = {

@@ -148,3 +148,15 @@ async def test_a_staff_dashboard_follows_every_owner(redis_clean, alice, staff):
     batch = await create_batch(alice, name="alices")
     await receive_until(communicator, f"batch-{batch.pk}-card")
     await communicator.disconnect()
+
+
+async def test_the_analytics_tab_gets_fresh_figures_when_the_status_changes(redis_clean, alice):
+    batch = await create_batch(alice, count=1)
+    communicator = await connect(f"/ws/batches/{batch.pk}/?tab=analytics", alice)
+    first = await communicator.receive_from(timeout=5)
+    assert f'<div id="batch-{batch.pk}-analytics" class="analytics" hx-swap-oob="true">' in first
+    assert "<dt>Success rate</dt><dd>0 %</dd>" in first
+    await complete_next(batch)  # the only operation: the batch completes (a status event)
+    message = await receive_until(communicator, "<dt>Success rate</dt><dd>100 %</dd>")
+    assert "chip-completed" in message and 'role="row"' not in message
+    await communicator.disconnect()

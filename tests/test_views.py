@@ -1,5 +1,7 @@
 """Pages (SPEC §5): access, rendering, the create form and its errors, actions."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -100,7 +102,7 @@ def test_the_batch_page_shows_progress_counts_and_operations(as_alice, alice):
     claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
     services.operation_fail(claim=claim, error="disk full", error_type="IOError", duration_ms=1500, retryable=False)
     content = as_alice.get(f"/batches/{batch.pk}/").content.decode()
-    assert f'ws-connect="/ws/batches/{batch.pk}/?page=1&amp;status="' in content
+    assert f'ws-connect="/ws/batches/{batch.pk}/?tab=operations&amp;page=1&amp;status="' in content
     assert 'aria-valuenow="33"' in content
     assert "disk full" in content and "IOError" in content and "1.5 s" in content
     assert content.count('role="row" id="op-') == 3
@@ -116,14 +118,57 @@ def test_the_operations_table_pages_by_50_and_filters_by_status(as_alice, alice)
     assert completed.count('role="row" id="op-') == 1
 
 
-def test_an_htmx_request_for_the_operations_gets_only_that_fragment(as_alice, alice):
+def test_an_htmx_request_for_a_tab_gets_only_that_fragment(as_alice, alice):
     batch = make_batch(alice, count=2)
     response = as_alice.get(
-        f"/batches/{batch.pk}/?status=pending", headers={"HX-Request": "true", "HX-Target": "operations"}
+        f"/batches/{batch.pk}/?tab=operations&status=pending", headers={"HX-Request": "true", "HX-Target": "tab-panel"}
     )
     content = response.content.decode()
-    assert content.lstrip().startswith('<section id="operations"')
+    assert content.lstrip().startswith('<section id="tab-panel"')
     assert "<html" not in content and content.count('role="row" id="op-') == 2
+
+
+def test_the_results_tab_pages_and_sorts_the_result_rows(as_alice, alice):
+    batch = make_batch(alice, count=3, type="noop")
+    for score in (5, 30, 12):
+        claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+        services.operation_complete(claim=claim, duration_ms=1, result={}, rows=[{"table": f"t{score}", "rows": score}])
+    content = as_alice.get(f"/batches/{batch.pk}/?tab=results&sort=-rows").content.decode()
+    assert "3 rows from the operations" in content
+    cells = re.findall(r"<td>(t\d+)</td>", content)
+    assert cells == ["t30", "t12", "t5"]
+    assert 'aria-sort="descending"' in content
+
+
+def test_an_unknown_sort_column_falls_back_to_storage_order(as_alice, alice):
+    batch = make_batch(alice, count=1, type="noop")
+    claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    services.operation_complete(claim=claim, duration_ms=1, result={}, rows=[{"a": 1}])
+    response = as_alice.get(f"/batches/{batch.pk}/?tab=results&sort=nope")
+    assert response.status_code == 200 and "<td>1</td>" in response.content.decode()
+
+
+def test_the_analytics_tab_shows_percentiles_charts_and_error_groups(as_alice, alice):
+    batch = make_batch(alice, count=4, type="noop")
+    for duration in (100, 200, 300):
+        claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+        services.operation_complete(claim=claim, duration_ms=duration, result={})
+    claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    services.operation_fail(
+        claim=claim, error="timeout after 31 s", error_type="Timeout", duration_ms=400, retryable=False
+    )
+    content = as_alice.get(f"/batches/{batch.pk}/?tab=analytics").content.decode()
+    assert "<dt>Success rate</dt><dd>75 %</dd>" in content
+    assert "<dt>p50</dt><dd>250 ms</dd>" in content
+    assert content.count('<svg class="chart-svg" role="img"') >= 3
+    assert "timeout after &lt;n&gt; s" in content or "timeout after <n> s" in content
+
+
+def test_the_timeline_tab_lists_the_batch_events(as_alice, alice):
+    batch = make_batch(alice)
+    services.batch_pause(batch=batch, by=alice)
+    content = as_alice.get(f"/batches/{batch.pk}/?tab=timeline").content.decode()
+    assert "<strong>Created</strong>" in content and "<strong>Paused</strong>" in content
 
 
 def test_history_filters_by_status_type_and_text(as_alice, alice):
