@@ -51,4 +51,6 @@ def run_sleep(ctx) -> dict:
         raise DemoFailure(f"simulated failure on attempt {ctx.attempt}")
     if draw < params["failure_rate"]:
         raise DemoFailure(f"simulated failure (p={params['failure_rate']})")
+    # One result row each, so a demo batch has aggregated results to sort and export.
+    ctx.add_rows([{"slept_ms": params["duration_ms"], "attempt": ctx.attempt}])
     return {"slept_ms": params["duration_ms"]}

@@ -56,6 +56,12 @@ def test_a_batch_created_from_the_form_runs_live_to_completed(logged_in, server,
     expect(page.locator("#operation-rows .chip-completed")).to_have_count(12)
     batch = Batch.objects.get(name="e2e live")
     assert (batch.status, batch.completed) == (BatchStatus.COMPLETED, 12)
+    page.get_by_role("link", name="Analytics").click()
+    expect(page.locator(".analytics")).to_contain_text("Success rate")
+    expect(page.locator(".analytics svg[role=img]").first).to_be_visible()
+    page.get_by_role("link", name="Results").click()
+    expect(page.locator("table.results tbody tr")).to_have_count(12)
+    assert same_document(page), "tabs load in place"
 
 
 def test_cancelling_a_running_batch_from_the_page(logged_in, server, two_workers):
