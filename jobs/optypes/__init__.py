@@ -1,7 +1,31 @@
+import importlib
+
+from django.core.exceptions import ImproperlyConfigured
+
 from jobs.optypes.registry import OperationType, all_types, get_type, operation_type, register
 
-__all__ = ["OperationType", "all_types", "get_type", "operation_type", "register", "load_builtin_types"]
+__all__ = [
+    "OperationType",
+    "all_types",
+    "get_type",
+    "operation_type",
+    "register",
+    "load_builtin_types",
+    "load_configured_types",
+]
 
 
 def load_builtin_types() -> None:
-    from jobs.optypes import demo  # noqa: F401  (registers on import)
+    from jobs.optypes import demo, http_pipeline, workbench  # noqa: F401  (register on import)
+
+
+def load_configured_types(modules: list[str]) -> None:
+    """Import the modules of settings.BATCHSITE_OPERATION_TYPES (each registers its types on
+    import), failing start-up loudly if one cannot be imported."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"BATCHSITE_OPERATION_TYPES names {module!r}, which cannot be imported: {exc}"
+            ) from exc

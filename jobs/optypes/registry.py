@@ -19,6 +19,8 @@ class OperationContextProtocol:
     label: str
     params: dict[str, Any]
     attempt: int
+    # What the operation's last run saved with `raise Reschedule(after_s, state=...)`, else None.
+    state: dict[str, Any] | None
 
     def heartbeat(self, note: str = "") -> None: ...
     def is_cancelled(self) -> bool: ...
@@ -27,6 +29,12 @@ class OperationContextProtocol:
 
 
 RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
+# Checks one operation's effective params (base overlaid with its item's) as a whole, for rules no
+# single form sees (a URL placeholder that only per-item params fill); raises forms.ValidationError.
+ValidateFunction = Callable[[dict[str, Any]], None]
+# Called from a worker for each operation skipped while its outside work was under way (it had
+# saved state): `cancel(label=..., params=..., state=...)` asks the outside system to stop it.
+CancelFunction = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class OperationType:
     items_help: str = "One label per item."
     # Types whose per-item params feed templates or queries accept keys their form does not know.
     allow_extra_params: bool = False
+    validate_operation: ValidateFunction | None = None
+    cancel: CancelFunction | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
@@ -66,6 +76,18 @@ class OperationType:
         if self.allow_extra_params:
             cleaned.update({k: raw[k] for k in unknown})
         return cleaned
+
+    def check_operation(self, params: dict[str, Any], path: str = "params") -> None:
+        """Run `validate_operation` on one operation's effective params; InvalidInput keyed by
+        field path on failure."""
+        if self.validate_operation is None:
+            return
+        try:
+            self.validate_operation(params)
+        except forms.ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                raise InvalidInput({f"{path}.{name}": list(msgs) for name, msgs in exc.message_dict.items()}) from None
+            raise InvalidInput({path: list(exc.messages)}) from None
 
 
 _registry: dict[str, OperationType] = {}
