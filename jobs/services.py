@@ -265,7 +265,7 @@ def operation_complete(
         now = timezone.now()
         updated = rawsql.update(
             Operation,
-            where={"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt},
+            where=_attempt_fence(claim),
             values={
                 "status": OperationStatus.COMPLETED,
                 "result": result,
@@ -327,7 +327,7 @@ def operation_reschedule(
         now = timezone.now()
         updated = rawsql.update(
             Operation,
-            where={"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt},
+            where=_attempt_fence(claim),
             values={
                 "status": OperationStatus.PENDING,
                 "not_before": now + timedelta(seconds=after_s),
@@ -614,9 +614,13 @@ def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
     return batch
 
 
-def _current_attempt(claim: Claim):
+def _attempt_fence(claim: Claim) -> dict[str, Any]:
     """The claimed operation, only while this attempt is still the running one (the fence)."""
-    return Operation.objects.filter(pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt)
+    return {"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt}
+
+
+def _current_attempt(claim: Claim):
+    return Operation.objects.filter(**_attempt_fence(claim))
 
 
 def _require(batch: Batch, allowed: tuple, action: str) -> None:

@@ -144,6 +144,21 @@ def test_a_failed_external_job_fails_the_operation_with_its_own_message(workbenc
     assert str(caught.value) == "Job wb-bad-7 ended failed: pipeline bad-7: disk full"
 
 
+def test_the_failure_message_is_the_first_message_key_present_in_its_order(httpserver):
+    httpserver.expect_request("/jobs/3").respond_with_json(
+        {"state": "ERROR", "detail": "generic", "Reason": {"text": "quota exceeded"}}
+    )
+    params = {
+        "submit_url": httpserver.url_for("/submit"),
+        "status_url": httpserver.url_for("/jobs/{job_id}"),
+        "state_key": "state",
+        "message_keys": "missing, Reason.text, detail",
+    }
+    with pytest.raises(PermanentFailure) as caught:
+        step(state={"job_id": 3, "submitted_at": time.time()}, **params)
+    assert str(caught.value) == "Job 3 ended ERROR: quota exceeded"
+
+
 def test_a_submit_answer_without_a_job_id_is_a_clear_failure(httpserver):
     httpserver.expect_request("/submit").respond_with_data('{"accepted": true}', content_type="application/json")
     with pytest.raises(PermanentFailure) as caught:

@@ -30,8 +30,14 @@ TEMPLATES = {
 }
 
 
+def _keys(text: str) -> list[str]:
+    """A comma-separated list, in its order."""
+    return [key.strip() for key in str(text).split(",") if key.strip()]
+
+
 def _words(text: str) -> set[str]:
-    return {word.strip().lower() for word in str(text).split(",") if word.strip()}
+    """A comma-separated set of states, compared without case."""
+    return {key.lower() for key in _keys(text)}
 
 
 class WorkbenchJobForm(forms.Form):
@@ -155,7 +161,7 @@ def _judge(data: dict[str, Any], params: dict[str, Any], job_id: Any) -> str:
         return "completed"
     if state in _words(params["failed_states"]):
         message = next(
-            (str(m) for key in _words(params["message_keys"]) if (m := http.dig(data, key)) not in (None, "")),
+            (str(m) for key in _keys(params["message_keys"]) if (m := http.dig(data, key)) not in (None, "")),
             "no message",
         )
         raise PermanentFailure(f"Job {job_id} ended {external}: {message}"[:2000], "ExternalJobFailed")
