@@ -155,6 +155,8 @@ BATCHSITE_STALE_AFTER_S = env_number("BATCHSITE_STALE_AFTER_S", 30.0, float, min
 BATCHSITE_REAP_INTERVAL_S = env_number("BATCHSITE_REAP_INTERVAL_S", 10.0, float, minimum=0.5)
 BATCHSITE_LANE_SLICE_S = env_number("BATCHSITE_LANE_SLICE_S", 10.0, float, minimum=0.1)
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
+# Modules that register a project's own operation types, imported by every process at start-up.
+BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYPES", "").split(",") if m.strip()]
 
 # Operation types that reach registered database instances.
 # sql.workflow runs only SELECT/WITH statements in read-only transactions unless this is on.

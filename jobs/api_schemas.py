@@ -86,6 +86,9 @@ class OperationOut(Schema):
     params: dict[str, Any]
     attempts: int
     result: dict[str, Any] | None
+    state: dict[str, Any] | None = Field(
+        None, description="What an operation waiting on outside work saved, e.g. the external job id and last state."
+    )
     error: str
     error_type: str
     duration_ms: int | None

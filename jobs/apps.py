@@ -6,6 +6,9 @@ class JobsConfig(AppConfig):
     verbose_name = "Batches"
 
     def ready(self) -> None:
-        from jobs.optypes import load_builtin_types
+        from django.conf import settings
+
+        from jobs.optypes import load_builtin_types, load_configured_types
 
         load_builtin_types()
+        load_configured_types(settings.BATCHSITE_OPERATION_TYPES)

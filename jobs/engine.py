@@ -8,6 +8,7 @@ the reaper (on the `high` queue) gets its turn.
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -41,8 +42,34 @@ class OperationStopped(BaseException):
     """Raised inside an operation whose batch was cancelled."""
 
 
-class PermanentFailure(Exception):
+class OperationFailure(Exception):
+    """An operation's own failure with a message and an `error_type` to group it by (default: the
+    class name). Retried automatically while the batch's retries last."""
+
+    def __init__(self, message: str = "", error_type: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type or type(self).__name__
+
+
+class PermanentFailure(OperationFailure):
     """An operation may raise this to fail without automatic retries (bad input, 4xx...)."""
+
+
+class Reschedule(Exception):
+    """Raised by an operation that waits for outside work (an external job to poll): it goes back
+    to `pending`, runs again no sooner than `after_s` seconds from now, and its next run finds
+    `state` (JSON) in `ctx.state`. No worker waits meanwhile, no automatic retry is used, and the
+    batch's counters show it as pending. The operation's type may define `cancel` to stop that
+    outside work when the batch is cancelled while it waits."""
+
+    def __init__(self, after_s: float, state: dict[str, Any] | None = None) -> None:
+        if not isinstance(after_s, int | float) or not math.isfinite(after_s) or after_s < 0:
+            raise ValueError(f"Reschedule needs a finite number of seconds >= 0, got {after_s!r}")
+        if state is not None and not isinstance(state, dict):
+            raise ValueError("Reschedule state must be a dict")
+        super().__init__(f"again in {after_s} s")
+        self.after_s = float(after_s)
+        self.state = state if state is not None else {}
 
 
 class Interrupter:
@@ -106,6 +133,7 @@ class OperationContext:
         self.params = claim.params
         self.attempt = claim.attempt
         self.timeout_s = claim.timeout_s
+        self.state = claim.state
         self.rows: list[dict[str, Any]] = []
         self.quality_score: float | None = None
         self._lane = lane
@@ -191,12 +219,14 @@ class Lane:
                 return self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout", then_claim_for)
             except InvalidInput as exc:
                 return self._fail(claim, started, str(exc), "UnknownType", then_claim_for, retryable=False)
+            except Reschedule as request:
+                return self._reschedule(claim, started, request, then_claim_for)
             except Exception as exc:
                 permanent = isinstance(exc, PermanentFailure)
                 message = str(exc) or repr(exc)
-                return self._fail(claim, started, message, type(exc).__name__, then_claim_for, retryable=not permanent)
-            duration_ms = _elapsed_ms(started)
-            if duration_ms > claim.timeout_s * 1000:
+                error_type = exc.error_type if isinstance(exc, OperationFailure) else type(exc).__name__
+                return self._fail(claim, started, message, error_type, then_claim_for, retryable=not permanent)
+            if _elapsed_ms(started) > claim.timeout_s * 1000:
                 return self._fail(claim, started, f"Timed out after {claim.timeout_s} s.", "Timeout", then_claim_for)
             if result is not None and not isinstance(result, dict):
                 result = {"value": result}
@@ -209,7 +239,7 @@ class Lane:
                 return self._fail(claim, started, error, "BadResult", then_claim_for, retryable=False)
             return services.operation_complete(
                 claim=claim,
-                duration_ms=duration_ms,
+                duration_ms=_duration_ms(claim, started),
                 result=result,
                 rows=context.rows,
                 quality_score=context.quality_score,
@@ -223,9 +253,19 @@ class Lane:
             claim=claim,
             error=error,
             error_type=error_type,
-            duration_ms=_elapsed_ms(started),
+            duration_ms=_duration_ms(claim, started),
             retryable=retryable,
             then_claim_for=then_claim_for,
+        ).next
+
+    def _reschedule(self, claim, started, request: Reschedule, then_claim_for):
+        try:
+            json.dumps(request.state, cls=DjangoJSONEncoder)
+        except (TypeError, ValueError) as exc:
+            error = f"Reschedule state is not JSON-serialisable: {exc}"
+            return self._fail(claim, started, error, "BadResult", then_claim_for, retryable=False)
+        return services.operation_reschedule(
+            claim=claim, after_s=request.after_s, state=request.state, then_claim_for=then_claim_for
         ).next
 
     def _beat(self) -> None:
@@ -252,6 +292,45 @@ class Lane:
 
 def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+def _duration_ms(claim: services.Claim, started: float) -> int:
+    """What an outcome records as the operation's duration: this run's, or for an operation that
+    rescheduled itself while outside work went on, the time since that work began."""
+    if claim.state is not None and claim.started_at is not None:
+        return max(_elapsed_ms(started), int((timezone.now() - claim.started_at).total_seconds() * 1000))
+    return _elapsed_ms(started)
+
+
+def cancel_outside_work(batch_id: str, operation_ids: list[int]) -> int:
+    """Ask the outside systems to stop the work of these skipped operations through their type's
+    `cancel` (an RQ job enqueued by the cancel that skipped them). Each call is best effort: a
+    failure is logged and the others still go. Returns how many calls succeeded."""
+    batch = Batch.objects.filter(pk=batch_id).values("type", "params").first()
+    if batch is None:
+        return 0
+    try:
+        optype = get_type(batch["type"])
+    except InvalidInput:
+        logger.warning("cancel of outside work: batch %s has an unknown type %r", batch_id, batch["type"])
+        return 0
+    if optype.cancel is None:
+        return 0
+    done = 0
+    operations = Operation.objects.filter(batch_id=batch_id, pk__in=operation_ids, state__isnull=False)
+    for operation in operations.only("pk", "seq", "label", "params", "state").order_by("seq"):
+        try:
+            optype.cancel(label=operation.label, params={**batch["params"], **operation.params}, state=operation.state)
+            done += 1
+        except Exception:
+            logger.warning(
+                "cancel of outside work: batch %s operation #%s %s failed",
+                batch_id,
+                operation.seq,
+                operation.label,
+                exc_info=True,
+            )
+    return done
 
 
 # --- the reaper -------------------------------------------------------------------------------

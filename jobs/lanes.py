@@ -20,6 +20,8 @@ from rq.job import Job, JobStatus
 
 QUEUED_GRACE_S = 60
 LANE_FUNCTION = "jobs.tasks.run_lane"
+CANCEL_FUNCTION = "jobs.tasks.cancel_outside_work"
+CANCEL_CHUNK = 500
 WAITING_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
@@ -61,6 +63,15 @@ def enqueue_lanes(batch_id: str, *, count: int, priority: str, at: datetime | No
             ]
         )
     return lane_ids
+
+
+def enqueue_outside_cancel(batch_id: str, operation_ids: list[int]) -> None:
+    """Jobs on the `high` queue that ask outside systems to stop the work of skipped operations
+    (engine.cancel_outside_work), a few hundred operations per job."""
+    queue = django_rq.get_queue("high")
+    for start in range(0, len(operation_ids), CANCEL_CHUNK):
+        chunk = operation_ids[start : start + CANCEL_CHUNK]
+        queue.enqueue(CANCEL_FUNCTION, str(batch_id), chunk, job_timeout=3600, result_ttl=0, failure_ttl=86400)
 
 
 def lane_heartbeat(batch_id: str, lane_id: str, ttl_s: float) -> None:

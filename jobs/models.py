@@ -151,6 +151,10 @@ class Operation(models.Model):
     auto_retries = models.PositiveSmallIntegerField(default=0)
     not_before = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    # What an operation waiting on outside work saved for its next run (an external job id, poll
+    # backoff); None for operations that never waited. Kept across automatic retries, so a retry
+    # goes on following the same external job; a person's retry starts afresh.
+    state = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     error_type = models.CharField(max_length=100, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

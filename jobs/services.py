@@ -90,7 +90,7 @@ def batch_create(
         errors.update(exc.errors)
     item_params: list[dict[str, Any]] = []
     if not errors:
-        item_params = _clean_item_params(optype, base_raw, items, errors)
+        item_params = _clean_item_params(optype, base_raw, base_params, items, errors)
     if not errors and optype.check_items is not None:
         # Type-specific checks of the items themselves (e.g. "this instance is registered").
         errors.update(optype.check_items(items, base_params))
@@ -154,18 +154,28 @@ def idempotent_batch(*, user, key: str, request_hash: str) -> Batch | None:
     return record.batch
 
 
-def _clean_item_params(optype, base_raw, items: list[Item], errors: dict) -> list[dict[str, Any]]:
-    """Per-item overrides, validated as effective params (base overlaid with the item's)."""
+def _clean_item_params(optype, base_raw, base_params, items: list[Item], errors: dict) -> list[dict[str, Any]]:
+    """Per-item overrides, validated as effective params (base overlaid with the item's); each
+    distinct set of effective params also passes the type's whole-operation check once."""
     cleaned_overrides: list[dict[str, Any]] = []
     cache: dict[str, dict[str, Any]] = {}
+    base_checked = False
     for index, item in enumerate(items):
         if not item.params:
+            if not base_checked:
+                base_checked = True
+                try:
+                    optype.check_operation(base_params)
+                except InvalidInput as exc:
+                    errors.update(exc.errors)
             cleaned_overrides.append({})
             continue
         cache_key = repr(sorted(item.params.items()))
         if cache_key not in cache:
+            path = f"items[{index}].params"
             try:
-                effective = optype.clean_params({**base_raw, **item.params}, path=f"items[{index}].params")
+                effective = optype.clean_params({**base_raw, **item.params}, path=path)
+                optype.check_operation(effective, path=path)
             except InvalidInput as exc:
                 errors.update(exc.errors)
                 cache[cache_key] = {}
@@ -206,6 +216,10 @@ class Claim:
     type: str
     params: dict[str, Any]
     timeout_s: int
+    # What the operation saved when it last rescheduled itself (None if it never did), and when its
+    # work began: the first claim of an operation that waits spans all its later runs.
+    state: dict[str, Any] | None = None
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +270,7 @@ def operation_complete(
         now = timezone.now()
         updated = rawsql.update(
             Operation,
-            where={"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt},
+            where=_attempt_fence(claim),
             values={
                 "status": OperationStatus.COMPLETED,
                 "result": result,
@@ -301,6 +315,38 @@ def operation_fail(
         return Recorded(operation is not None, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
 
 
+def operation_reschedule(
+    *,
+    claim: Claim,
+    after_s: float,
+    state: dict[str, Any],
+    then_claim_for: str = "",
+) -> Recorded:
+    """The operation waits for outside work (an external job it polls): back to pending, due
+    again in `after_s` seconds, with `state` handed to its next run. Neither a failure nor a
+    finished attempt: no automatic retry is used and no duration is counted. The next claim is a
+    new attempt number, so the fence stays exact. Not accepted if the attempt is not current."""
+    with _locked_batch(claim.batch_id, missing_ok=True) as batch:
+        if batch is None:
+            return Recorded(False, NoClaim("gone"))
+        now = timezone.now()
+        updated = rawsql.update(
+            Operation,
+            where=_attempt_fence(claim),
+            values={
+                "status": OperationStatus.PENDING,
+                "not_before": now + timedelta(seconds=after_s),
+                "state": state,
+            },
+        )
+        if updated == 1:
+            # The lane that reported this sees "not due" if nothing else is, and schedules its
+            # successor for then.
+            _update(batch, running=-1, pending=+1)
+            events.batch_changed(batch, operation_ids=(claim.operation_id,))
+        return Recorded(updated == 1, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
+
+
 def _claim_locked(batch: Batch, worker: str, now: datetime) -> Claim | NoClaim:
     if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
         return NoClaim("inactive")
@@ -322,12 +368,14 @@ def _claim_locked(batch: Batch, worker: str, now: datetime) -> Claim | NoClaim:
     if operation is None:
         next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
         return NoClaim("not_due", next_due)
+    # An operation resuming outside work it started earlier keeps its start.
+    started_at = operation.started_at if operation.state is not None and operation.started_at else now
     claimed = rawsql.update(
         Operation,
         where={"pk": operation.pk, "status": OperationStatus.PENDING},
         values={
             "status": OperationStatus.RUNNING,
-            "started_at": now,
+            "started_at": started_at,
             "heartbeat_at": now,
             "finished_at": None,
             "not_before": None,
@@ -355,6 +403,8 @@ def _claim_locked(batch: Batch, worker: str, now: datetime) -> Claim | NoClaim:
         type=batch.type,
         params={**batch.params, **operation.params},
         timeout_s=batch.timeout_s,
+        state=operation.state,
+        started_at=started_at,
     )
 
 
@@ -377,6 +427,7 @@ def _record_failure(batch, operation, now, error, error_type, duration_ms, retry
     Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.FAILED, finished_at=now, **common)
     _update(batch, running=-1, failed=+1, **timing)
     if batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
+        _cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
         skipped = _skip_pending(batch, now, "Skipped: the batch stopped on error.")
         _record(
             batch,
@@ -434,6 +485,7 @@ def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
     with _locked_batch(batch.pk) as locked:
         now = timezone.now()
         _require(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
+        _cancel_outside_work_on_commit(locked, (OperationStatus.RUNNING, OperationStatus.PENDING))
         stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
             status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
         )
@@ -491,6 +543,8 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
             not_before=None,
             finished_at=None,
             result=None,
+            # A person's retry starts the operation afresh, not where its failed outside work stood.
+            state=None,
             error="",
             error_type="",
             duration_ms=None,
@@ -658,9 +712,13 @@ def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
     return batch
 
 
-def _current_attempt(claim: Claim):
+def _attempt_fence(claim: Claim) -> dict[str, Any]:
     """The claimed operation, only while this attempt is still the running one (the fence)."""
-    return Operation.objects.filter(pk=claim.operation_id, status=OperationStatus.RUNNING, attempts=claim.attempt)
+    return {"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt}
+
+
+def _current_attempt(claim: Claim):
+    return Operation.objects.filter(**_attempt_fence(claim))
 
 
 def _require(batch: Batch, allowed: tuple, action: str) -> None:
@@ -741,6 +799,24 @@ def _finalize_if_done(batch: Batch, now: datetime) -> bool:
 
 def _record(batch: Batch, kind: str, actor, message: str) -> None:
     BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, message=message[:500])
+
+
+def _cancel_outside_work_on_commit(batch: Batch, statuses: tuple) -> None:
+    """Before operations in `statuses` are skipped: those that saved state were waiting on outside
+    work (an external job); if their type can cancel it, a worker does so after commit. The calls
+    go over the network, so they must not run under the batch lock or delay the transition."""
+    try:
+        optype = get_type(batch.type)
+    except InvalidInput:
+        return
+    if optype.cancel is None:
+        return
+    waiting = list(
+        batch.operations.filter(status__in=statuses, state__isnull=False).order_by().values_list("pk", flat=True)
+    )
+    if waiting:
+        batch_id = str(batch.pk)
+        transaction.on_commit(lambda: lanes.enqueue_outside_cancel(batch_id, waiting))
 
 
 def _enqueue_lanes_on_commit(batch: Batch, count: int, at: datetime | None = None) -> None:

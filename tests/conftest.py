@@ -5,12 +5,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import django_rq
 import psutil
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from pytest_httpserver import HTTPServer
 
 from tests.databases import pg_scratch, sqlite_db  # noqa: E402,F401  (fixtures: real databases for optypes)
 
@@ -27,6 +29,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
+
+
+def run_operation(type_key: str, label: str = "item", *, state: dict | None = None, attempt: int = 1, **params):
+    """Run one operation of a type in this process, as a lane would (params cleaned by the type's
+    form first); returns its result or raises what it raises."""
+    from jobs.optypes import get_type
+
+    optype = get_type(type_key)
+    context = SimpleNamespace(label=label, params=optype.clean_params(params), state=state, attempt=attempt)
+    return optype.run(context)
 
 
 @pytest.fixture
@@ -142,3 +154,15 @@ def workers(transactional_db, redis_clean):
     pool = WorkerPool()
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def make_httpserver():
+    """pytest-httpserver's `httpserver`, threaded (workers call it concurrently, and a slow answer
+    must not hold up the others) and on 127.0.0.1, which worker processes reach for sure."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()

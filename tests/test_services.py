@@ -287,3 +287,141 @@ def test_a_fresh_operation_is_not_recovered(alice):
         operation_id=current.operation_id, stale_before=timezone.now() - timedelta(minutes=1)
     )
     assert Operation.objects.get(pk=current.operation_id).status == "running"
+
+
+# --- operations that wait on outside work (Reschedule) ------------------------------------------
+
+
+def make_due(batch: Batch) -> None:
+    batch.operations.filter(status="pending").update(not_before=None)
+
+
+def test_a_rescheduled_operation_waits_as_pending_with_its_state(alice):
+    batch = make_batch(alice, items=["a", "b"])
+    first = claim(batch)
+    recorded = services.operation_reschedule(claim=first, after_s=30, state={"job_id": "wb-1"})
+    assert recorded.accepted
+    operation = Operation.objects.get(pk=first.operation_id)
+    assert (operation.status, operation.state, operation.attempts, operation.auto_retries) == (
+        "pending",
+        {"job_id": "wb-1"},
+        1,
+        0,
+    )
+    assert 29 < (operation.not_before - operation.started_at).total_seconds() < 32
+    batch.refresh_from_db()
+    # Not a finished attempt: counters say pending, and no duration enters the ETA's mean.
+    assert (batch.pending, batch.running, batch.duration_count, batch.status) == (2, 0, 0, "running")
+    assert_counters_match_rows(batch)
+    # The other operation is due; then nothing is until the wait ends.
+    other = claim(batch)
+    assert other.label == "b" and other.state is None
+    refused = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    assert refused == services.NoClaim("not_due", operation.not_before)
+
+
+def test_the_next_run_gets_the_state_a_new_attempt_number_and_the_first_start(alice):
+    batch = make_batch(alice, items=["a"])
+    first = claim(batch)
+    services.operation_reschedule(claim=first, after_s=0, state={"job_id": "wb-1", "polls": 0})
+    second = claim(batch)
+    assert (second.attempt, second.state, second.started_at) == (2, {"job_id": "wb-1", "polls": 0}, first.started_at)
+    services.operation_reschedule(claim=second, after_s=0, state={"job_id": "wb-1", "polls": 1})
+    third = claim(batch)
+    assert (third.attempt, third.state["polls"], third.started_at) == (3, 1, first.started_at)
+    assert services.operation_complete(claim=third, duration_ms=5000, result={"status": "done"})
+    batch.refresh_from_db()
+    assert (batch.status, batch.completed, batch.duration_count, batch.duration_total_ms) == (
+        "completed",
+        1,
+        1,
+        5000,
+    )
+    assert_counters_match_rows(batch)
+
+
+def test_a_reschedule_from_an_attempt_that_is_not_current_changes_nothing(alice):
+    batch = make_batch(alice, items=["a"])
+    first = claim(batch)
+    assert services.operation_reschedule(claim=first, after_s=0, state={"n": 1})
+    assert not services.operation_reschedule(claim=first, after_s=0, state={"n": 2})
+    second = claim(batch)
+    # The first attempt's late reports cannot touch the second one.
+    assert not services.operation_reschedule(claim=first, after_s=0, state={"n": 3})
+    assert not services.operation_complete(claim=first, duration_ms=1)
+    operation = Operation.objects.get(pk=second.operation_id)
+    assert (operation.status, operation.attempts, operation.state) == ("running", 2, {"n": 1})
+    batch.refresh_from_db()
+    assert (batch.running, batch.pending) == (1, 0)
+    assert_counters_match_rows(batch)
+
+
+def test_waiting_uses_no_automatic_retry_and_retries_keep_the_state_but_a_person_s_retry_does_not(alice):
+    batch = make_batch(alice, items=["a"], max_retries=1, retry_backoff_s=0)
+    for polls in range(3):
+        services.operation_reschedule(claim=claim(batch), after_s=0, state={"job_id": "wb-1", "polls": polls})
+    # A failed poll: the one automatic retry is still there, and it goes on with the same job.
+    services.operation_fail(claim=claim(batch), error="HTTP 503", error_type="HTTPStatus", duration_ms=5)
+    operation = Operation.objects.get(batch=batch)
+    assert (operation.status, operation.auto_retries, operation.state["polls"]) == ("pending", 1, 2)
+    make_due(batch)
+    retried = claim(batch)
+    assert retried.state == {"job_id": "wb-1", "polls": 2}
+    services.operation_fail(claim=retried, error="Gave up", error_type="Deadline", duration_ms=5)
+    batch.refresh_from_db()
+    assert batch.status == "failed"
+    services.batch_retry_failed(batch=batch, by=alice)
+    assert claim(batch).state is None
+    assert_counters_match_rows(batch)
+
+
+def test_cancelling_asks_a_worker_to_cancel_the_outside_work_of_waiting_and_running_operations(
+    alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    enqueued = []
+    monkeypatch.setattr(
+        services.lanes, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append((batch_id, ids))
+    )
+    params = {"submit_url": "https://wb/submit", "status_url": "https://wb/jobs/{job_id}"}
+    batch = make_batch(
+        alice, items=["waiting", "running", "fresh", "new"], type="workbench.job", params=params, max_parallel=3
+    )
+    waiting, running, _fresh = claim(batch), claim(batch), claim(batch)
+    services.operation_reschedule(claim=waiting, after_s=60, state={"job_id": "wb-1"})
+    services.operation_reschedule(claim=running, after_s=0, state={"job_id": "wb-2"})
+    running = claim(batch)
+    assert running.label == "running"
+    with django_capture_on_commit_callbacks(execute=True):
+        services.batch_cancel(batch=batch, by=alice)
+    # "fresh" is running its submit (no job yet) and "new" never started: nothing to cancel outside.
+    assert [(batch_id, sorted(ids)) for batch_id, ids in enqueued] == [
+        (str(batch.pk), sorted([waiting.operation_id, running.operation_id]))
+    ]
+    batch.refresh_from_db()
+    assert (batch.status, batch.skipped) == ("cancelled", 4)
+    assert_counters_match_rows(batch)
+
+
+def test_stopping_on_error_cancels_the_outside_work_of_waiting_operations(
+    alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    enqueued = []
+    monkeypatch.setattr(services.lanes, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append(ids))
+    params = {"submit_url": "https://wb/submit", "status_url": "https://wb/jobs/{job_id}"}
+    batch = make_batch(alice, items=["a", "b"], type="workbench.job", params=params, max_parallel=2, stop_on_error=True)
+    first, second = claim(batch), claim(batch)
+    services.operation_reschedule(claim=second, after_s=60, state={"job_id": "wb-b"})
+    with django_capture_on_commit_callbacks(execute=True):
+        services.operation_fail(claim=first, error="HTTP 404", error_type="HTTPStatus", duration_ms=5, retryable=False)
+    assert enqueued == [[second.operation_id]]
+    batch.refresh_from_db()
+    assert (batch.status, batch.failed, batch.skipped) == ("failed", 1, 1)
+    assert_counters_match_rows(batch)
+
+
+def test_types_without_a_cancel_enqueue_nothing_on_cancel(alice, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(services.lanes, "enqueue_outside_cancel", lambda *args: pytest.fail("nothing to cancel"))
+    batch = make_batch(alice, items=["a"])
+    services.operation_reschedule(claim=claim(batch), after_s=60, state={"x": 1})
+    with django_capture_on_commit_callbacks(execute=True):
+        services.batch_cancel(batch=batch)

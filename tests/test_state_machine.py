@@ -1,5 +1,6 @@
 """Property-based test of the state machine: random interleavings of claim, complete, fail,
-duplicate reports, lost workers, cancel, pause, resume and retry keep SPEC §2 invariants 1-4."""
+reschedule (waiting on outside work), duplicate reports, lost workers, cancel, pause, resume and
+retry keep SPEC §2 invariants 1-4."""
 
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ actions = st.one_of(
     st.just(("claim",)),
     st.tuples(st.just("complete"), claim_index),
     st.tuples(st.just("fail"), claim_index, st.booleans()),
+    st.tuples(st.just("reschedule"), claim_index, st.sampled_from([0, 30])),
     st.tuples(st.just("lost"), claim_index),
     st.just(("cancel",)),
     st.just(("pause",)),
@@ -61,10 +63,12 @@ def test_random_interleavings_keep_the_invariants(alice, steps, size, max_parall
                 if isinstance(result, services.Claim):
                     claims.append(result)
                     successful_claims += 1
-            elif action in ("complete", "fail") and claims:
+            elif action in ("complete", "fail", "reschedule") and claims:
                 claim = claims[step[1] % len(claims)]
                 if action == "complete":
                     took = services.operation_complete(claim=claim, duration_ms=1)
+                elif action == "reschedule":
+                    took = services.operation_reschedule(claim=claim, after_s=step[2], state={"attempt": claim.attempt})
                 else:
                     took = services.operation_fail(
                         claim=claim, error="boom", error_type="Boom", duration_ms=1, retryable=step[2]

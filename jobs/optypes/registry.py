@@ -22,6 +22,8 @@ class OperationContextProtocol:
     params: dict[str, Any]
     attempt: int
     timeout_s: int
+    # What the operation's last run saved with `raise Reschedule(after_s, state=...)`, else None.
+    state: dict[str, Any] | None
 
     def heartbeat(self, note: str = "") -> None: ...
     def is_cancelled(self) -> bool: ...
@@ -32,6 +34,12 @@ class OperationContextProtocol:
 RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
 # (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
 ItemsCheck = Callable[[list[Any], dict[str, Any]], dict[str, list[str]]]
+# Checks one operation's effective params (base overlaid with its item's) as a whole, for rules no
+# single form sees (a URL placeholder that only per-item params fill); raises forms.ValidationError.
+ValidateFunction = Callable[[dict[str, Any]], None]
+# Called from a worker for each operation skipped while its outside work was under way (it had
+# saved state): `cancel(label=..., params=..., state=...)` asks the outside system to stop it.
+CancelFunction = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class OperationType:
     allow_extra_params: bool = False
     # Checks batch creation runs over all items at once (e.g. that each names a registered instance).
     check_items: ItemsCheck | None = None
+    validate_operation: ValidateFunction | None = None
+    cancel: CancelFunction | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
@@ -73,6 +83,18 @@ class OperationType:
         if self.allow_extra_params:
             cleaned.update({k: raw[k] for k in unknown})
         return cleaned
+
+    def check_operation(self, params: dict[str, Any], path: str = "params") -> None:
+        """Run `validate_operation` on one operation's effective params; InvalidInput keyed by
+        field path on failure."""
+        if self.validate_operation is None:
+            return
+        try:
+            self.validate_operation(params)
+        except forms.ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                raise InvalidInput({f"{path}.{name}": list(msgs) for name, msgs in exc.message_dict.items()}) from None
+            raise InvalidInput({path: list(exc.messages)}) from None
 
 
 _registry: dict[str, OperationType] = {}
