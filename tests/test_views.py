@@ -1,5 +1,6 @@
 """Pages (SPEC §5): access, rendering, the create form and its errors, actions."""
 
+import json
 import re
 
 import pytest
@@ -370,3 +371,33 @@ def test_the_stats_page_counts_by_status_and_type(as_alice, alice, bob):
     content = as_alice.get("/stats/").content.decode()
     assert '<span class="tile-n">2</span>' in content
     assert "<code>noop</code></td><td>1</td>" in content
+
+
+def test_every_registered_type_has_a_create_page_with_its_parameters(as_alice):
+    from jobs.optypes import all_types
+
+    listing = as_alice.get("/batches/new/").content.decode()
+    for optype in all_types():
+        assert f'href="/batches/new/{optype.key}/"' in listing, optype.key
+        content = as_alice.get(f"/batches/new/{optype.key}/").content.decode()
+        for name in optype.form.base_fields:
+            assert f'name="params-{name}"' in content, (optype.key, name)
+
+
+def test_an_http_pipeline_batch_can_be_created_from_the_form(as_alice):
+    from jobs.optypes import get_type
+
+    optype = get_type("pipeline.http")
+    data = valid_form(items="p1\np2")
+    data = {k: v for k, v in data.items() if not k.startswith("params-")}
+    for name, field in optype.form.base_fields.items():
+        if field.initial is not None:
+            # What the rendered form posts back: JSON fields as JSON text.
+            data[f"params-{name}"] = (
+                json.dumps(field.initial) if isinstance(field.initial, dict | list) else field.initial
+            )
+    data["params-url"] = "http://127.0.0.1:9/pipelines/{label}/run"
+    response = as_alice.post("/batches/new/pipeline.http/", data)
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    batch = Batch.objects.get()
+    assert batch.type == "pipeline.http" and batch.params["url"] == "http://127.0.0.1:9/pipelines/{label}/run"
