@@ -401,3 +401,8 @@ def test_an_http_pipeline_batch_can_be_created_from_the_form(as_alice):
     assert response.status_code == 302, response.content.decode()[-3000:]
     batch = Batch.objects.get()
     assert batch.type == "pipeline.http" and batch.params["url"] == "http://127.0.0.1:9/pipelines/{label}/run"
+
+
+def test_an_empty_optional_json_parameter_shows_empty_not_null(as_alice):
+    content = as_alice.get("/batches/new/pipeline.http/").content.decode()
+    assert re.search(r'name="params-headers"[^>]*>\s*</textarea>', content), "headers should start empty"

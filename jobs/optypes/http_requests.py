@@ -197,6 +197,10 @@ class UrlTemplateField(forms.CharField):
 class JsonTemplateField(forms.JSONField):
     """JSON (an object or text parsed as JSON) whose strings may hold placeholders."""
 
+    def prepare_value(self, value: Any) -> Any:
+        # An empty optional field shows empty, not the text "null".
+        return "" if value is None else super().prepare_value(value)
+
     def validate(self, value: Any) -> None:
         super().validate(value)
         check_template_syntax(value)
