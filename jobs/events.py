@@ -22,8 +22,6 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-MAX_OPERATION_IDS = 50
-
 
 def batch_group(batch_id: Any) -> str:
     return f"batch-{batch_id}"
@@ -56,10 +54,9 @@ def batch_snapshot(batch) -> dict[str, Any]:
     }
 
 
-def batch_changed(batch, *, status_changed: bool = False, operation_ids: tuple[int, ...] = ()) -> None:
+def batch_changed(batch, *, status_changed: bool = False) -> None:
     """Publish the batch's state after the current transaction commits (nothing if it rolls back)."""
     payload = batch_snapshot(batch)
-    payload["operation_ids"] = list(operation_ids)
     transaction.on_commit(lambda: publisher().submit(payload, urgent=status_changed))
 
 
@@ -97,11 +94,8 @@ class Publisher:
     def _accept(self, payload: dict[str, Any], urgent: bool) -> None:
         batch_id = payload["batch_id"]
         previous = self.latest.get(batch_id)
-        if previous is not None:
-            ids = list(dict.fromkeys(previous["operation_ids"] + payload["operation_ids"]))
-            if previous["version"] > payload["version"]:
-                payload = previous
-            payload = {**payload, "operation_ids": ids[-MAX_OPERATION_IDS:]}
+        if previous is not None and previous["version"] > payload["version"]:
+            payload = {**previous}
         payload["kind"] = "status" if urgent or (previous and previous.get("kind") == "status") else "progress"
         self.latest[batch_id] = payload
         if urgent:

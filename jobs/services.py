@@ -289,7 +289,7 @@ def operation_complete(
                 )
             _update(batch, running=-1, completed=+1, duration_total_ms=+duration_ms, duration_count=+1)
             finished = _finalize_if_done(batch, now)
-            events.batch_changed(batch, status_changed=finished, operation_ids=(claim.operation_id,))
+            events.batch_changed(batch, status_changed=finished)
         return Recorded(updated == 1, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
 
 
@@ -343,7 +343,7 @@ def operation_reschedule(
             # The lane that reported this sees "not due" if nothing else is, and schedules its
             # successor for then.
             _update(batch, running=-1, pending=+1)
-            events.batch_changed(batch, operation_ids=(claim.operation_id,))
+            events.batch_changed(batch)
         return Recorded(updated == 1, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
 
 
@@ -393,7 +393,7 @@ def _claim_locked(batch: Batch, worker: str, now: datetime) -> Claim | NoClaim:
             changes["started_at"] = now
             _record(batch, BatchEventKind.STARTED, None, "")
     _update(batch, pending=-1, running=+1, **changes)
-    events.batch_changed(batch, status_changed=started, operation_ids=(operation.pk,))
+    events.batch_changed(batch, status_changed=started)
     return Claim(
         batch_id=str(batch.pk),
         operation_id=operation.pk,
@@ -422,7 +422,7 @@ def _record_failure(batch, operation, now, error, error_type, duration_ms, retry
         )
         # The lane that reported this sees "not due" and schedules its successor for then.
         _update(batch, running=-1, pending=+1, **timing)
-        events.batch_changed(batch, operation_ids=(operation.pk,))
+        events.batch_changed(batch)
         return
     Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.FAILED, finished_at=now, **common)
     _update(batch, running=-1, failed=+1, **timing)
@@ -436,7 +436,7 @@ def _record_failure(batch, operation, now, error, error_type, duration_ms, retry
             f"Stopped after #{operation.seq} {operation.label} failed; {skipped} skipped",
         )
     finished = _finalize_if_done(batch, now)
-    events.batch_changed(batch, status_changed=finished, operation_ids=(operation.pk,))
+    events.batch_changed(batch, status_changed=finished)
 
 
 def operation_heartbeat(*, operation_ids: list[int]) -> None:
