@@ -133,7 +133,7 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "default", "low")}
 # Lanes are enqueued from transaction.on_commit by the service layer itself.
-RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "jobs.worker.BatchsiteWorker"}
+RQ = {"COMMIT_MODE": "auto", "WORKER_CLASS": "jobs.engine.worker.BatchsiteWorker"}
 
 CHANNEL_LAYERS = {
     "default": {

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from jobs.api import api, not_found
+from jobs.api.endpoints import api, not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,5 +10,5 @@ urlpatterns = [
     re_path(r"^api/(?P<path>[\s\S]*)$", not_found),
     path("accounts/", include("django.contrib.auth.urls")),
     path("django-rq/", include("django_rq.urls")),
-    path("", include("jobs.urls")),
+    path("", include("jobs.web.urls")),
 ]

@@ -61,7 +61,7 @@ def new_batch(user, n: int, max_parallel: int):
 def one_lane(batch, profile: bool) -> None:
     from django.db import connection
 
-    from jobs.engine import Lane
+    from jobs.engine.lane import Lane
 
     kinds: Counter = Counter()
 
@@ -93,7 +93,7 @@ def two_lanes(batch) -> None:
     """Two forked processes each running one lane on the same batch (what 2 RQ horses do)."""
     from django.db import connections
 
-    from jobs.engine import Lane
+    from jobs.engine.lane import Lane
 
     connections.close_all()
     started = time.perf_counter()

@@ -6,7 +6,7 @@ A batch may hold 100,000 operations, so nothing here loads them all: the batch p
 operation list filtered by batch (paged, counted from the batch's counters), and deletion shows a
 summary instead of Django's list of every related object.
 
-API tokens are added through jobs.tokens (the key is shown once, in a message, and only its hash is
+API tokens are added through jobs.services.tokens (the key is shown once, in a message, and only its hash is
 stored), revoked by an action, and never edited.
 """
 
@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from jobs import services, tokens
+from jobs import services
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.models import (
     ApiToken,
@@ -37,6 +37,7 @@ from jobs.models import (
     OperationStatus,
     ResultRow,
 )
+from jobs.services import tokens
 
 BATCH_FILTER = "batch__id__exact"
 

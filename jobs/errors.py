@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from django.http import Http404
+
 
 class InvalidInput(Exception):
     """Bad input; `errors` maps a field path (`items[3].params.duration_ms`) to messages."""
@@ -29,3 +31,10 @@ class IllegalTransition(Exception):
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BatchNotFound(Http404):
+    """No such batch for this user: unknown, or another user's (pages and the API answer 404)."""
+
+    def __init__(self, message: str = "No such batch.") -> None:
+        super().__init__(message)

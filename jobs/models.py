@@ -277,6 +277,6 @@ class DatabaseInstance(models.Model):
 
     @property
     def masked_url(self) -> str:
-        from jobs.instances import mask_url
+        from jobs.optypes.sql.engines import mask_url
 
         return mask_url(self.url)

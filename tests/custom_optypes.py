@@ -4,8 +4,8 @@ worker processes they start."""
 
 from django import forms
 
-from jobs.engine import PermanentFailure, Reschedule
 from jobs.optypes import operation_type
+from jobs.optypes.base import PermanentFailure, Reschedule
 
 
 class GreetForm(forms.Form):

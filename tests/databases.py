@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from jobs import engine as batch_engine
+from jobs.engine.lane import Lane
 from jobs.models import Batch
 
 PG_SERVER = os.environ.get("BATCHSITE_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -54,11 +54,11 @@ def pg_scratch():
     try:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
-        from jobs import instances
+        from jobs.optypes.sql import engines
 
-        for key in list(instances._engines):
+        for key in list(engines._engines):
             if name in key[1]:
-                instances._engines.pop(key).dispose()
+                engines._engines.pop(key).dispose()
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
@@ -67,6 +67,6 @@ def pg_scratch():
 def run_inline(batch: Batch) -> Batch:
     """Run a batch's operations in this process with one engine lane (transactional_db and Redis
     needed); returns the batch, refreshed."""
-    batch_engine.Lane(str(batch.pk), f"inline-{uuid.uuid4().hex[:6]}").run()
+    Lane(str(batch.pk), f"inline-{uuid.uuid4().hex[:6]}").run()
     batch.refresh_from_db()
     return batch

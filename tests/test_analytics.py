@@ -1,5 +1,5 @@
 """Analytics of a batch and stats, against figures computed by hand (selectors.batch_analytics,
-selectors.batch_stats, jobs.analytics)."""
+selectors.batch_stats, jobs.selectors.analytics)."""
 
 import random
 from datetime import timedelta
@@ -9,8 +9,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from jobs import analytics, selectors
+from jobs import selectors
 from jobs.models import Operation, OperationStatus
+from jobs.selectors import analytics
 from tests.helpers_analytics import T0, add_operations, at, make_batch
 
 COMPLETED, FAILED, SKIPPED, PENDING = (

@@ -15,8 +15,9 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from jobs import services, tokens
+from jobs import services
 from jobs.models import Batch, BatchEvent, IdempotencyRecord, Operation, ResultRow
+from jobs.services import tokens
 
 BATCHES = "/api/batches"
 BATCH_FIELDS = {

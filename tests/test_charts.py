@@ -1,4 +1,4 @@
-"""Chart geometry (jobs.charts, pure functions) and the SVG partials of templates/jobs/_charts.html."""
+"""Chart geometry (jobs.web.charts, pure functions) and the SVG partials of templates/jobs/_charts.html."""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.template.loader import render_to_string
 
-from jobs import charts, selectors
+from jobs import selectors
 from jobs.models import OperationStatus
+from jobs.web import charts
 from tests.helpers_analytics import add_operations, at, make_batch
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from django.test import Client
 
 from batchsite.asgi import application
 from jobs import services
-from jobs.consumers import FORBIDDEN
+from jobs.live.consumers import FORBIDDEN
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -7,7 +7,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import tests.custom_optypes  # noqa: F401  (registers the example types in this process)
-from jobs import engine, services
+from jobs import services
+from jobs.engine.lane import Lane
 from jobs.models import Batch, Operation, ResultRow
 from jobs.optypes import load_configured_types
 from tests.invariants import assert_counters_match_rows
@@ -83,7 +84,7 @@ def test_a_rescheduling_project_type_runs_on_real_workers(alice, workers):
 
 
 def run_lane(batch) -> str:
-    return engine.Lane(str(batch.pk), "lane-in-test").run()
+    return Lane(str(batch.pk), "lane-in-test").run()
 
 
 def test_a_lane_runs_an_operation_again_with_the_state_it_saved(transactional_db, alice, redis_clean):

@@ -46,9 +46,9 @@ def test_workers_never_run_more_operations_than_max_parallel(alice, workers):
     """Four workers and six lanes compete; the claim must hold the line at three."""
     workers.start(4)
     batch = sleep_batch(alice, count=24, duration_ms=150, max_parallel=3)
-    from jobs import lanes
+    from jobs.engine import dispatch
 
-    lanes.enqueue_lanes(str(batch.pk), count=3, priority="default")
+    dispatch.enqueue_lanes(str(batch.pk), count=3, priority="default")
     peak_rows = peak_counter = 0
     while True:
         batch.refresh_from_db()
@@ -73,7 +73,7 @@ def test_max_parallel_one_runs_operations_one_after_another(alice, workers):
 
 
 def test_a_killed_worker_does_not_leave_the_batch_stuck(alice, workers):
-    """SIGKILL mid-operation: the reaper returns the operation to pending and restarts lanes."""
+    """SIGKILL mid-operation: the reaper returns the operation to pending and restarts dispatch."""
     first = workers.start(1)[0]
     batch = sleep_batch(alice, count=4, duration_ms=1500, max_parallel=1, max_retries=1, retry_backoff_s=0)
     victim = wait_for(lambda: Operation.objects.filter(batch=batch, status="running").first(), 30)

@@ -8,7 +8,8 @@ import pytest
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from jobs import events, services
+from jobs import services
+from jobs.live import publisher
 from tests.conftest import wait_for
 
 
@@ -80,7 +81,7 @@ def noop_batch(owner, count=3, **options):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_new_batch_is_announced_to_its_owner_after_commit(alice, bob, redis_clean, listen):
-    alices, bobs = listen(events.owner_group(alice.pk)), listen(events.owner_group(bob.pk))
+    alices, bobs = listen(publisher.owner_group(alice.pk)), listen(publisher.owner_group(bob.pk))
     batch = noop_batch(alice)
     message = wait_for(lambda: alices.of_type("batch.status"), 5, message="status event")[0]
     assert message["batch_id"] == str(batch.pk)
@@ -92,7 +93,7 @@ def test_a_new_batch_is_announced_to_its_owner_after_commit(alice, bob, redis_cl
 @pytest.mark.django_db(transaction=True)
 def test_nothing_is_published_when_the_transaction_rolls_back(alice, redis_clean, listen):
     batch = noop_batch(alice, start=False)
-    listener = listen(events.batch_group(batch.pk))
+    listener = listen(publisher.batch_group(batch.pk))
     with pytest.raises(RuntimeError), transaction.atomic():
         services.batch_cancel(batch=batch)
         raise RuntimeError("roll back")
@@ -105,7 +106,7 @@ def test_nothing_is_published_when_the_transaction_rolls_back(alice, redis_clean
 @pytest.mark.django_db(transaction=True)
 def test_progress_is_coalesced_and_the_last_state_always_arrives(alice, redis_clean, listen):
     batch = noop_batch(alice, count=300, max_parallel=100, start=False)
-    listener = listen(events.batch_group(batch.pk))
+    listener = listen(publisher.batch_group(batch.pk))
     services.batch_start(batch=batch)
     started = time.monotonic()
     for _ in range(300):
@@ -125,7 +126,7 @@ def test_progress_is_coalesced_and_the_last_state_always_arrives(alice, redis_cl
 
 @pytest.mark.workers
 def test_events_from_worker_processes_reach_subscribers(alice, workers, listen):
-    listener = listen(events.owner_group(alice.pk))
+    listener = listen(publisher.owner_group(alice.pk))
     workers.start(2)
     batch = services.batch_create(
         owner=alice,

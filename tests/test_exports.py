@@ -1,4 +1,4 @@
-"""Result rows (paged, sorted by the database) and the streamed CSV exports (jobs.exports)."""
+"""Result rows (paged, sorted by the database) and the streamed CSV exports (jobs.api.exports)."""
 
 import csv
 import io
@@ -7,7 +7,8 @@ import pytest
 from django.db.models import F
 from django.test import Client
 
-from jobs import exports, selectors
+from jobs import selectors
+from jobs.api import exports
 from jobs.errors import InvalidInput
 from jobs.models import Batch, OperationStatus
 from tests.helpers_analytics import add_operations, add_rows, at, make_batch

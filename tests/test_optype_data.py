@@ -13,7 +13,7 @@ from django.test import override_settings
 from jobs import artifacts, services
 from jobs.errors import InvalidInput
 from jobs.models import ResultRow
-from jobs.optypes.data_generate import CHUNK_ROWS
+from jobs.optypes.sql.generate import CHUNK_ROWS
 from tests.conftest import wait_for
 from tests.databases import run_inline
 

@@ -8,10 +8,10 @@ import pytest
 from werkzeug import Response
 
 from jobs import services
-from jobs.engine import OperationFailure, PermanentFailure
 from jobs.errors import InvalidInput
-from jobs.optypes import http_requests as http
 from jobs.optypes import load_builtin_types
+from jobs.optypes.base import OperationFailure, PermanentFailure
+from jobs.optypes.http import client as http
 from tests.conftest import run_operation
 from tests.invariants import assert_counters_match_rows
 from tests.test_commands import created_batch, run_batch

@@ -12,7 +12,7 @@ from django.test import override_settings
 from jobs import services
 from jobs.errors import InvalidInput
 from jobs.models import ResultRow
-from jobs.optypes.sql_workflow import statement_problems
+from jobs.optypes.sql.workflow import statement_problems
 from tests.conftest import wait_for
 from tests.databases import run_inline, seed_orders
 

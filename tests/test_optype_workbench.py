@@ -12,9 +12,9 @@ import pytest
 from werkzeug import Request, Response
 
 from jobs import services
-from jobs.engine import OperationFailure, PermanentFailure, Reschedule
 from jobs.errors import InvalidInput
 from jobs.models import Operation
+from jobs.optypes.base import OperationFailure, PermanentFailure, Reschedule
 from tests.conftest import run_operation, wait_for
 from tests.invariants import assert_counters_match_rows
 from tests.test_api import ApiClient

@@ -4,6 +4,7 @@ import pytest
 from django.test import override_settings
 
 from jobs import services
+from jobs.engine import dispatch
 from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
 from jobs.models import Batch, BatchEvent, Operation, ResultRow
 from tests.invariants import assert_counters_match_rows, finished_events
@@ -380,7 +381,7 @@ def test_cancelling_asks_a_worker_to_cancel_the_outside_work_of_waiting_and_runn
 ):
     enqueued = []
     monkeypatch.setattr(
-        services.lanes, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append((batch_id, ids))
+        dispatch, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append((batch_id, ids))
     )
     params = {"submit_url": "https://wb/submit", "status_url": "https://wb/jobs/{job_id}"}
     batch = make_batch(
@@ -406,7 +407,7 @@ def test_stopping_on_error_cancels_the_outside_work_of_waiting_operations(
     alice, monkeypatch, django_capture_on_commit_callbacks
 ):
     enqueued = []
-    monkeypatch.setattr(services.lanes, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append(ids))
+    monkeypatch.setattr(dispatch, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append(ids))
     params = {"submit_url": "https://wb/submit", "status_url": "https://wb/jobs/{job_id}"}
     batch = make_batch(alice, items=["a", "b"], type="workbench.job", params=params, max_parallel=2, stop_on_error=True)
     first, second = claim(batch), claim(batch)
@@ -420,7 +421,7 @@ def test_stopping_on_error_cancels_the_outside_work_of_waiting_operations(
 
 
 def test_types_without_a_cancel_enqueue_nothing_on_cancel(alice, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(services.lanes, "enqueue_outside_cancel", lambda *args: pytest.fail("nothing to cancel"))
+    monkeypatch.setattr(dispatch, "enqueue_outside_cancel", lambda *args: pytest.fail("nothing to cancel"))
     batch = make_batch(alice, items=["a"])
     services.operation_reschedule(claim=claim(batch), after_s=60, state={"x": 1})
     with django_capture_on_commit_callbacks(execute=True):

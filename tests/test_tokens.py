@@ -17,9 +17,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import tokens
 from jobs.errors import InvalidInput
 from jobs.models import ApiToken
+from jobs.services import tokens
 from tests.conftest import database_url_for_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent

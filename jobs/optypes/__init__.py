@@ -1,8 +1,10 @@
+"""Operation types: the contract a type author needs (`base`), the registry, and the built-in types."""
+
 import importlib
 
 from django.core.exceptions import ImproperlyConfigured
 
-from jobs.optypes.registry import OperationType, all_types, get_type, operation_type, register
+from jobs.optypes.base import OperationType, all_types, get_type, operation_type, register
 
 __all__ = [
     "OperationType",
@@ -17,15 +19,9 @@ __all__ = [
 
 def load_builtin_types() -> None:
     # Each module registers its types on import.
-    from jobs.optypes import (  # noqa: F401
-        data_generate,
-        data_validate,
-        demo,
-        http_pipeline,
-        metadata,
-        sql_workflow,
-        workbench,
-    )
+    from jobs.optypes import demo  # noqa: F401
+    from jobs.optypes.http import pipeline, workbench  # noqa: F401
+    from jobs.optypes.sql import generate, metadata, validate, workflow  # noqa: F401
 
 
 def load_configured_types(modules: list[str]) -> None:

@@ -5,7 +5,7 @@ import time
 
 from django import forms
 
-from jobs.optypes.registry import operation_type
+from jobs.optypes.base import operation_type
 
 
 class NoopForm(forms.Form):

@@ -2,7 +2,7 @@
 
 from django import template
 
-from jobs import charts
+from jobs.web import charts
 
 register = template.Library()
 

@@ -9,9 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from jobs import tokens
 from jobs.errors import InvalidInput
 from jobs.models import ApiToken
+from jobs.services import tokens
 
 BAD_USAGE = 2
 

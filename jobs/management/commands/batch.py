@@ -11,7 +11,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from jobs import engine, selectors, services
+from jobs import selectors, services
+from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.models import Batch, BatchStatus, DatabaseInstance
@@ -215,7 +216,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Completion rate of finished batches: {'-' if rate is None else f'{rate:.1%}'}")
 
     def handle_reap(self, options) -> None:
-        self.stdout.write(f"Reaped: {engine.reap()}.")
+        self.stdout.write(f"Reaped: {reaper.reap()}.")
 
     def handle_instance(self, options) -> None:
         getattr(self, f"handle_instance_{options['instance_verb']}")(options)

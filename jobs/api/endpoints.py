@@ -1,0 +1,411 @@
+"""The JSON API (SPEC §6): thin endpoints over jobs.services and jobs.selectors.
+
+Auth: `Authorization: Bearer <token>` or the session (CSRF enforced). Another user's batch is a
+404. Errors are JSON `{"message", "errors": {field path: [messages]}}`.
+"""
+
+import hashlib
+import json
+from uuid import UUID
+
+from django.db import IntegrityError
+from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from ninja import NinjaAPI, Query, Router
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.responses import Status
+from ninja.security import HttpBearer, SessionAuth
+
+from jobs import artifacts, selectors, services
+from jobs.api import exports
+from jobs.api.schemas import (
+    AnalyticsOut,
+    ArtifactList,
+    BatchIn,
+    BatchList,
+    BatchOut,
+    CleanupIn,
+    CleanupOut,
+    Error,
+    OperationList,
+    OperationTypeOut,
+    ProgressOut,
+    ResultList,
+    RetryOut,
+    StatsOut,
+)
+from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.models import Batch, BatchStatus, OperationStatus
+from jobs.optypes import all_types
+from jobs.services import ratelimit, tokens
+
+MAX_LIMIT = 200
+LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
+OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str):
+        found = tokens.token_authenticate(token)
+        if found is None:
+            return None
+        request.user = found.user
+        return found.user
+
+
+class Session(SessionAuth):
+    """The browser session, CSRF enforced, but only once there is a session user: a request
+    with no credentials at all is a 401, not a CSRF 403."""
+
+    def _get_key(self, request: HttpRequest):
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+api = NinjaAPI(
+    title="Batchsite API",
+    version="1",
+    description="Create, follow and steer batches of operations. Authenticate with a session or "
+    "`Authorization: Bearer <token>` (create tokens with `manage.py apitoken create` or in the admin).",
+    auth=[BearerToken(), Session()],
+    urls_namespace="api",
+)
+batches = Router(tags=["batches"])
+ERRORS = {401: Error, 404: Error}
+# Endpoints with a body or query parameters can also answer these.
+INPUT_ERRORS = {400: Error, 422: Error}
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _error(request, status: int, message: str, errors: dict | None = None, **headers: str):
+    response = api.create_response(request, {"message": message, "errors": errors or {}}, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+@api.exception_handler(InvalidInput)
+def on_invalid_input(request, exc: InvalidInput):
+    status = 413 if isinstance(exc, TooManyOperations) else 422
+    return _error(request, status, exc.message, exc.errors)
+
+
+@api.exception_handler(IllegalTransition)
+def on_illegal_transition(request, exc: IllegalTransition):
+    return _error(request, 409, str(exc), {"status": [exc.status]})
+
+
+@api.exception_handler(NinjaValidationError)
+def on_validation_error(request, exc: NinjaValidationError):
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors:
+        errors.setdefault(_field_path(error.get("loc", ())), []).append(error.get("msg", "Invalid value."))
+    return _error(request, 422, "Invalid input.", errors)
+
+
+UNION_BRANCHES = {"str", "int", "float", "bool", "dict[str,any]"}
+
+
+def _field_path(location) -> str:
+    """pydantic's ("body", "payload", "items", 1, "str") as the services write it: `items[1]`."""
+    parts = list(location)
+    while parts and parts[0] in ("body", "query", "path", "payload"):
+        parts.pop(0)
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in UNION_BRANCHES and "[" not in str(part) and "(" not in str(part):
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request, exc):
+    return _error(request, 401, "Authentication required: a session or an `Authorization: Bearer <token>` header.")
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc: HttpError):
+    # Malformed JSON bodies and the like: ninja's own errors, in our error shape.
+    return _error(request, exc.status_code, str(exc.message))
+
+
+@api.exception_handler(Http404)
+def on_not_found(request, exc):
+    return _error(request, 404, "Not found.")
+
+
+@csrf_exempt
+def not_found(request, path: str = ""):
+    """Any other URL under /api/: a JSON 404, not an HTML page."""
+    return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def batch_out(batch: Batch) -> dict:
+    fields = (
+        "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s "
+        "timeout_s priority total pending running completed failed skipped percent_complete eta_seconds "
+        "current_operation created_at started_at finished_at cancel_reason"
+    ).split()
+    data = {name: getattr(batch, name) for name in fields}
+    data["owner"] = batch.owner.get_username()
+    return data
+
+
+def _page(limit: int, offset: int) -> slice:
+    limit = max(1, min(limit, MAX_LIMIT))
+    return slice(max(0, offset), max(0, offset) + limit)
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+@batches.post(
+    "",
+    response={201: BatchOut, 409: Error, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
+    summary="Create a batch and start it",
+)
+def create_batch(request, payload: BatchIn):
+    """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
+    returns the first batch; the same key with another body is a 422."""
+    body = payload.dict()
+    options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
+    key = request.headers.get("Idempotency-Key", "").strip()
+    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    if key:
+        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
+        if replay is not None:
+            return Status(201, batch_out(replay))
+    wait = ratelimit.creation_wait_seconds(request.user)
+    if wait:
+        return _error(request, 429, f"Too many batches created; try again in {wait} s.", **{"Retry-After": str(wait)})
+    create = dict(owner=request.user, type=payload.type, name=payload.name, items=body["items"], params=payload.params)
+    try:
+        batch = services.batch_create(**create, **options, idempotency=(key, request_hash) if key else None)
+    except IntegrityError:
+        # The same key raced in from a parallel request: answer as its replay.
+        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
+        if replay is None:
+            raise
+        batch = replay
+    return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
+
+
+@batches.get("", response={200: BatchList, **INPUT_ERRORS, **ERRORS}, summary="List batches, newest first")
+def list_batches(
+    request,
+    status: BatchStatus | None = None,
+    type: str | None = None,
+    created_after: str | None = Query(None, description="ISO date or datetime"),
+    created_before: str | None = Query(None, description="ISO date or datetime"),
+    q: str | None = Query(None, description="Text in the name or description"),
+    limit: int = LIMIT,
+    offset: int = OFFSET,
+):
+    found = selectors.batch_search(
+        request.user,
+        status=status,
+        type=type,
+        created_after=created_after,
+        created_before=created_before,
+        text=q,
+    )
+    return {
+        "items": [batch_out(b) for b in found.select_related("owner")[_page(limit, offset)]],
+        "count": found.count(),
+    }
+
+
+@batches.get("/{uuid:batch_id}", response={200: BatchOut, **ERRORS}, summary="One batch")
+def get_batch(request, batch_id: UUID):
+    return batch_out(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.get("/{uuid:batch_id}/progress", response={200: ProgressOut, **ERRORS}, summary="Counters, percent and ETA")
+def get_progress(request, batch_id: UUID):
+    return batch_out(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.get(
+    "/{uuid:batch_id}/operations",
+    response={200: OperationList, **INPUT_ERRORS, **ERRORS},
+    summary="Operations, in sequence",
+)
+def list_operations(
+    request, batch_id: UUID, status: OperationStatus | None = None, limit: int = LIMIT, offset: int = OFFSET
+):
+    operations = selectors.batch_get_visible(request.user, batch_id).operations.all()
+    if status:
+        operations = operations.filter(status=status)
+    return {"items": list(operations[_page(limit, offset)]), "count": operations.count()}
+
+
+@batches.get(
+    "/{uuid:batch_id}/results",
+    response={200: ResultList, **INPUT_ERRORS, **ERRORS},
+    summary="Result rows of all operations, paged and sortable",
+)
+def list_results(
+    request,
+    batch_id: UUID,
+    sort: str = Query(
+        "",
+        max_length=300,
+        description="A column to sort by (`operation` or a row key), `-column` for descending. Numbers sort "
+        "before strings; rows without the column come last. Unknown columns are a 422.",
+    ),
+    limit: int = LIMIT,
+    offset: int = OFFSET,
+):
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    columns = selectors.result_columns(batch)
+    rows = selectors.result_rows(batch, sort, columns=columns)
+    # The label comes first and wins over a row key of the same name, as in the CSV.
+    page = [
+        {selectors.LABEL_COLUMN: label} | data | {selectors.LABEL_COLUMN: label}
+        for label, data in rows[_page(limit, offset)]
+    ]
+    return {"columns": columns, "items": page, "count": rows.count()}
+
+
+CSV_RESPONSE = {"content": {"text/csv": {"schema": {"type": "string"}}}}
+
+
+@batches.get(
+    "/{uuid:batch_id}/results.csv",
+    response={200: None, **INPUT_ERRORS, **ERRORS},
+    summary="Result rows as CSV (streamed)",
+    openapi_extra={"responses": {200: {"description": "CSV, the columns of /results", **CSV_RESPONSE}}},
+)
+def results_csv(
+    request,
+    batch_id: UUID,
+    sort: str = Query("", max_length=300, description="As for /results."),
+):
+    return exports.results_csv_response(selectors.batch_get_visible(request.user, batch_id), sort)
+
+
+@batches.get(
+    "/{uuid:batch_id}/operations.csv",
+    response={200: None, **ERRORS},
+    summary="The operations table as CSV (streamed)",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "CSV: seq, label, status, attempts, duration_ms, quality_score, error_type, error, "
+                "started_at, finished_at",
+                **CSV_RESPONSE,
+            }
+        }
+    },
+)
+def operations_csv(request, batch_id: UUID):
+    return exports.operations_csv_response(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.get(
+    "/{uuid:batch_id}/analytics",
+    response={200: AnalyticsOut, **ERRORS},
+    summary="Success rate, duration percentiles and histograms, throughput, error groups, completions",
+)
+def get_analytics(request, batch_id: UUID):
+    """Figures over the batch's finished operations; an empty batch gives zeros and empty lists.
+    Percentiles interpolate linearly between closest ranks (numpy's default, PostgreSQL's
+    percentile_cont), identically on every database."""
+    return selectors.batch_analytics(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.get(
+    "/{uuid:batch_id}/artifacts", response={200: ArtifactList, **ERRORS}, summary="Files the operations produced"
+)
+def list_artifacts(request, batch_id: UUID):
+    """Files kept for the batch (e.g. data.generate's CSV output), with their download URLs."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    files = artifacts.list_files(str(batch.pk))
+    items = [{**file, "url": f"/api/batches/{batch.pk}/artifacts/{file['path']}"} for file in files]
+    return {"items": items, "count": len(items)}
+
+
+@batches.get(
+    "/{uuid:batch_id}/artifacts/{path:artifact_path}",
+    response={200: None, **ERRORS},
+    summary="Download one file the operations produced",
+)
+def download_artifact(request, batch_id: UUID, artifact_path: str):
+    """Streamed; a path outside the batch's files (`..`, absolute) is a 404 like a missing one."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    path = artifacts.resolve(str(batch.pk), artifact_path)
+    if path is None:
+        raise Http404
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+
+
+@batches.post("/{uuid:batch_id}/cancel", response={200: BatchOut, 409: Error, **ERRORS}, summary="Cancel a batch")
+def cancel_batch(request, batch_id: UUID):
+    services.batch_cancel(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    return batch_out(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.post("/{uuid:batch_id}/pause", response={200: BatchOut, 409: Error, **ERRORS}, summary="Pause a batch")
+def pause_batch(request, batch_id: UUID):
+    services.batch_pause(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    return batch_out(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.post(
+    "/{uuid:batch_id}/resume", response={200: BatchOut, 409: Error, **ERRORS}, summary="Resume a paused batch"
+)
+def resume_batch(request, batch_id: UUID):
+    services.batch_resume(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    return batch_out(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.post(
+    "/{uuid:batch_id}/retry", response={200: RetryOut, 409: Error, **ERRORS}, summary="Retry failed operations"
+)
+def retry_batch(request, batch_id: UUID):
+    retried = services.batch_retry_failed(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    return {"retried": retried, "batch": batch_out(selectors.batch_get_visible(request.user, batch_id))}
+
+
+@batches.delete(
+    "/{uuid:batch_id}", response={204: None, 409: Error, **ERRORS}, summary="Delete a batch that is not running"
+)
+def delete_batch(request, batch_id: UUID):
+    services.batch_delete(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    return Status(204, None)
+
+
+@batches.post("/cleanup", response={200: CleanupOut, **INPUT_ERRORS, **ERRORS}, summary="Delete old finished batches")
+def cleanup(request, payload: CleanupIn):
+    """Your own finished batches older than `days_to_keep` days (staff: everyone's)."""
+    owner = None if request.user.is_staff else request.user
+    return {"deleted": services.batch_prune(days=payload.days_to_keep, owner=owner)}
+
+
+api.add_router("/batches", batches)
+
+
+@api.get(
+    "/stats",
+    response={200: StatsOut, **ERRORS},
+    tags=["stats"],
+    summary="Totals by status and type, completion rate, operations per hour over 24 h",
+)
+def stats(request):
+    """Over your own batches (staff: everyone's)."""
+    return selectors.batch_stats(request.user)
+
+
+@api.get("/operation-types", response={200: list[OperationTypeOut], **ERRORS}, tags=["operation types"])
+def operation_types(request):
+    """The registered types and the parameters each accepts."""
+    return [selectors.operation_type_description(optype) for optype in all_types()]

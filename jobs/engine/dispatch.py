@@ -1,0 +1,119 @@
+"""Lanes are the RQ jobs that execute a batch's operations; this module enqueues them and keeps
+their registry in Redis.
+
+Registry: one sorted set per batch, member = lane job id, score = the epoch second until which
+the lane counts as alive. A running lane refreshes its score with each heartbeat; a queued lane
+gets a grace period, after which the reaper asks RQ whether the job is still waiting. The
+database stays the source of truth: losing this registry (Redis flushed) only makes the reaper
+start new lanes, and the claim in the database keeps the concurrency limit exact regardless.
+"""
+
+import time
+import uuid
+from datetime import datetime
+
+import django_rq
+from django.conf import settings
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+QUEUED_GRACE_S = 60
+LANE_FUNCTION = "jobs.engine.tasks.run_lane"
+CANCEL_FUNCTION = "jobs.engine.tasks.cancel_outside_work"
+CANCEL_CHUNK = 500
+WAITING_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+
+
+def redis_connection() -> Redis:
+    return django_rq.get_connection("default")
+
+
+def _lanes_key(batch_id: str) -> str:
+    return f"{settings.BATCHSITE_REDIS_PREFIX}:lanes:{batch_id}"
+
+
+def _stop_key(batch_id: str) -> str:
+    return f"{settings.BATCHSITE_REDIS_PREFIX}:stop:{batch_id}"
+
+
+def enqueue_lanes(batch_id: str, *, count: int, priority: str, at: datetime | None = None) -> list[str]:
+    """Enqueue `count` lanes on the batch's priority queue, now or at `at` (RQ scheduler)."""
+    if count <= 0:
+        return []
+    batch_id = str(batch_id)
+    queue = django_rq.get_queue(priority)
+    lane_ids = [f"lane-{batch_id}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    connection = queue.connection
+    # Registered before enqueueing so that a reaper never sees the batch without its lanes.
+    grace = QUEUED_GRACE_S + (max(0.0, (at.timestamp() - time.time())) if at else 0)
+    connection.zadd(_lanes_key(batch_id), {lane_id: time.time() + grace for lane_id in lane_ids})
+    connection.expire(_lanes_key(batch_id), 7 * 86400)
+    job_options = {"job_timeout": -1, "result_ttl": 0, "failure_ttl": 86400}
+    if at is not None:
+        for lane_id in lane_ids:
+            queue.enqueue_at(at, LANE_FUNCTION, batch_id, lane_id, job_id=lane_id, **job_options)
+    else:
+        queue.enqueue_many(
+            [
+                queue.prepare_data(
+                    LANE_FUNCTION, (batch_id, lane_id), job_id=lane_id, timeout=-1, result_ttl=0, failure_ttl=86400
+                )
+                for lane_id in lane_ids
+            ]
+        )
+    return lane_ids
+
+
+def enqueue_outside_cancel(batch_id: str, operation_ids: list[int]) -> None:
+    """Jobs on the `high` queue that ask outside systems to stop the work of skipped operations
+    (jobs.engine.outside_work), a few hundred operations per job."""
+    queue = django_rq.get_queue("high")
+    for start in range(0, len(operation_ids), CANCEL_CHUNK):
+        chunk = operation_ids[start : start + CANCEL_CHUNK]
+        queue.enqueue(CANCEL_FUNCTION, str(batch_id), chunk, job_timeout=3600, result_ttl=0, failure_ttl=86400)
+
+
+def lane_heartbeat(batch_id: str, lane_id: str, ttl_s: float) -> None:
+    redis_connection().zadd(_lanes_key(batch_id), {lane_id: time.time() + ttl_s})
+
+
+def lane_release(batch_id: str, lane_id: str) -> None:
+    redis_connection().zrem(_lanes_key(batch_id), lane_id)
+
+
+def live_lane_count(batch_id: str) -> int:
+    """Lanes that are running (fresh heartbeat) or still waiting in RQ; forgets dead ones."""
+    connection = redis_connection()
+    key = _lanes_key(str(batch_id))
+    now = time.time()
+    live = 0
+    for member, score in connection.zrange(key, 0, -1, withscores=True):
+        lane_id = member.decode()
+        if score > now:
+            live += 1
+            continue
+        try:
+            status = Job.fetch(lane_id, connection=connection).get_status(refresh=False)
+        except NoSuchJobError:
+            status = None
+        if status in WAITING_STATUSES:
+            connection.zadd(key, {lane_id: now + QUEUED_GRACE_S})
+            live += 1
+        else:
+            # Started with a stale heartbeat (its worker died), finished, failed or gone.
+            connection.zrem(key, lane_id)
+    return live
+
+
+def request_stop(batch_id: str) -> None:
+    """Ask the lanes of a cancelled batch to interrupt the operations they are running."""
+    redis_connection().set(_stop_key(str(batch_id)), 1, ex=86400)
+
+
+def stop_requested(batch_id: str) -> bool:
+    return bool(redis_connection().exists(_stop_key(str(batch_id))))
+
+
+def forget(batch_id: str) -> None:
+    redis_connection().delete(_lanes_key(str(batch_id)), _stop_key(str(batch_id)))

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from jobs.live import consumers
+
+websocket_urlpatterns = [
+    path("ws/batches/<uuid:batch_id>/", consumers.BatchConsumer.as_asgi()),
+    path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
+]

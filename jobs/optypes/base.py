@@ -1,0 +1,165 @@
+"""The operation-type registry: what a type is, how its parameters are validated and run.
+
+A project that installs Batchsite registers its own type with `register(OperationType(...))` or
+the `operation_type` decorator; pages, API and commands then offer it like the built-in ones.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+
+from jobs.errors import InvalidInput
+
+
+class OperationFailure(Exception):
+    """An operation's own failure with a message and an `error_type` to group it by (default: the
+    class name). Retried automatically while the batch's retries last."""
+
+    def __init__(self, message: str = "", error_type: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type or type(self).__name__
+
+
+class PermanentFailure(OperationFailure):
+    """An operation may raise this to fail without automatic retries (bad input, 4xx...)."""
+
+
+class Reschedule(Exception):
+    """Raised by an operation that waits for outside work (an external job to poll): it goes back
+    to `pending`, runs again no sooner than `after_s` seconds from now, and its next run finds
+    `state` (JSON) in `ctx.state`. No worker waits meanwhile, no automatic retry is used, and the
+    batch's counters show it as pending. The operation's type may define `cancel` to stop that
+    outside work when the batch is cancelled while it waits."""
+
+    def __init__(self, after_s: float, state: dict[str, Any] | None = None) -> None:
+        if not isinstance(after_s, int | float) or not math.isfinite(after_s) or after_s < 0:
+            raise ValueError(f"Reschedule needs a finite number of seconds >= 0, got {after_s!r}")
+        if state is not None and not isinstance(state, dict):
+            raise ValueError("Reschedule state must be a dict")
+        super().__init__(f"again in {after_s} s")
+        self.after_s = float(after_s)
+        self.state = state if state is not None else {}
+
+
+
+
+class OperationContextProtocol:
+    """What an operation function receives; implemented by jobs.engine.lane.OperationContext."""
+
+    batch_id: str
+    seq: int
+    label: str
+    params: dict[str, Any]
+    attempt: int
+    timeout_s: int
+    # What the operation's last run saved with `raise Reschedule(after_s, state=...)`, else None.
+    state: dict[str, Any] | None
+
+    def heartbeat(self, note: str = "") -> None: ...
+    def is_cancelled(self) -> bool: ...
+    def add_rows(self, rows: list[dict[str, Any]]) -> None: ...
+    def set_quality(self, score: float) -> None: ...
+
+
+RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
+# (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
+ItemsCheck = Callable[[list[Any], dict[str, Any]], dict[str, list[str]]]
+# Checks one operation's effective params (base overlaid with its item's) as a whole, for rules no
+# single form sees (a URL placeholder that only per-item params fill); raises forms.ValidationError.
+ValidateFunction = Callable[[dict[str, Any]], None]
+# Called from a worker for each operation skipped while its outside work was under way (it had
+# saved state): `cancel(label=..., params=..., state=...)` asks the outside system to stop it.
+CancelFunction = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class OperationType:
+    key: str
+    label: str
+    run: RunFunction
+    form: type[forms.Form]
+    description: str = ""
+    items_help: str = "One label per item."
+    # Types whose per-item params feed templates or queries accept keys their form does not know.
+    allow_extra_params: bool = False
+    # Checks batch creation runs over all items at once (e.g. that each names a registered instance).
+    check_items: ItemsCheck | None = None
+    validate_operation: ValidateFunction | None = None
+    cancel: CancelFunction | None = None
+    defaults: dict[str, Any] = field(default_factory=dict, init=False)
+
+    def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
+        """Validate and normalise params; missing fields take the form's initial values.
+
+        Raises InvalidInput whose errors are keyed by field path (`params.duration_ms`).
+        """
+        if not isinstance(raw, dict):
+            raise InvalidInput({path: ["Must be an object."]})
+        form = self.form()
+        data = {name: f.initial for name, f in form.fields.items() if f.initial is not None}
+        data.update(raw)
+        errors: dict[str, list[str]] = {}
+        unknown = sorted(set(raw) - set(form.fields))
+        if unknown and not self.allow_extra_params:
+            errors[path] = [f"Unknown parameter(s): {', '.join(unknown)}."]
+        bound = self.form(data=data)
+        if not bound.is_valid():
+            for name, messages in bound.errors.items():
+                key = path if name == "__all__" else f"{path}.{name}"
+                errors.setdefault(key, []).extend(messages)
+        if errors:
+            raise InvalidInput(errors)
+        cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
+        if self.allow_extra_params:
+            cleaned.update({k: raw[k] for k in unknown})
+        return cleaned
+
+    def check_operation(self, params: dict[str, Any], path: str = "params") -> None:
+        """Run `validate_operation` on one operation's effective params; InvalidInput keyed by
+        field path on failure."""
+        if self.validate_operation is None:
+            return
+        try:
+            self.validate_operation(params)
+        except forms.ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                raise InvalidInput({f"{path}.{name}": list(msgs) for name, msgs in exc.message_dict.items()}) from None
+            raise InvalidInput({path: list(exc.messages)}) from None
+
+
+_registry: dict[str, OperationType] = {}
+
+
+def register(optype: OperationType) -> OperationType:
+    if optype.key in _registry and _registry[optype.key] is not optype:
+        raise ValueError(f"operation type {optype.key!r} is already registered")
+    _registry[optype.key] = optype
+    return optype
+
+
+def operation_type(
+    *, key: str, label: str, form: type[forms.Form], **options: Any
+) -> Callable[[RunFunction], RunFunction]:
+    """Decorator form of register() for a run function."""
+
+    def decorate(run: RunFunction) -> RunFunction:
+        register(OperationType(key=key, label=label, run=run, form=form, **options))
+        return run
+
+    return decorate
+
+
+def get_type(key: str) -> OperationType:
+    try:
+        return _registry[key]
+    except KeyError:
+        raise InvalidInput(
+            {"type": [f"Unknown operation type {key!r}. Known: {', '.join(sorted(_registry))}."]}
+        ) from None
+
+
+def all_types() -> list[OperationType]:
+    return sorted(_registry.values(), key=lambda t: t.key)

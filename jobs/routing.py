@@ -1,8 +1,0 @@
-from django.urls import path
-
-from jobs import consumers
-
-websocket_urlpatterns = [
-    path("ws/batches/<uuid:batch_id>/", consumers.BatchConsumer.as_asgi()),
-    path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
-]

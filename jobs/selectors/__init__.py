@@ -1,0 +1,52 @@
+"""Every read that is more than a lookup: pages, API, consumers and commands share these.
+
+`from jobs import selectors` then `selectors.batch_search(...)`; the functions live in the modules
+below and are gathered here.
+"""
+
+from jobs.selectors.analytics import batch_analytics, duration_percentiles
+from jobs.selectors.batches import (
+    OPERATIONS_PER_PAGE,
+    STATS_HOURS,
+    batch_find,
+    batch_get_visible,
+    batch_search,
+    batch_stats,
+    batch_totals,
+    batches_visible_to,
+    dashboard_context,
+    operation_type_description,
+    operations_page,
+    operations_per_hour,
+)
+from jobs.selectors.results import (
+    INSTANCE_COLUMN,
+    LABEL_COLUMN,
+    OPERATION_EXPORT_COLUMNS,
+    operation_export_rows,
+    result_columns,
+    result_rows,
+)
+
+__all__ = [
+    "INSTANCE_COLUMN",
+    "LABEL_COLUMN",
+    "OPERATIONS_PER_PAGE",
+    "OPERATION_EXPORT_COLUMNS",
+    "STATS_HOURS",
+    "batch_analytics",
+    "batch_find",
+    "batch_get_visible",
+    "batch_search",
+    "batch_stats",
+    "batch_totals",
+    "batches_visible_to",
+    "dashboard_context",
+    "duration_percentiles",
+    "operation_export_rows",
+    "operation_type_description",
+    "operations_page",
+    "operations_per_hour",
+    "result_columns",
+    "result_rows",
+]

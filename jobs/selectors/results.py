@@ -1,0 +1,126 @@
+"""Result rows of a batch: their columns, sorted pages, and the rows of the CSV exports."""
+
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import (
+    F,
+    Func,
+    IntegerField,
+    QuerySet,
+)
+from django.db.models.expressions import OrderBy
+from django.db.models.fields.json import KeyTransform, compile_json_path
+
+from jobs.errors import InvalidInput
+from jobs.models import Batch, ResultRow
+
+LABEL_COLUMN = "operation"
+RESULT_COLUMNS_CACHE_S = 3600
+INSTANCE_COLUMN = "_instance"
+
+
+def result_columns(batch: Batch) -> list[str]:
+    """`operation` (the operation's label), `_instance` when rows have one, then the rows' keys in
+    order of first appearance.
+
+    Found by the database over every row of the batch (json_each / jsonb_object_keys, grouped by key),
+    so a column that only late rows have is not missed and no row is loaded into Python. That scans
+    every row (about a second for a million on PostgreSQL), so the answer is cached per batch version:
+    rows are only added by a transition, and every transition bumps the version."""
+    cache_key = f"batchsite:result-columns:{batch.pk}:{batch.version}"
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return cached
+    table = connection.ops.quote_name(ResultRow._meta.db_table)
+    batch_column = connection.ops.quote_name(ResultRow._meta.get_field("batch").column)
+    batch_id = ResultRow._meta.get_field("batch").get_db_prep_value(batch.pk, connection)
+    if connection.vendor == "postgresql":
+        sql = f"""
+            SELECT k.key FROM {table} r
+            CROSS JOIN LATERAL jsonb_object_keys(
+                CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data ELSE '{{}}'::jsonb END
+            ) WITH ORDINALITY AS k(key, position)
+            WHERE r.{batch_column} = %s
+            GROUP BY k.key ORDER BY min(ARRAY[r.id, k.position])"""
+    else:
+        # json_each's id grows with the key's position inside the row.
+        sql = f"""
+            SELECT k.key FROM {table} r,
+            json_each(CASE WHEN json_type(r.data) = 'object' THEN r.data ELSE '{{}}' END) k
+            WHERE r.{batch_column} = %s
+            GROUP BY k.key ORDER BY min(r.id * 1048576 + k.id)"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [batch_id])
+        keys = [key for (key,) in cursor.fetchall()]
+    first = [LABEL_COLUMN] + ([INSTANCE_COLUMN] if INSTANCE_COLUMN in keys else [])
+    columns = first + [key for key in keys if key not in first]
+    cache.set(cache_key, columns, RESULT_COLUMNS_CACHE_S)
+    return columns
+
+
+class JSONKeyTypeRank(Func):
+    """Where a row's value of `data[key]` sorts among other types, the same on both databases:
+    0 numbers, 1 strings, 2 booleans, 3 arrays and objects, NULL when missing or JSON null."""
+
+    output_field = IntegerField()
+
+    def __init__(self, key: str, field: str = "data") -> None:
+        self.key = key
+        super().__init__(F(field))
+
+    def as_postgresql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        case = (
+            f"CASE jsonb_typeof({sql} -> %s) WHEN 'number' THEN 0 WHEN 'string' THEN 1 "
+            "WHEN 'boolean' THEN 2 WHEN 'array' THEN 3 WHEN 'object' THEN 3 END"
+        )
+        return case, (*params, self.key)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        case = (
+            f"CASE JSON_TYPE({sql}, %s) WHEN 'integer' THEN 0 WHEN 'real' THEN 0 WHEN 'text' THEN 1 "
+            "WHEN 'true' THEN 2 WHEN 'false' THEN 2 WHEN 'array' THEN 3 WHEN 'object' THEN 3 END"
+        )
+        return case, (*params, compile_json_path([self.key]))
+
+
+def result_rows(batch: Batch, sort: str = "", columns: list[str] | None = None) -> QuerySet:
+    """(operation label, row data) pairs, in storage order or sorted by a column (`x` ascending,
+    `-x` descending; the label column or any row key), sorted by the database.
+
+    Values of one column sort by type first (numbers, strings, booleans, arrays/objects), then by
+    value, rows missing the key last; ties keep storage order. Raises InvalidInput (field `sort`)
+    for a column the batch's rows do not have (`columns`, if given, saves finding them again)."""
+    rows = ResultRow.objects.filter(batch=batch)
+    order: list = []
+    if sort:
+        descending = sort.startswith("-")
+        column = sort[1:] if descending else sort
+        known = columns if columns is not None else result_columns(batch)
+        if column not in known:
+            raise InvalidInput({"sort": [f"Unknown column {column!r}; sort by one of: {', '.join(known)}."]})
+        if column == LABEL_COLUMN:
+            order = [OrderBy(F("operation__label"), descending=descending)]
+        else:
+            value = KeyTransform(column, "data")
+            order = [
+                OrderBy(JSONKeyTypeRank(column), descending=descending, nulls_last=True),
+                OrderBy(value, descending=descending, nulls_last=True),
+            ]
+    return rows.order_by(*order, "id").values_list("operation__label", "data")
+
+
+OPERATION_EXPORT_COLUMNS = (
+    "seq label status attempts duration_ms quality_score error_type error started_at finished_at".split()
+)
+
+
+def operation_export_rows(batch: Batch) -> QuerySet:
+    """The operations table of a batch as value tuples in OPERATION_EXPORT_COLUMNS order, by seq."""
+    return batch.operations.order_by("seq").values_list(*OPERATION_EXPORT_COLUMNS)
+
+
+# --- analytics ----------------------------------------------------------------------------------
+

@@ -1,0 +1,73 @@
+"""Every write: each state change of a batch, an operation, an instance or a token, in a transaction.
+
+`from jobs import services` then `services.batch_create(...)`: the functions live in the modules
+below by sub-domain and are gathered here so callers need not know which.
+"""
+
+from jobs.services.batches import (
+    IDEMPOTENCY_WINDOW,
+    batch_cancel,
+    batch_create,
+    batch_delete,
+    batch_pause,
+    batch_prune,
+    batch_restart_lanes,
+    batch_resume,
+    batch_retry_failed,
+    batch_run_again,
+    batch_start,
+    idempotent_batch,
+)
+from jobs.services.instances import (
+    instance_create,
+    instance_remove,
+    instance_test_connection,
+    instance_update,
+    instance_validate,
+)
+from jobs.services.operations import (
+    WORKER_LOST,
+    Claim,
+    NoClaim,
+    Recorded,
+    operation_claim_next,
+    operation_complete,
+    operation_fail,
+    operation_heartbeat,
+    operation_recover_lost,
+    operation_reschedule,
+)
+from jobs.services.tokens import token_authenticate, token_create, token_revoke
+
+__all__ = [
+    "IDEMPOTENCY_WINDOW",
+    "WORKER_LOST",
+    "Claim",
+    "NoClaim",
+    "Recorded",
+    "batch_cancel",
+    "batch_create",
+    "batch_delete",
+    "batch_pause",
+    "batch_prune",
+    "batch_restart_lanes",
+    "batch_resume",
+    "batch_retry_failed",
+    "batch_run_again",
+    "batch_start",
+    "idempotent_batch",
+    "instance_create",
+    "instance_remove",
+    "instance_test_connection",
+    "instance_update",
+    "instance_validate",
+    "operation_claim_next",
+    "operation_complete",
+    "operation_fail",
+    "operation_heartbeat",
+    "operation_recover_lost",
+    "operation_reschedule",
+    "token_authenticate",
+    "token_create",
+    "token_revoke",
+]

@@ -1,0 +1,340 @@
+"""What is done to a batch: create it, start it, and what people do (cancel, pause, resume, retry,
+run again, delete, prune); plus the reaper's lane restart."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from jobs import artifacts
+from jobs.engine import dispatch
+from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.forms import BatchOptionsForm
+from jobs.items import Item, normalize_items
+from jobs.live import publisher
+from jobs.models import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Batch,
+    BatchEventKind,
+    BatchStatus,
+    IdempotencyRecord,
+    Operation,
+    OperationStatus,
+)
+from jobs.optypes import get_type
+from jobs.services.transitions import (
+    CREATE_CHUNK,
+    cancel_outside_work_on_commit,
+    enqueue_lanes_on_commit,
+    finalize_if_done,
+    flush_batch,
+    locked_batch,
+    record_event,
+    require_status,
+    skip_pending,
+    update_batch,
+)
+
+# --- creation ---------------------------------------------------------------------------------
+
+
+def batch_create(
+    *,
+    owner,
+    type: str,
+    items: list[Item] | list[Any],
+    params: dict[str, Any] | None = None,
+    name: str = "",
+    start: bool = True,
+    idempotency: tuple[str, str] | None = None,
+    **options: Any,
+) -> Batch:
+    """Validate everything first, then write the batch and all its operations in one transaction.
+
+    `options` are BatchOptionsForm fields (description, max_parallel, ...); missing ones take
+    their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
+    """
+    optype = get_type(type)
+    items = normalize_items(items)
+    if not items:
+        raise InvalidInput({"items": ["At least one item is required."]})
+    limit = settings.BATCH_MAX_OPERATIONS
+    if len(items) > limit:
+        raise TooManyOperations(
+            {"items": [f"{len(items)} items is more than the limit of {limit} operations per batch."]},
+            message="Too many operations.",
+        )
+    options_form = BatchOptionsForm(data={**BatchOptionsForm.defaults(), "name": name, **options})
+    errors: dict[str, list[str]] = {}
+    unknown = set(options) - set(BatchOptionsForm.base_fields)
+    if unknown:
+        errors["options"] = [f"Unknown option(s): {', '.join(sorted(unknown))}."]
+    if not options_form.is_valid():
+        errors.update({field: list(messages) for field, messages in options_form.errors.items()})
+    base_raw = params or {}
+    base_params: dict[str, Any] = {}
+    try:
+        base_params = optype.clean_params(base_raw)
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+    item_params: list[dict[str, Any]] = []
+    if not errors:
+        item_params = _clean_item_params(optype, base_raw, base_params, items, errors)
+    if not errors and optype.check_items is not None:
+        # Type-specific checks of the items themselves (e.g. "this instance is registered").
+        errors.update(optype.check_items(items, base_params))
+    if errors:
+        raise InvalidInput(errors)
+
+    options = options_form.cleaned_data
+    now = timezone.now()
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            owner=owner,
+            type=optype.key,
+            params=base_params,
+            total=len(items),
+            pending=len(items),
+            **options,
+        )
+        Operation.objects.bulk_create(
+            (
+                Operation(batch=batch, seq=index, label=item.label, params=overrides)
+                for index, (item, overrides) in enumerate(zip(items, item_params, strict=True), start=1)
+            ),
+            batch_size=CREATE_CHUNK,
+        )
+        record_event(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations")
+        if idempotency:
+            # Same transaction: a batch exists exactly when its key is recorded. A parallel request
+            # with the same key fails on the unique constraint and replays this one.
+            key, request_hash = idempotency
+            IdempotencyRecord.objects.filter(user=owner, key=key).delete()
+            IdempotencyRecord.objects.create(user=owner, key=key, request_hash=request_hash, batch=batch)
+        if start:
+            _start(batch, now)
+            flush_batch(batch)
+    return batch
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def idempotent_batch(*, user, key: str, request_hash: str) -> Batch | None:
+    """The batch an earlier request with this Idempotency-Key created within 24 hours, or None.
+
+    Raises InvalidInput if that request had another body, IllegalTransition if its batch is gone."""
+    if len(key) > 255:
+        raise InvalidInput({"Idempotency-Key": ["At most 255 characters."]})
+    record = (
+        IdempotencyRecord.objects.select_related("batch")
+        .filter(user=user, key=key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW)
+        .first()
+    )
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise InvalidInput(
+            {"Idempotency-Key": ["This key was used with a different request body."]},
+            message="Idempotency key reused with another body.",
+        )
+    if record.batch is None:
+        raise IllegalTransition("The batch created with this Idempotency-Key has been deleted.", "deleted")
+    return record.batch
+
+
+def _clean_item_params(optype, base_raw, base_params, items: list[Item], errors: dict) -> list[dict[str, Any]]:
+    """Per-item overrides, validated as effective params (base overlaid with the item's); each
+    distinct set of effective params also passes the type's whole-operation check once."""
+    cleaned_overrides: list[dict[str, Any]] = []
+    cache: dict[str, dict[str, Any]] = {}
+    base_checked = False
+    for index, item in enumerate(items):
+        if not item.params:
+            if not base_checked:
+                base_checked = True
+                try:
+                    optype.check_operation(base_params)
+                except InvalidInput as exc:
+                    errors.update(exc.errors)
+            cleaned_overrides.append({})
+            continue
+        cache_key = repr(sorted(item.params.items()))
+        if cache_key not in cache:
+            path = f"items[{index}].params"
+            try:
+                effective = optype.clean_params({**base_raw, **item.params}, path=path)
+                optype.check_operation(effective, path=path)
+            except InvalidInput as exc:
+                errors.update(exc.errors)
+                cache[cache_key] = {}
+                if len(errors) > 20:
+                    break
+                continue
+            cache[cache_key] = {key: effective[key] for key in item.params if key in effective}
+        cleaned_overrides.append(cache[cache_key])
+    return cleaned_overrides
+
+
+def batch_start(*, batch: Batch) -> Batch:
+    """pending → queued: enqueue the dispatch."""
+    with locked_batch(batch.pk) as locked:
+        require_status(locked, (BatchStatus.PENDING,), "start")
+        _start(locked, timezone.now())
+    return locked
+
+
+def _start(batch: Batch, now: datetime) -> None:
+    update_batch(batch, status=BatchStatus.QUEUED)
+    publisher.batch_changed(batch, status_changed=True)
+    enqueue_lanes_on_commit(batch, min(batch.max_parallel, batch.pending))
+
+
+
+# --- what people do ---------------------------------------------------------------------------
+
+
+def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
+    """Skip pending operations, stop running ones (their late outcomes are discarded), and end
+    the batch as cancelled."""
+    with locked_batch(batch.pk) as locked:
+        now = timezone.now()
+        require_status(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
+        cancel_outside_work_on_commit(locked, (OperationStatus.RUNNING, OperationStatus.PENDING))
+        stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
+            status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
+        )
+        update_batch(locked, running=-stopped, skipped=+stopped)
+        skip_pending(locked, now, "Cancelled.")
+        update_batch(
+            locked,
+            status=BatchStatus.CANCELLED,
+            finished_at=now,
+            current_operation="",
+            cancel_reason=reason[:500],
+            cancelled_by=by,
+        )
+        record_event(locked, BatchEventKind.CANCELLED, by, reason or "")
+        publisher.batch_changed(locked, status_changed=True)
+        if stopped:
+            transaction.on_commit(lambda: dispatch.request_stop(str(locked.pk)))
+    return locked
+
+
+def batch_pause(*, batch: Batch, by=None) -> Batch:
+    """Lanes stop claiming; running operations finish."""
+    with locked_batch(batch.pk) as locked:
+        require_status(locked, (BatchStatus.QUEUED, BatchStatus.RUNNING), "pause")
+        update_batch(locked, status=BatchStatus.PAUSED)
+        record_event(locked, BatchEventKind.PAUSED, by, "")
+        publisher.batch_changed(locked, status_changed=True)
+    return locked
+
+
+def batch_resume(*, batch: Batch, by=None) -> Batch:
+    with locked_batch(batch.pk) as locked:
+        require_status(locked, (BatchStatus.PAUSED,), "resume")
+        update_batch(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED)
+        record_event(locked, BatchEventKind.RESUMED, by, "")
+        publisher.batch_changed(locked, status_changed=True)
+        enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
+    return locked
+
+
+def batch_retry_failed(*, batch: Batch, by=None) -> int:
+    """Failed operations back to pending with a fresh automatic-retry budget; a finished batch
+    runs again. Returns how many operations were retried."""
+    with locked_batch(batch.pk) as locked:
+        require_status(
+            locked,
+            (BatchStatus.RUNNING, BatchStatus.PAUSED, BatchStatus.FAILED, BatchStatus.PARTIAL_SUCCESS),
+            "retry failed operations of",
+        )
+        if locked.failed == 0:
+            raise IllegalTransition("This batch has no failed operations to retry.", locked.status)
+        count = locked.operations.filter(status=OperationStatus.FAILED).update(
+            status=OperationStatus.PENDING,
+            auto_retries=0,
+            not_before=None,
+            finished_at=None,
+            result=None,
+            # A person's retry starts the operation afresh, not where its failed outside work stood.
+            state=None,
+            error="",
+            error_type="",
+            duration_ms=None,
+        )
+        changes: dict[str, Any] = {}
+        if locked.is_terminal:
+            changes = {"status": BatchStatus.QUEUED, "finished_at": None}
+        update_batch(locked, failed=-count, pending=+count, **changes)
+        record_event(locked, BatchEventKind.RETRIED, by, f"{count} failed operations retried")
+        publisher.batch_changed(locked, status_changed=True)
+        if locked.status != BatchStatus.PAUSED:
+            enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
+    return count
+
+
+def batch_run_again(*, batch: Batch, by) -> Batch:
+    """A new batch of `by` with the same type, parameters, options and items, started at once."""
+    items = [
+        Item(label=label, params=params)
+        for label, params in batch.operations.order_by("seq").values_list("label", "params").iterator(2000)
+    ]
+    options = {name: getattr(batch, name) for name in BatchOptionsForm.base_fields if name != "name"}
+    return batch_create(owner=by, type=batch.type, items=items, params=batch.params, name=batch.name, **options)
+
+
+def batch_delete(*, batch: Batch, by=None) -> None:
+    """Delete a batch that is not running (cancel it first) with its operations, rows and publisher."""
+    with locked_batch(batch.pk) as locked:
+        if locked.is_active:
+            raise IllegalTransition(
+                f"Cannot delete a {locked.get_status_display().lower()} batch; cancel it first.", locked.status
+            )
+        batch_id = str(locked.pk)
+        locked.delete()
+        transaction.on_commit(lambda: dispatch.forget(batch_id))
+        transaction.on_commit(lambda: artifacts.remove_batch_artifacts([batch_id]))
+
+
+def batch_prune(*, days: int, owner=None) -> int:
+    """Delete finished batches (of `owner`, or everyone's) whose finished_at is older than `days`
+    days. Returns how many."""
+    if days < 0:
+        raise InvalidInput({"days": ["Must be zero or more."]})
+    cutoff = timezone.now() - timedelta(days=days)
+    with transaction.atomic():
+        old = Batch.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+        if owner is not None:
+            old = old.filter(owner=owner)
+        batch_ids = [str(pk) for pk in old.values_list("pk", flat=True)]
+        old.delete()
+        transaction.on_commit(lambda: artifacts.remove_batch_artifacts(batch_ids))
+    return len(batch_ids)
+
+
+def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
+    """Reaper: start lanes for an active batch with pending work but fewer lanes than it can use;
+    also finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
+    with locked_batch(batch_id, missing_ok=True) as batch:
+        now = timezone.now()
+        if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+            return 0
+        if finalize_if_done(batch, now):
+            publisher.batch_changed(batch, status_changed=True)
+            return 0
+        wanted = min(batch.max_parallel, batch.pending + batch.running) - live_lanes
+        missing = min(wanted, batch.pending)
+        if missing <= 0:
+            return 0
+        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+        record_event(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
+        enqueue_lanes_on_commit(batch, missing, at=next_due if next_due and next_due > now else None)
+    return missing
+
+

@@ -1,0 +1,150 @@
+"""The machinery every transition of a batch or an operation shares.
+
+Rules every function here keeps:
+- One transaction per transition. It locks the batch row first (`_lock_batch`), then touches
+  operations: one lock order everywhere, so concurrent transitions queue instead of deadlocking.
+  On SQLite the IMMEDIATE transaction mode gives the same serialisation.
+- Operation transitions are conditional updates (`status=running, attempts=N`), so an outcome
+  reported twice, or by a worker whose attempt was already reaped or cancelled, changes nothing.
+- Counters change in the same transaction as the rows they count.
+- Events reach the channel layer after commit (jobs.events), lanes are enqueued after commit.
+"""
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from jobs.engine import dispatch
+from jobs.errors import IllegalTransition, InvalidInput
+from jobs.models import (
+    ACTIVE_STATUSES,
+    Batch,
+    BatchEvent,
+    BatchEventKind,
+    BatchStatus,
+    OperationStatus,
+)
+from jobs.optypes import get_type
+from jobs.services import rawsql
+
+CREATE_CHUNK = 2000
+
+
+# ----------------------------------------------------------------------------------
+
+
+def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
+    pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
+    rows = rawsql.select_for_update(Batch, "WHERE {id} = %s", [rawsql.prep(Batch, "pk", pk)])
+    batch = rows[0] if rows else None
+    if batch is None and not missing_ok:
+        raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
+    return batch
+
+
+def require_status(batch: Batch, allowed: tuple, action: str) -> None:
+    if batch.status not in allowed:
+        raise IllegalTransition(f"Cannot {action} a {batch.get_status_display().lower()} batch.", batch.status)
+
+
+COUNTERS = frozenset(
+    ("total", "pending", "running", "completed", "failed", "skipped", "duration_total_ms", "duration_count")
+)
+
+
+@contextmanager
+def locked_batch(batch_id, *, missing_ok: bool = False) -> Iterator[Batch | None]:
+    """One transition: a transaction holding the batch row's lock; the changes `_update` collected
+    are written as a single UPDATE when the block ends without an error."""
+    with transaction.atomic():
+        batch = _lock_batch(batch_id, missing_ok=missing_ok)
+        yield batch
+        if batch is not None:
+            flush_batch(batch)
+
+
+def update_batch(batch: Batch, **changes: Any) -> None:
+    """Apply counter deltas (ints for counter fields) and plain assignments to the instance now
+    and to the row at the end of the transition; the caller holds the batch lock, so the instance
+    stays equal to the row. One transition bumps `version` once."""
+    if "_deltas" not in batch.__dict__:
+        batch.__dict__["_deltas"], batch.__dict__["_values"] = {}, {}
+        batch.version += 1
+    deltas, values = batch.__dict__["_deltas"], batch.__dict__["_values"]
+    for field, value in changes.items():
+        if field in COUNTERS:
+            deltas[field] = deltas.get(field, 0) + value
+            setattr(batch, field, getattr(batch, field) + value)
+        else:
+            values[field] = value
+            setattr(batch, field, value)
+
+
+def flush_batch(batch: Batch) -> None:
+    deltas = batch.__dict__.pop("_deltas", None)
+    values = batch.__dict__.pop("_values", None)
+    if deltas is None:
+        return
+    increments = {field: delta for field, delta in deltas.items() if delta}
+    increments["version"] = 1
+    rawsql.update(Batch, where={"pk": batch.pk}, values=values, increments=increments)
+
+
+def skip_pending(batch: Batch, now: datetime, reason: str) -> int:
+    skipped = batch.operations.filter(status=OperationStatus.PENDING).update(
+        status=OperationStatus.SKIPPED, error=reason, error_type="Skipped", finished_at=now
+    )
+    update_batch(batch, pending=-skipped, skipped=+skipped)
+    return skipped
+
+
+def finalize_if_done(batch: Batch, now: datetime) -> bool:
+    """The terminal status, set exactly once: when an active batch has nothing pending or running."""
+    if batch.status not in ACTIVE_STATUSES or batch.pending or batch.running:
+        return False
+    if batch.completed == batch.total:
+        status = BatchStatus.COMPLETED
+    elif batch.completed == 0:
+        status = BatchStatus.FAILED
+    else:
+        status = BatchStatus.PARTIAL_SUCCESS
+    update_batch(batch, status=status, finished_at=now, current_operation="")
+    record_event(
+        batch,
+        BatchEventKind.FINISHED,
+        None,
+        f"{status.label}: {batch.completed} completed, {batch.failed} failed, {batch.skipped} skipped",
+    )
+    return True
+
+
+def record_event(batch: Batch, kind: str, actor, message: str) -> None:
+    BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, message=message[:500])
+
+
+def cancel_outside_work_on_commit(batch: Batch, statuses: tuple) -> None:
+    """Before operations in `statuses` are skipped: those that saved state were waiting on outside
+    work (an external job); if their type can cancel it, a worker does so after commit. The calls
+    go over the network, so they must not run under the batch lock or delay the transition."""
+    try:
+        optype = get_type(batch.type)
+    except InvalidInput:
+        return
+    if optype.cancel is None:
+        return
+    waiting = list(
+        batch.operations.filter(status__in=statuses, state__isnull=False).order_by().values_list("pk", flat=True)
+    )
+    if waiting:
+        batch_id = str(batch.pk)
+        transaction.on_commit(lambda: dispatch.enqueue_outside_cancel(batch_id, waiting))
+
+
+def enqueue_lanes_on_commit(batch: Batch, count: int, at: datetime | None = None) -> None:
+    if count > 0:
+        batch_id, priority = str(batch.pk), batch.priority
+        transaction.on_commit(lambda: dispatch.enqueue_lanes(batch_id, count=count, priority=priority, at=at))
+

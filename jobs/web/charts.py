@@ -1,0 +1,286 @@
+"""Geometry of the server-rendered SVG charts (templates/jobs/_charts.html).
+
+Pure functions from the analytics and stats dicts (jobs.selectors.batch_analytics, batch_stats) to
+plain dicts of coordinates, sizes, labels and colours, so the templates only place what is computed
+here. Coordinates are in SVG user units of a `0 0 width height` viewBox, rounded to 0.1.
+"""
+
+from datetime import datetime
+
+from jobs.selectors.analytics import nice_width
+
+OK = "#12805c"
+BAD = "#c0362c"
+ACCENT = "#3056d3"
+MUTED = "#667085"
+
+WIDTH = 640
+HEIGHT = 240
+LEFT, RIGHT, TOP, BOTTOM = 48, 16, 28, 36
+FONT_SIZE = 12
+Y_TICKS = 4
+ERROR_ROWS = 8
+ERROR_ROW_HEIGHT = 36
+ERROR_LABEL_CHARS = 70
+
+TIME_FORMATS = {"second": "%H:%M:%S", "minute": "%H:%M", "hour": "%d %b %H:00", "day": "%d %b"}
+
+
+def _r(value: float) -> float:
+    return round(value, 1)
+
+
+def _number(value: float) -> str:
+    """1234 → "1234", 12.5 → "12.5", 0.123 → "0.12": short labels for ticks and markers."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}".rstrip("0")
+
+
+def _frame(width: int = WIDTH, height: int = HEIGHT) -> dict:
+    return {
+        "width": width,
+        "height": height,
+        "left": LEFT,
+        "right": width - RIGHT,
+        "top": TOP,
+        "bottom": height - BOTTOM,
+        "plot_width": width - LEFT - RIGHT,
+        "plot_height": height - TOP - BOTTOM,
+        "font_size": FONT_SIZE,
+        "ok": OK,
+        "bad": BAD,
+        "accent": ACCENT,
+        "muted": MUTED,
+    }
+
+
+def y_scale(maximum: int, ticks: int = Y_TICKS) -> tuple[int, list[int]]:
+    """(top of the axis, tick values): round steps from 0 to at least `maximum` (at least 1)."""
+    step = nice_width(max(maximum, 1), ticks)
+    top = max(step, -(-max(maximum, 1) // step) * step)
+    return top, list(range(0, top + 1, step))
+
+
+def stacked_columns(
+    frame: dict, series: list[tuple[str, str, list[int]]], titles: list[str], opacity: float = 1.0
+) -> dict:
+    """Columns of equal width over the plot, one per position, the series stacked bottom-up.
+
+    `series` holds (name, colour, values), all of one length; `titles` names each position (tooltips)."""
+    count = len(titles)
+    totals = [sum(values[i] for _, _, values in series) for i in range(count)]
+    top, ticks = y_scale(max(totals, default=0))
+    slot = frame["plot_width"] / count if count else 0
+    gap = min(2.0, slot * 0.15)
+    columns, bars = [], []
+    for i in range(count):
+        x = frame["left"] + i * slot
+        base = frame["bottom"]
+        for name, colour, values in series:
+            height = values[i] / top * frame["plot_height"]
+            if values[i]:
+                bars.append(
+                    {
+                        "x": _r(x + gap / 2),
+                        "y": _r(base - height),
+                        "width": _r(max(slot - gap, 0.5)),
+                        "height": _r(height),
+                        "colour": colour,
+                        "opacity": opacity,
+                        "title": f"{titles[i]}: {values[i]} {name}",
+                    }
+                )
+            base -= height
+        columns.append({"x": _r(x), "center": _r(x + slot / 2), "width": _r(slot), "total": totals[i]})
+    y_ticks = [{"y": _r(frame["bottom"] - t / top * frame["plot_height"]), "label": str(t)} for t in ticks]
+    return {"bars": bars, "columns": columns, "y_ticks": y_ticks, "maximum": max(totals, default=0)}
+
+
+def _x_labels(columns: list[dict], labels: list[str], most: int = 8) -> list[dict]:
+    """At most `most` evenly spaced x labels, so they never overlap."""
+    if not columns:
+        return []
+    every = max(1, -(-len(columns) // most))
+    return [{"x": columns[i]["center"], "label": labels[i]} for i in range(0, len(columns), every)]
+
+
+def duration_histogram(analytics: dict) -> dict:
+    """Bars of the duration histogram and vertical p50/p95/p99 markers with labels."""
+    frame = _frame()
+    histogram = analytics.get("duration_histogram") or {}
+    edges, counts = histogram.get("edges") or [], histogram.get("counts") or []
+    chart = {**frame, "empty": not any(counts), "title": "Duration histogram", "markers": []}
+    if chart["empty"]:
+        return {**chart, "label": "Duration histogram: no finished operations yet.", "bars": [], "y_ticks": []}
+    titles = [f"{_number(edges[i])}–{_number(edges[i + 1])} ms" for i in range(len(counts))]
+    # Light bars, so the percentile markers drawn over them stay readable.
+    columns = stacked_columns(frame, [("operations", ACCENT, counts)], titles, opacity=0.45)
+    low, high = edges[0], edges[-1]
+
+    def x_of(value: float) -> float:
+        share = (min(max(value, low), high) - low) / (high - low)
+        return _r(frame["left"] + share * frame["plot_width"])
+
+    markers = []
+    for i, name in enumerate(("p50", "p95", "p99")):
+        value = float(analytics.get(f"duration_{name}_ms") or 0)
+        x = x_of(value)
+        # Labels step down so close percentiles stay readable; near the right edge they sit left of the line.
+        anchor = "end" if x > frame["right"] - 90 else "start"
+        markers.append(
+            {
+                "x": x,
+                "y1": frame["top"] - 4,
+                "y2": frame["bottom"],
+                "label": f"{name} {_number(round(value, 1))} ms",
+                "text_x": _r(x - 4 if anchor == "end" else x + 4),
+                "text_y": frame["top"] + 8 + i * (FONT_SIZE + 3),
+                "anchor": anchor,
+                "colour": BAD if name == "p99" else MUTED if name == "p50" else ACCENT,
+            }
+        )
+    edge_ticks = [{"x": x_of(edge), "label": _number(edge)} for edge in edges]
+    every = max(1, -(-len(edge_ticks) // 8))
+    summary = ", ".join(m["label"] for m in markers)
+    return {
+        **chart,
+        **columns,
+        "markers": markers,
+        "x_ticks": edge_ticks[::every],
+        "x_title": "duration (ms)",
+        "label": f"Duration histogram of {sum(counts)} finished operations: {summary}.",
+    }
+
+
+def quality_histogram(analytics: dict) -> dict:
+    """Ten bars of quality scores from 0 to 1."""
+    frame = _frame()
+    histogram = analytics.get("quality_histogram") or {}
+    edges, counts = histogram.get("edges") or [], histogram.get("counts") or []
+    chart = {**frame, "empty": not any(counts), "title": "Quality score histogram"}
+    if chart["empty"]:
+        return {**chart, "label": "Quality score histogram: no quality scores yet.", "bars": [], "y_ticks": []}
+    titles = [f"{edges[i]:.1f}–{edges[i + 1]:.1f}" for i in range(len(counts))]
+    columns = stacked_columns(frame, [("operations", OK, counts)], titles)
+    x_ticks = [
+        {"x": _r(frame["left"] + i / len(counts) * frame["plot_width"]), "label": f"{edge:.1f}"}
+        for i, edge in enumerate(edges)
+        if i % 2 == 0
+    ]
+    mean = analytics.get("quality_mean") or 0
+    return {
+        **chart,
+        **columns,
+        "x_ticks": x_ticks,
+        "x_title": "quality score",
+        "label": f"Quality score histogram of {sum(counts)} operations, mean {mean:.2f}.",
+    }
+
+
+def error_groups(analytics: dict, rows: int = ERROR_ROWS) -> dict:
+    """Horizontal bars of the largest error groups with their counts (the rest summed in a note)."""
+    groups = list(analytics.get("errors") or [])
+    shown, rest = groups[:rows], groups[rows:]
+    height = TOP + max(len(shown), 1) * ERROR_ROW_HEIGHT + 8
+    frame = _frame(height=height)
+    chart = {**frame, "empty": not shown, "title": "Errors by type and message"}
+    if not shown:
+        return {**chart, "label": "Errors: no failed operations.", "rows": [], "rest": ""}
+    largest = max(group["count"] for group in shown)
+    label_width = 96  # room for "count (share)" at the end of the longest bar
+    bar_space = frame["plot_width"] + LEFT - RIGHT - label_width
+    items = []
+    for i, group in enumerate(shown):
+        y = TOP + i * ERROR_ROW_HEIGHT
+        text = f"{group['error_type']}: {group['message']}"
+        if len(text) > ERROR_LABEL_CHARS:
+            text = text[: ERROR_LABEL_CHARS - 1] + "…"
+        width = _r(max(group["count"] / largest * bar_space, 1))
+        items.append(
+            {
+                "text": text,
+                "text_x": RIGHT,
+                "text_y": y + FONT_SIZE,
+                "x": RIGHT,
+                "y": y + FONT_SIZE + 5,
+                "width": width,
+                "height": 12,
+                "count": group["count"],
+                "share": f"{group['share']:.0%}",
+                "count_x": _r(RIGHT + width + 6),
+                "count_y": y + FONT_SIZE + 15,
+                "title": f"{group['count']} × {group['example']}",
+            }
+        )
+    rest_count = sum(group["count"] for group in rest)
+    failures = sum(group["count"] for group in groups)
+    return {
+        **chart,
+        "rows": items,
+        "colour": BAD,
+        "rest": f"and {rest_count} more in {len(rest)} other group(s)" if rest else "",
+        "label": f"Errors: {failures} failed operations in {len(groups)} group(s); largest: "
+        + "; ".join(f"{r['text']} ({r['count']})" for r in items[:3])
+        + ".",
+    }
+
+
+def _format_time(moment: datetime, kind: str) -> str:
+    return moment.strftime(TIME_FORMATS.get(kind, "%H:%M"))
+
+
+def completions(analytics: dict) -> dict:
+    """Stacked columns of completed (green) and failed (red) operations per time bucket."""
+    frame = _frame()
+    found = analytics.get("completions") or {}
+    buckets, kind = found.get("buckets") or [], found.get("bucket") or "minute"
+    chart = {**frame, "empty": not buckets, "title": "Completions over time", "legend": _legend(frame)}
+    if not buckets:
+        return {**chart, "label": "Completions over time: nothing finished yet.", "bars": [], "y_ticks": []}
+    labels = [_format_time(b["start"], kind) for b in buckets]
+    columns = stacked_columns(
+        frame,
+        [("completed", OK, [b["completed"] for b in buckets]), ("failed", BAD, [b["failed"] for b in buckets])],
+        labels,
+    )
+    completed, failed = sum(b["completed"] for b in buckets), sum(b["failed"] for b in buckets)
+    return {
+        **chart,
+        **columns,
+        "x_ticks": _x_labels(columns["columns"], labels),
+        "x_title": f"per {kind}",
+        "label": f"Completions over time, per {kind}: {completed} completed and {failed} failed "
+        f"from {labels[0]} to {labels[-1]}.",
+    }
+
+
+def throughput_24h(stats: dict) -> dict:
+    """Stacked columns of operations finished per hour over the last 24 hours."""
+    frame = _frame()
+    hours = stats.get("throughput_24h") or []
+    chart = {**frame, "title": "Operations per hour, last 24 hours", "legend": _legend(frame)}
+    labels = [_format_time(h["start"], "hour")[-5:] for h in hours]
+    columns = stacked_columns(
+        frame,
+        [("completed", OK, [h["completed"] for h in hours]), ("failed", BAD, [h["failed"] for h in hours])],
+        [_format_time(h["start"], "hour") for h in hours],
+    )
+    total = sum(h["completed"] + h["failed"] for h in hours)
+    busiest = max(hours, key=lambda h: h["completed"] + h["failed"], default=None)
+    peak = f"; busiest hour {_format_time(busiest['start'], 'hour')} with {busiest['completed'] + busiest['failed']}"
+    return {
+        **chart,
+        **columns,
+        "empty": not total,
+        "x_ticks": _x_labels(columns["columns"], labels),
+        "x_title": "hour",
+        "label": f"Operations per hour over the last 24 hours: {total} finished" + (peak if total else "") + ".",
+    }
+
+
+def _legend(frame: dict) -> list[dict]:
+    return [
+        {"x": frame["right"] - 160, "y": 8, "colour": OK, "text": "completed", "text_x": frame["right"] - 146},
+        {"x": frame["right"] - 70, "y": 8, "colour": BAD, "text": "failed", "text_x": frame["right"] - 56},
+    ]

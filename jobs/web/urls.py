@@ -1,0 +1,13 @@
+from django.urls import path
+
+from jobs.web import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("batches/", views.batch_list, name="batch_list"),
+    path("batches/new/", views.batch_new, name="batch_new"),
+    path("batches/new/<str:type_key>/", views.batch_create, name="batch_create"),
+    path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),
+    path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
+    path("stats/", views.stats, name="stats"),
+]

@@ -1,0 +1,259 @@
+"""Pages (SPEC §5): thin views over selectors and services. Fragments are partials of the page
+templates, rendered the same way for htmx responses and for WebSocket pushes (jobs.live.consumers)."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from jobs import selectors, services
+from jobs.errors import IllegalTransition, InvalidInput
+from jobs.forms import BatchOptionsForm, ItemsForm
+from jobs.items import Item, parse_items_text
+from jobs.models import Batch, BatchStatus, OperationStatus
+from jobs.optypes import all_types, get_type
+
+BATCHES_PER_PAGE = 25
+PARAMS_PREFIX = "params"
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/dashboard.html", selectors.dashboard_context(request.user))
+
+
+@login_required
+def batch_list(request: HttpRequest) -> HttpResponse:
+    filters = {
+        key: request.GET.get(key, "").strip() for key in ("status", "type", "q", "created_after", "created_before")
+    }
+    error = ""
+    try:
+        found = selectors.batch_search(
+            request.user,
+            status=filters["status"] or None,
+            type=filters["type"] or None,
+            text=filters["q"] or None,
+            created_after=filters["created_after"] or None,
+            created_before=filters["created_before"] or None,
+        ).select_related("owner")
+    except InvalidInput as exc:  # a bad filter value: show it, list nothing
+        found, error = Batch.objects.none(), " ".join(m for msgs in exc.errors.values() for m in msgs)
+    page = Paginator(found, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "filters": filters,
+        "query": query.urlencode(),
+        "error": error,
+        "statuses": BatchStatus.choices,
+        "types": all_types(),
+    }
+    return render(request, "jobs/batch_list.html", context)
+
+
+@login_required
+def batch_new(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/batch_new.html", {"types": all_types()})
+
+
+@login_required
+def batch_create(request: HttpRequest, type_key: str) -> HttpResponse:
+    try:
+        optype = get_type(type_key)
+    except InvalidInput:
+        raise Http404("No such operation type.") from None
+    if request.method != "POST":
+        options = BatchOptionsForm(initial=BatchOptionsForm.defaults(), label_suffix="")
+        params = optype.form(prefix=PARAMS_PREFIX, label_suffix="")
+        items = ItemsForm(label_suffix="")
+        return _render_create(request, optype, options, params, items)
+
+    options = BatchOptionsForm(request.POST, label_suffix="")
+    params = optype.form(request.POST, prefix=PARAMS_PREFIX, label_suffix="")
+    items_form = ItemsForm(request.POST, request.FILES, label_suffix="")
+    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid()])
+    items: list[Item] = []
+    if items_form.is_valid():
+        try:
+            items = _items_from(items_form)
+        except InvalidInput as exc:
+            _add_service_errors(exc, options, params, items_form)
+            valid = False
+    if valid:
+        raw_params = {
+            name: field.widget.value_from_datadict(request.POST, request.FILES, params.add_prefix(name))
+            for name, field in params.fields.items()
+        }
+        option_values = {k: v for k, v in options.cleaned_data.items() if k != "name"}
+        try:
+            batch = services.batch_create(
+                owner=request.user,
+                type=optype.key,
+                name=options.cleaned_data["name"],
+                items=items,
+                params={k: v for k, v in raw_params.items() if v not in (None, "")},
+                **option_values,
+            )
+        except InvalidInput as exc:
+            _add_service_errors(exc, options, params, items_form)
+        else:
+            messages.success(request, f"Batch {batch.name} created with {batch.total} operations.")
+            return redirect("batch_detail", batch_id=batch.pk)
+    return _render_create(request, optype, options, params, items_form, status=422)
+
+
+def _items_from(form: ItemsForm) -> list[Item]:
+    upload = form.cleaned_data.get("items_file")
+    if upload:
+        try:
+            text = upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidInput({"items": ["The file is not UTF-8 text."]}) from None
+        return parse_items_text(text, filename=upload.name)
+    text = form.cleaned_data.get("items", "").strip()
+    if not text:
+        raise InvalidInput({"items": ["Give at least one item: one label per line, or upload a file."]})
+    first_line = text.splitlines()[0]
+    if text.startswith("[") or ("," in first_line and "label" in [c.strip() for c in first_line.split(",")]):
+        return parse_items_text(text)
+    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()]
+
+
+def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Form, items: ItemsForm) -> None:
+    """Show the service's field-path errors next to the fields they are about."""
+    for path, field_messages in exc.errors.items():
+        head = path.split(".")[0].split("[")[0]
+        if head == "params":
+            field = path.partition(".")[2]
+            target, name = params, (field if field in params.fields else None)
+        elif head in options.fields:
+            target, name = options, head
+        elif head == "items":
+            target, name = items, "items"
+            field_messages = [f"{path}: {m}" if path != "items" else m for m in field_messages]
+        else:
+            target, name = options, None
+        for message in field_messages:
+            if name is not None and name in target.errors and message in target.errors[name]:
+                continue
+            target.add_error(name, message)
+
+
+def _render_create(request, optype, options, params, items, status: int = 200) -> HttpResponse:
+    context = {"optype": optype, "options": options, "params": params, "items_form": items}
+    return render(request, "jobs/batch_create.html", context, status=status)
+
+
+TABS = {"operations": "Operations", "results": "Results", "analytics": "Analytics", "timeline": "Timeline"}
+RESULTS_PER_PAGE = 50
+
+
+@login_required
+def batch_detail(request: HttpRequest, batch_id) -> HttpResponse:
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    tab = request.GET.get("tab", "")
+    context = batch_panel_context(batch, tab=tab if tab in TABS else "operations", query=request.GET)
+    if request.htmx and request.htmx.target == "tab-panel":
+        return render(request, "jobs/batch_detail.html#panel", context)
+    return render(request, "jobs/batch_detail.html", context)
+
+
+def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
+    """What the batch page's tab shows; the page and its WebSocket consumer both render from it."""
+    context: dict[str, Any] = {"batch": batch, "tab": tab, "tab_labels": TABS.items(), "status": "", "page": None}
+    if tab == "operations":
+        status = query.get("status", "")
+        context["status"] = status if status in OperationStatus.values else ""
+        context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))
+        context["operation_statuses"] = OperationStatus.choices
+    elif tab == "results":
+        context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page")))
+    elif tab == "analytics":
+        context["analytics"] = selectors.batch_analytics(batch)
+    else:
+        context["events"] = batch.events.select_related("actor")[:200]
+    return context
+
+
+def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
+    columns = selectors.result_columns(batch)
+    try:
+        rows = selectors.result_rows(batch, sort, columns=columns)
+    except InvalidInput:
+        sort, rows = "", selectors.result_rows(batch, "", columns=columns)
+    results = Paginator(rows, RESULTS_PER_PAGE).get_page(page)
+    table = [
+        [label if column == selectors.LABEL_COLUMN else (data or {}).get(column, "") for column in columns]
+        for label, data in results
+    ]
+    return {"columns": columns, "results": results, "result_table": table, "sort": sort}
+
+
+ACTIONS: dict[str, Any] = {
+    "cancel": lambda batch, user: services.batch_cancel(batch=batch, by=user, reason="Cancelled from the page."),
+    "pause": lambda batch, user: services.batch_pause(batch=batch, by=user),
+    "resume": lambda batch, user: services.batch_resume(batch=batch, by=user),
+    "retry": lambda batch, user: services.batch_retry_failed(batch=batch, by=user),
+}
+
+
+@login_required
+@require_POST
+def batch_action(request: HttpRequest, batch_id, action: str) -> HttpResponse:
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    if action == "delete":
+        return _delete(request, batch)
+    if action == "run-again":
+        try:
+            new_batch = services.batch_run_again(batch=batch, by=request.user)
+        except InvalidInput as exc:
+            messages.error(request, f"Could not run it again: {exc}")
+            return _to(request, reverse("batch_detail", args=[batch.pk]))
+        messages.success(request, f"Started batch {new_batch.name} again with {new_batch.total} operations.")
+        return _to(request, reverse("batch_detail", args=[new_batch.pk]))
+    if action not in ACTIONS:
+        raise Http404("No such action.")
+    status = 200
+    try:
+        ACTIONS[action](batch, request.user)
+    except IllegalTransition as exc:
+        messages.error(request, str(exc))
+        status = 409
+    batch.refresh_from_db()
+    if request.htmx:
+        return render(request, "jobs/batch_detail.html#live", {"batch": batch, "flash": True}, status=status)
+    return redirect("batch_detail", batch_id=batch.pk)
+
+
+def _delete(request: HttpRequest, batch: Batch) -> HttpResponse:
+    try:
+        services.batch_delete(batch=batch, by=request.user)
+    except IllegalTransition as exc:
+        messages.error(request, str(exc))
+        if request.htmx:
+            return render(request, "jobs/batch_detail.html#live", {"batch": batch, "flash": True}, status=409)
+        return redirect("batch_detail", batch_id=batch.pk)
+    messages.success(request, f"Deleted batch {batch.name}.")
+    return _to(request, reverse("dashboard"))
+
+
+def _to(request: HttpRequest, url: str) -> HttpResponse:
+    """A redirect that htmx follows as a full page load."""
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
+
+
+@login_required
+def stats(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/stats.html", {"stats": selectors.batch_stats(request.user), "types": all_types()})
