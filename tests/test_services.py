@@ -380,9 +380,7 @@ def test_cancelling_asks_a_worker_to_cancel_the_outside_work_of_waiting_and_runn
     alice, monkeypatch, django_capture_on_commit_callbacks
 ):
     enqueued = []
-    monkeypatch.setattr(
-        dispatch, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append((batch_id, ids))
-    )
+    monkeypatch.setattr(dispatch, "enqueue_outside_cancel", lambda batch_id, ids: enqueued.append((batch_id, ids)))
     params = {"submit_url": "https://wb/submit", "status_url": "https://wb/jobs/{job_id}"}
     batch = make_batch(
         alice, items=["waiting", "running", "fresh", "new"], type="workbench.job", params=params, max_parallel=3

@@ -270,5 +270,3 @@ def _duration_ms(claim: services.Claim, started: float) -> int:
     if claim.state is not None and claim.started_at is not None:
         return max(_elapsed_ms(started), int((timezone.now() - claim.started_at).total_seconds() * 1000))
     return _elapsed_ms(started)
-
-

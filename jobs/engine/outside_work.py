@@ -38,5 +38,3 @@ def cancel_outside_work(batch_id: str, operation_ids: list[int]) -> int:
                 exc_info=True,
             )
     return done
-
-

@@ -48,4 +48,3 @@ def reap_if_due(holder: str) -> ReapReport | None:
     if not dispatch.redis_connection().set(key, holder, nx=True, px=max(1, interval_ms)):
         return None
     return reap()
-

@@ -44,8 +44,6 @@ class Reschedule(Exception):
         self.state = state if state is not None else {}
 
 
-
-
 class OperationContextProtocol:
     """What an operation function receives; implemented by jobs.engine.lane.OperationContext."""
 

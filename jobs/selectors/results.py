@@ -1,6 +1,5 @@
 """Result rows of a batch: their columns, sorted pages, and the rows of the CSV exports."""
 
-
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
@@ -123,4 +122,3 @@ def operation_export_rows(batch: Batch) -> QuerySet:
 
 
 # --- analytics ----------------------------------------------------------------------------------
-

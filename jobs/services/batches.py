@@ -194,7 +194,6 @@ def _start(batch: Batch, now: datetime) -> None:
     enqueue_lanes_on_commit(batch, min(batch.max_parallel, batch.pending))
 
 
-
 # --- what people do ---------------------------------------------------------------------------
 
 
@@ -336,5 +335,3 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
         record_event(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
         enqueue_lanes_on_commit(batch, missing, at=next_due if next_due and next_due > now else None)
     return missing
-
-

@@ -90,5 +90,3 @@ def instance_remove(*, name: str) -> None:
 def instance_test_connection(*, instance: DatabaseInstance) -> engines.ConnectionCheck:
     """Connect to the instance and run SELECT 1; the answer's message never holds the password."""
     return engines.check_connection(instance.name, instance.url)
-
-

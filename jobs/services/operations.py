@@ -306,7 +306,6 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
     return True
 
 
-
 def _attempt_fence(claim: Claim) -> dict[str, Any]:
     """The claimed operation, only while this attempt is still the running one (the fence)."""
     return {"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt}
@@ -314,5 +313,3 @@ def _attempt_fence(claim: Claim) -> dict[str, Any]:
 
 def _current_attempt(claim: Claim):
     return Operation.objects.filter(**_attempt_fence(claim))
-
-

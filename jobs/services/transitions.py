@@ -9,6 +9,7 @@ Rules every function here keeps:
 - Counters change in the same transaction as the rows they count.
 - Events reach the channel layer after commit (jobs.events), lanes are enqueued after commit.
 """
+
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,4 +148,3 @@ def enqueue_lanes_on_commit(batch: Batch, count: int, at: datetime | None = None
     if count > 0:
         batch_id, priority = str(batch.pk), batch.priority
         transaction.on_commit(lambda: dispatch.enqueue_lanes(batch_id, count=count, priority=priority, at=at))
-
