@@ -9,6 +9,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 
+from jobs.secrets import mask_url
+
 
 class BatchStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -277,6 +279,4 @@ class DatabaseInstance(models.Model):
 
     @property
     def masked_url(self) -> str:
-        from jobs.optypes.sql.engines import mask_url
-
         return mask_url(self.url)
