@@ -636,3 +636,11 @@ def test_reap_recovers_a_lost_operation_and_restarts_a_lane(alice, redis_clean):
         "1 lane(s) restarted",
     ]
     assert_counters_match_rows(batch)
+
+
+@override_settings(BATCH_CREATE_RATE_LIMIT=1, BATCH_CREATE_RATE_WINDOW_S=3600)
+def test_create_over_the_creation_rate_limit_exits_2_with_the_wait(staff, redis_clean):
+    created_batch(batch_command("create", "--type", "noop", "--item", "a"))
+    message = refused("create", "--type", "noop", "--item", "b")
+    assert re.search(r"Too many batches created; try again in \d+ s\.", message), message
+    assert written()[0] == 1

@@ -5,7 +5,7 @@ from django.test import override_settings
 
 from jobs import services
 from jobs.engine import dispatch
-from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchEvent, Operation, ResultRow
 from tests.invariants import assert_counters_match_rows, finished_events
 
@@ -424,3 +424,26 @@ def test_types_without_a_cancel_enqueue_nothing_on_cancel(alice, monkeypatch, dj
     services.operation_reschedule(claim=claim(batch), after_s=60, state={"x": 1})
     with django_capture_on_commit_callbacks(execute=True):
         services.batch_cancel(batch=batch)
+
+
+@override_settings(BATCH_CREATE_RATE_LIMIT=2, BATCH_CREATE_RATE_WINDOW_S=3600)
+def test_creation_over_the_rate_limit_raises_rate_limited_and_writes_nothing_but_the_system_is_not_limited(
+    alice, redis_clean
+):
+    for _ in range(2):
+        services.batch_create(owner=alice, type="noop", items=["a"], name="n")
+    with pytest.raises(RateLimited) as caught:
+        services.batch_create(owner=alice, type="noop", items=["a"], name="refused")
+    assert 0 < caught.value.retry_after_s <= 3600
+    assert not Batch.objects.filter(name="refused").exists()
+    services.batch_create(owner=alice, type="noop", items=["a"], name="scheduled", rate_limit=False)
+    assert Batch.objects.filter(owner=alice).count() == 3
+
+
+def test_the_same_idempotency_key_gives_the_first_batch_and_another_body_is_refused(alice):
+    first = services.batch_create(owner=alice, type="noop", items=["a"], name="n", idempotency=("k1", "hash-1"))
+    again = services.batch_create(owner=alice, type="noop", items=["a"], name="n", idempotency=("k1", "hash-1"))
+    assert again.pk == first.pk
+    with pytest.raises(InvalidInput):
+        services.batch_create(owner=alice, type="noop", items=["b"], name="m", idempotency=("k1", "hash-2"))
+    assert Batch.objects.count() == 1

@@ -8,7 +8,6 @@ import hashlib
 import json
 from uuid import UUID
 
-from django.db import IntegrityError
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
@@ -35,10 +34,10 @@ from jobs.api.schemas import (
     RetryOut,
     StatsOut,
 )
-from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
-from jobs.services import ratelimit, tokens
+from jobs.services import tokens
 
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
@@ -92,6 +91,11 @@ def _error(request, status: int, message: str, errors: dict | None = None, **hea
 def on_invalid_input(request, exc: InvalidInput):
     status = 413 if isinstance(exc, TooManyOperations) else 422
     return _error(request, status, exc.message, exc.errors)
+
+
+@api.exception_handler(RateLimited)
+def on_rate_limited(request, exc: RateLimited):
+    return _error(request, 429, str(exc), **{"Retry-After": str(exc.retry_after_s)})
 
 
 @api.exception_handler(IllegalTransition)
@@ -180,22 +184,15 @@ def create_batch(request, payload: BatchIn):
     options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
     key = request.headers.get("Idempotency-Key", "").strip()
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    if key:
-        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
-        if replay is not None:
-            return Status(201, batch_out(replay))
-    wait = ratelimit.creation_wait_seconds(request.user)
-    if wait:
-        return _error(request, 429, f"Too many batches created; try again in {wait} s.", **{"Retry-After": str(wait)})
-    create = dict(owner=request.user, type=payload.type, name=payload.name, items=body["items"], params=payload.params)
-    try:
-        batch = services.batch_create(**create, **options, idempotency=(key, request_hash) if key else None)
-    except IntegrityError:
-        # The same key raced in from a parallel request: answer as its replay.
-        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
-        if replay is None:
-            raise
-        batch = replay
+    batch = services.batch_create(
+        owner=request.user,
+        type=payload.type,
+        name=payload.name,
+        items=body["items"],
+        params=payload.params,
+        idempotency=(key, request_hash) if key else None,
+        **options,
+    )
     return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
 
 

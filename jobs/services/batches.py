@@ -5,13 +5,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Min
 from django.utils import timezone
 
 from jobs import artifacts
 from jobs.engine import dispatch
-from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
 from jobs.live import publisher
@@ -26,6 +26,7 @@ from jobs.models import (
     OperationStatus,
 )
 from jobs.optypes import get_type
+from jobs.services import ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
@@ -51,13 +52,38 @@ def batch_create(
     name: str = "",
     start: bool = True,
     idempotency: tuple[str, str] | None = None,
+    rate_limit: bool = True,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
 
     `options` are BatchOptionsForm fields (description, max_parallel, ...); missing ones take
     their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
+
+    `idempotency` = (key, hash of the request): a request that repeats a key of the same owner
+    within IDEMPOTENCY_WINDOW gets the batch the first one created (also when both race), and
+    InvalidInput if its hash differs. `rate_limit`: a person's creation counts against
+    BATCH_CREATE_RATE_LIMIT (RateLimited when over); the system's own creations pass False.
     """
+    if idempotency:
+        replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1])
+        if replay is not None:
+            return replay
+    if rate_limit:
+        wait = ratelimit.creation_wait_seconds(owner)
+        if wait:
+            raise RateLimited(wait)
+    try:
+        return _create(owner, type, items, params, name, start, idempotency, options)
+    except IntegrityError:
+        # The same key raced in from a parallel request and won the unique constraint.
+        replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1]) if idempotency else None
+        if replay is None:
+            raise
+        return replay
+
+
+def _create(owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any]) -> Batch:
     optype = get_type(type)
     items = normalize_items(items)
     if not items:

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from jobs import selectors, services
-from jobs.errors import IllegalTransition, InvalidInput
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.forms import BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
@@ -104,6 +104,9 @@ def batch_create(request: HttpRequest, type_key: str) -> HttpResponse:
             )
         except InvalidInput as exc:
             _add_service_errors(exc, options, params, items_form)
+        except RateLimited as exc:
+            options.add_error(None, str(exc))
+            return _render_create(request, optype, options, params, items_form, status=429)
         else:
             messages.success(request, f"Batch {batch.name} created with {batch.total} operations.")
             return redirect("batch_detail", batch_id=batch.pk)
@@ -214,7 +217,7 @@ def batch_action(request: HttpRequest, batch_id, action: str) -> HttpResponse:
     if action == "run-again":
         try:
             new_batch = services.batch_run_again(batch=batch, by=request.user)
-        except InvalidInput as exc:
+        except (InvalidInput, RateLimited) as exc:
             messages.error(request, f"Could not run it again: {exc}")
             return _to(request, reverse("batch_detail", args=[batch.pk]))
         messages.success(request, f"Started batch {new_batch.name} again with {new_batch.total} operations.")

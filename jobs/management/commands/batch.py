@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from jobs import selectors, services
 from jobs.engine import reaper
-from jobs.errors import IllegalTransition, InvalidInput
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.models import Batch, BatchStatus, DatabaseInstance
 from jobs.optypes import all_types
@@ -90,7 +90,7 @@ class Command(BaseCommand):
             getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
-        except IllegalTransition as exc:
+        except (IllegalTransition, RateLimited) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (Batch.DoesNotExist, Batch.MultipleObjectsReturned) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
