@@ -37,7 +37,6 @@ from jobs.models import (
     OperationStatus,
     ResultRow,
 )
-from jobs.services import tokens
 
 BATCH_FILTER = "batch__id__exact"
 
@@ -438,7 +437,7 @@ class ApiTokenStatusFilter(admin.SimpleListFilter):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """The add form asks for a user and a name only; the key comes from tokens.token_create and is
+    """The add form asks for a user and a name only; the key comes from services.token_create and is
     shown once, in a message. Tokens are never changed afterwards, only revoked or deleted."""
 
     list_display = ("name", "user", "prefix_display", "created_at", "last_used_at", "status_display")
@@ -473,13 +472,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return "active" if token.is_active else "revoked"
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
-        # Only reached when adding (changing is not permitted). The form's unsaved instance takes the
-        # created row's fields, so Django's log entry and redirect point at that one row.
-        token, key = tokens.token_create(user=obj.user, name=obj.name)
-        for field in ("id", "name", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"):
-            setattr(obj, field, getattr(token, field))
-        obj._state.adding = False
-        obj._state.db = token._state.db
+        # Only reached when adding (changing is not permitted). The service saves the form's own
+        # instance, so Django's log entry and redirect point at that row.
+        _, key = services.token_create(user=obj.user, name=obj.name, token=obj)
         self.message_user(
             request, f"Token created. Copy the key now, it will not be shown again: {key}", messages.SUCCESS
         )
@@ -489,7 +484,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         count = 0
         for token in queryset:
             if token.is_active:
-                tokens.token_revoke(token=token)
+                services.token_revoke(token=token)
                 count += 1
         self.message_user(request, f"Revoked {count} token{'' if count == 1 else 's'}.", messages.SUCCESS)
 
@@ -532,12 +527,10 @@ class DatabaseInstanceForm(forms.ModelForm):
             for path, problems in exc.errors.items():
                 field = path.split("[")[0]
                 self.add_error(field if field in self.fields else None, problems)
-        return data
-
-    def _post_clean(self) -> None:
-        # The model's own validation would compare the blank url and comma text with the row;
-        # the service validated everything.
-        pass
+            return data
+        # As the model holds them, so the model's own validation sees real values: a blank URL on
+        # change keeps the stored one, tags are a list.
+        return {**data, "url": self.service_fields.get("url", self.instance.url), "tags": self.service_fields["tags"]}
 
 
 @admin.register(DatabaseInstance)
@@ -565,13 +558,9 @@ class DatabaseInstanceAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: DatabaseInstance, form: Any, change: bool) -> None:
         fields = form.service_fields
         if change:
-            saved = services.instance_update(instance=obj, **{"url": None, **fields})
+            services.instance_update(instance=obj, **{"url": None, **fields})
         else:
-            saved = services.instance_create(**fields)
-        for field in ("pk", "name", "url", "region", "tags", "created_at"):
-            setattr(obj, field, getattr(saved, field))
-        obj._state.adding = False
-        obj._state.db = saved._state.db
+            services.instance_create(**fields, instance=obj)
 
     def delete_model(self, request: HttpRequest, obj: DatabaseInstance) -> None:
         services.instance_remove(name=obj.name)

@@ -37,7 +37,6 @@ from jobs.api.schemas import (
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
-from jobs.services import tokens
 
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
@@ -46,7 +45,7 @@ OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
 
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
-        found = tokens.token_authenticate(token)
+        found = services.token_authenticate(token)
         if found is None:
             return None
         request.user = found.user
