@@ -31,7 +31,6 @@ from jobs.models import (
     ApiToken,
     Batch,
     BatchEvent,
-    BatchStatus,
     DatabaseInstance,
     Operation,
     OperationStatus,
@@ -40,27 +39,17 @@ from jobs.models import (
 
 BATCH_FILTER = "batch__id__exact"
 
-STATUS_COLOURS = {
-    BatchStatus.PENDING: "#6c757d",
-    BatchStatus.QUEUED: "#0d6efd",
-    BatchStatus.RUNNING: "#0dcaf0",
-    BatchStatus.PAUSED: "#fd7e14",
-    BatchStatus.COMPLETED: "#198754",
-    BatchStatus.FAILED: "#dc3545",
-    BatchStatus.PARTIAL_SUCCESS: "#b58900",
-    BatchStatus.CANCELLED: "#495057",
-    OperationStatus.SKIPPED: "#adb5bd",
-}
-
 
 def status_chip(status: str, label: str) -> str:
-    return format_html(
-        '<span class="status-chip status-{}" style="background:{};color:#fff;padding:1px 8px;'
-        'border-radius:9px;white-space:nowrap">{}</span>',
-        status,
-        STATUS_COLOURS.get(status, "#6c757d"),
-        label,
-    )
+    """The pages' status chip; its colours come from static/css/status.css (StatusChipMedia)."""
+    return format_html('<span class="chip chip-{}">{}</span>', status, label)
+
+
+class StatusChipMedia:
+    """Admins that show status chips load the palette the pages use."""
+
+    class Media:
+        css = {"all": ("css/status.css",)}
 
 
 def operations_url(batch_id: Any, **filters: str) -> str:
@@ -108,7 +97,7 @@ class BatchEventInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
     list_display = ("name", "short_id", "status_display", "progress", "type", "owner", "created_at")
     list_display_links = ("name", "short_id")
     list_filter = ("status", "type", "priority", "created_at")
@@ -332,7 +321,7 @@ class ErrorTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Operation)
-class OperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class OperationAdmin(StatusChipMedia, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "seq",
         "label",

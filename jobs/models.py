@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from jobs.secrets import mask_url
@@ -55,12 +56,41 @@ class Batch(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
     params = models.JSONField(default=dict, blank=True)
 
-    max_parallel = models.PositiveSmallIntegerField(default=4)
-    stop_on_error = models.BooleanField(default=False)
-    max_retries = models.PositiveSmallIntegerField(default=0)
-    retry_backoff_s = models.FloatField(default=1.0)
-    timeout_s = models.PositiveIntegerField(default=300)
-    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.DEFAULT)
+    # The options' defaults, limits, labels and help are defined here once; the form, the API schema
+    # and the `batch create` command read them from these fields (see option_field_bounds).
+    max_parallel = models.PositiveSmallIntegerField(
+        "max parallel",
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Operations running at once, 1 to 100; 1 runs them one after another.",
+    )
+    stop_on_error = models.BooleanField(
+        "stop on error", default=False, help_text="Skip the pending operations once one fails for good."
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        "automatic retries",
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(10)],
+        help_text="Automatic retries per operation, 0 to 10.",
+    )
+    retry_backoff_s = models.FloatField(
+        "retry backoff (s)",
+        default=1.0,
+        validators=[MinValueValidator(0), MaxValueValidator(3600)],
+        help_text="Seconds before the first retry, doubled for each next one; 0 to 3600.",
+    )
+    timeout_s = models.PositiveIntegerField(
+        "timeout per operation (s)",
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(86_400)],
+        help_text="Seconds one run of an operation may take, 1 to 86400.",
+    )
+    priority = models.CharField(
+        max_length=10,
+        choices=Priority.choices,
+        default=Priority.DEFAULT,
+        help_text="The RQ queue its lanes wait on: high, default or low.",
+    )
 
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     total = models.PositiveIntegerField(default=0)
@@ -139,6 +169,30 @@ class Batch(models.Model):
         from django.utils import timezone
 
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+# What a batch is created with besides its type, items and params, in form order.
+BATCH_OPTIONS = (
+    "name",
+    "description",
+    "max_parallel",
+    "stop_on_error",
+    "max_retries",
+    "retry_backoff_s",
+    "timeout_s",
+    "priority",
+)
+
+
+def option_field_bounds(name: str) -> tuple[float | None, float | None]:
+    """The (minimum, maximum) the validators of a Batch option field allow (None: unbounded)."""
+    low = high = None
+    for validator in Batch._meta.get_field(name).validators:
+        if isinstance(validator, MinValueValidator):
+            low = validator.limit_value
+        elif isinstance(validator, MaxValueValidator):
+            high = validator.limit_value
+    return low, high
 
 
 class Operation(models.Model):

@@ -153,12 +153,8 @@ def not_found(request, path: str = ""):
 
 
 def batch_out(batch: Batch) -> dict:
-    fields = (
-        "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s "
-        "timeout_s priority total pending running completed failed skipped percent_complete eta_seconds "
-        "current_operation created_at started_at finished_at cancel_reason"
-    ).split()
-    data = {name: getattr(batch, name) for name in fields}
+    """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
+    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name != "owner"}
     data["owner"] = batch.owner.get_username()
     return data
 
