@@ -119,3 +119,11 @@ def test_a_state_that_is_not_json_fails_the_operation_clearly(transactional_db, 
     assert (operation.status, operation.error_type, operation.attempts) == ("failed", "BadResult", 1)
     assert operation.error.startswith("Reschedule state is not JSON-serialisable")
     assert ResultRow.objects.count() == 0
+
+
+def test_the_old_import_path_of_the_type_exceptions_works_with_a_deprecation_warning():
+    from jobs.optypes import base
+
+    with pytest.warns(DeprecationWarning, match="jobs.optypes.base.Reschedule"):
+        from jobs.engine import Reschedule
+    assert Reschedule is base.Reschedule
