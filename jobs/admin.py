@@ -12,7 +12,7 @@ stored), revoked by an action, and never edited.
 
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -261,7 +261,7 @@ class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
             else:
                 deleted.append(batch)
         if deleted:
-            self.log_deletions(request, deleted)
+            self.log_deletions(request, cast(QuerySet[Batch], deleted))  # it only iterates them
             self.message_user(
                 request, f"Deleted {len(deleted)} batch{'' if len(deleted) == 1 else 'es'}.", messages.SUCCESS
             )
@@ -501,7 +501,7 @@ class DatabaseInstanceForm(forms.ModelForm):
         self.initial["url"] = ""
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         adding = self.instance.pk is None
         url = data.get("url") or None
         try:

@@ -1,15 +1,17 @@
 """Forms shared by pages, API and commands; the type-specific parameter forms live in optypes/."""
 
+from typing import Any
+
 from django import forms
 
-from jobs.models import Batch, Priority, option_field_bounds
+from jobs.models import Priority, option_field, option_field_bounds
 
 
 def _option_field(name: str, **overrides) -> forms.Field:
     """The form field of a Batch option, from the model field: default, limits, label and help."""
     low, high = option_field_bounds(name)
-    bounds = {"min_value": low, "max_value": high} if low is not None or high is not None else {}
-    field = Batch._meta.get_field(name).formfield(**bounds, **overrides)
+    bounds: dict[str, Any] = {"min_value": low, "max_value": high} if low is not None or high is not None else {}
+    field = option_field(name).formfield(**bounds, **overrides)
     assert field is not None
     return field
 
@@ -55,7 +57,7 @@ class ItemsForm(forms.Form):
         return upload
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if cleaned.get("items", "").strip() and cleaned.get("items_file"):
             raise forms.ValidationError("Give the items in the box or as a file, not both.")
         return cleaned

@@ -184,10 +184,18 @@ BATCH_OPTIONS = (
 )
 
 
+def option_field(name: str) -> models.Field:
+    """The model field of a Batch option: its default, limits, label and help text are the one
+    definition the form, the API schema and the command read."""
+    field = Batch._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field
+
+
 def option_field_bounds(name: str) -> tuple[float | None, float | None]:
     """The (minimum, maximum) the validators of a Batch option field allow (None: unbounded)."""
     low = high = None
-    for validator in Batch._meta.get_field(name).validators:
+    for validator in option_field(name).validators:
         if isinstance(validator, MinValueValidator):
             low = validator.limit_value
         elif isinstance(validator, MaxValueValidator):

@@ -79,9 +79,9 @@ INPUT_ERRORS = {400: Error, 422: Error}
 # --- errors -----------------------------------------------------------------------------------
 
 
-def _error(request, status: int, message: str, errors: dict | None = None, **headers: str):
+def _error(request, status: int, message: str, errors: dict | None = None, headers: dict[str, str] | None = None):
     response = api.create_response(request, {"message": message, "errors": errors or {}}, status=status)
-    for name, value in headers.items():
+    for name, value in (headers or {}).items():
         response[name] = value
     return response
 
@@ -94,7 +94,7 @@ def on_invalid_input(request, exc: InvalidInput):
 
 @api.exception_handler(RateLimited)
 def on_rate_limited(request, exc: RateLimited):
-    return _error(request, 429, str(exc), **{"Retry-After": str(exc.retry_after_s)})
+    return _error(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
 
 
 @api.exception_handler(IllegalTransition)

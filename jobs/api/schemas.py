@@ -7,12 +7,12 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
-from jobs.models import Batch
+from jobs.models import option_field
 
 
 def _option(name: str) -> Any:
     """A body field of a Batch option: its default and description from the model field."""
-    field = Batch._meta.get_field(name)
+    field = option_field(name)
     return Field(field.default, description=str(field.help_text))
 
 

@@ -88,7 +88,8 @@ def live_lane_count(batch_id: str) -> int:
     key = _lanes_key(str(batch_id))
     now = time.time()
     live = 0
-    for member, score in connection.zrange(key, 0, -1, withscores=True):
+    members: list[tuple[bytes, float]] = connection.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+    for member, score in members:
         lane_id = member.decode()
         if score > now:
             live += 1

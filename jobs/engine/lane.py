@@ -144,6 +144,7 @@ class Lane:
         self.interrupter.install()
         deadline = time.monotonic() + settings.BATCHSITE_LANE_SLICE_S
         try:
+            claim: services.Claim | services.NoClaim | None
             claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
             while isinstance(claim, services.Claim):
                 in_slice = time.monotonic() < deadline
@@ -151,6 +152,7 @@ class Lane:
                 if not in_slice:
                     self._successor()
                     return "handoff"
+            assert claim is not None  # asked with claim_next, every outcome answers with the next claim
             if claim.reason == "not_due" and claim.next_due:
                 self._successor(at=claim.next_due)
             return claim.reason

@@ -34,6 +34,7 @@ from jobs.services.transitions import (
     finalize_if_done,
     flush_batch,
     locked_batch,
+    locked_batch_or_none,
     record_event,
     require_status,
     skip_pending,
@@ -100,7 +101,7 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
     if unknown:
         errors["options"] = [f"Unknown option(s): {', '.join(sorted(unknown))}."]
     if not options_form.is_valid():
-        errors.update({field: list(messages) for field, messages in options_form.errors.items()})
+        errors.update({field: [str(m) for m in messages] for field, messages in options_form.errors.items()})
     base_raw = params or {}
     base_params: dict[str, Any] = {}
     try:
@@ -346,7 +347,7 @@ def batch_prune(*, days: int, owner=None) -> int:
 def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
     """Reaper: start lanes for an active batch with pending work but fewer lanes than it can use;
     also finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
-    with locked_batch(batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(batch_id) as batch:
         now = timezone.now()
         if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
             return 0

@@ -1,5 +1,6 @@
 """The engine's transitions: claim an operation, record its outcome, recover it when its worker is lost."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
     finalize_if_done,
-    locked_batch,
+    locked_batch_or_none,
     record_event,
     skip_pending,
     update_batch,
@@ -65,7 +66,7 @@ def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
 
     Exactly one lane gets each attempt: the batch row is locked while the operation is taken.
     """
-    with locked_batch(batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(batch_id) as batch:
         if batch is None:
             return NoClaim("gone")
         return _claim_locked(batch, worker, timezone.now())
@@ -88,13 +89,13 @@ def operation_complete(
     claim: Claim,
     duration_ms: int,
     result: dict[str, Any] | None = None,
-    rows: list[dict[str, Any]] = (),
+    rows: Sequence[dict[str, Any]] = (),
     quality_score: float | None = None,
     then_claim_for: str = "",
 ) -> Recorded:
     """Record success of this attempt; not accepted (nothing written) if the attempt is no longer
     current. With `then_claim_for` (a worker name), also claim the next operation."""
-    with locked_batch(claim.batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(claim.batch_id) as batch:
         if batch is None:
             return Recorded(False, NoClaim("gone"))
         now = timezone.now()
@@ -135,7 +136,7 @@ def operation_fail(
     """Record a failed attempt: back to pending with backoff while automatic retries are left,
     else failed (and, with stop_on_error, the rest skipped). Not accepted if the attempt is not
     current. With `then_claim_for`, also claim the next operation."""
-    with locked_batch(claim.batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(claim.batch_id) as batch:
         if batch is None:
             return Recorded(False, NoClaim("gone"))
         now = timezone.now()
@@ -156,7 +157,7 @@ def operation_reschedule(
     again in `after_s` seconds, with `state` handed to its next run. Neither a failure nor a
     finished attempt: no automatic retry is used and no duration is counted. The next claim is a
     new attempt number, so the fence stays exact. Not accepted if the attempt is not current."""
-    with locked_batch(claim.batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(claim.batch_id) as batch:
         if batch is None:
             return Recorded(False, NoClaim("gone"))
         now = timezone.now()
@@ -283,7 +284,7 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
     batch_id = Operation.objects.filter(pk=operation_id).values_list("batch_id", flat=True).first()
     if batch_id is None:
         return False
-    with locked_batch(batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(batch_id) as batch:
         if batch is None:
             return False
         now = timezone.now()

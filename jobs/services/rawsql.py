@@ -10,11 +10,12 @@ so types are adapted exactly as the ORM would for SQLite and PostgreSQL.
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Field, Model
 
 
 def _column(model: type[Model], name: str) -> tuple[str, Any]:
     field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+    assert isinstance(field, Field) and field.column
     return connection.ops.quote_name(field.column), field
 
 
@@ -63,9 +64,9 @@ def select_for_update(model: type[Model], sql_after_from: str, params: list[Any]
             if skip_locked and connection.features.has_select_for_update_skip_locked
             else " FOR UPDATE"
         )
-    names = {f.name: connection.ops.quote_name(f.column) for f in model._meta.concrete_fields}
+    names = {f.name: _column(model, f.name)[0] for f in model._meta.concrete_fields}
     sql = f"SELECT * FROM {_table(model)} {sql_after_from.format(**names)}{lock}"
-    return list(model.objects.raw(sql, params))
+    return list(model._default_manager.raw(sql, params))
 
 
 def prep(model: type[Model], name: str, value: Any) -> Any:

@@ -57,14 +57,24 @@ COUNTERS = frozenset(
 
 
 @contextmanager
-def locked_batch(batch_id, *, missing_ok: bool = False) -> Iterator[Batch | None]:
-    """One transition: a transaction holding the batch row's lock; the changes `_update` collected
-    are written as a single UPDATE when the block ends without an error."""
+def locked_batch_or_none(batch_id) -> Iterator[Batch | None]:
+    """One transition: a transaction holding the batch row's lock (None when the batch is gone);
+    the changes `update_batch` collected are written as a single UPDATE when the block ends
+    without an error."""
     with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=missing_ok)
+        batch = _lock_batch(batch_id, missing_ok=True)
         yield batch
         if batch is not None:
             flush_batch(batch)
+
+
+@contextmanager
+def locked_batch(batch_id) -> Iterator[Batch]:
+    """As locked_batch_or_none, for a batch that must exist (Batch.DoesNotExist otherwise)."""
+    with locked_batch_or_none(batch_id) as batch:
+        if batch is None:
+            raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
+        yield batch
 
 
 def update_batch(batch: Batch, **changes: Any) -> None:

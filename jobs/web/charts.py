@@ -269,7 +269,11 @@ def throughput_24h(stats: dict) -> dict:
     )
     total = sum(h["completed"] + h["failed"] for h in hours)
     busiest = max(hours, key=lambda h: h["completed"] + h["failed"], default=None)
-    peak = f"; busiest hour {_format_time(busiest['start'], 'hour')} with {busiest['completed'] + busiest['failed']}"
+    peak = (
+        f"; busiest hour {_format_time(busiest['start'], 'hour')} with {busiest['completed'] + busiest['failed']}"
+        if busiest is not None
+        else ""
+    )
     return {
         **chart,
         **columns,

@@ -6,6 +6,7 @@ failed, partially or cancelled, 2 bad usage or an action the batch's status does
 
 import time
 from pathlib import Path
+from typing import TextIO, cast
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -16,7 +17,7 @@ from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
-from jobs.models import Batch, BatchStatus, DatabaseInstance
+from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
 
 FAILED = 1
@@ -47,9 +48,9 @@ class Command(BaseCommand):
         create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
         for flag, field in OPTION_FLAGS.items():
-            model_field = Batch._meta.get_field(field)
+            model_field = option_field(field)
             if isinstance(model_field, BooleanField):
-                create.add_argument(flag, dest=field, action="store_const", const=True, help=model_field.help_text)
+                create.add_argument(flag, dest=field, action="store_const", const=True, help=str(model_field.help_text))
             else:
                 kind = {FloatField: float, CharField: str}.get(type(model_field), int)
                 help_text = f"{model_field.help_text} Default: {model_field.default}."
@@ -274,7 +275,7 @@ class Command(BaseCommand):
         from rich.markup import escape
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-        console = Console(file=self.stdout._out, force_terminal=None)
+        console = Console(file=cast(TextIO, self.stdout._out), force_terminal=None)
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
