@@ -17,6 +17,7 @@ from typing import Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -128,36 +129,10 @@ class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
         ),
         ("Timestamps", {"fields": ("created_at", "started_at", "finished_at", "cancelled_by", "cancel_reason")}),
     )
-    readonly_fields = (
-        "id",
-        "name",
-        "description",
-        "type",
-        "owner",
-        "status_display",
-        "progress",
-        "operation_links",
-        "current_operation",
-        "eta_seconds",
-        "total",
-        "pending",
-        "running",
-        "completed",
-        "failed",
-        "skipped",
-        "params",
-        "max_parallel",
-        "stop_on_error",
-        "max_retries",
-        "retry_backoff_s",
-        "timeout_s",
-        "priority",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "cancelled_by",
-        "cancel_reason",
-    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Batch | None = None) -> list[str]:
+        # Everything shown is read-only: the services change batches.
+        return flatten_fieldsets(self.fieldsets)
 
     # --- permissions: batches are created and changed by the services only ---
 
@@ -353,26 +328,7 @@ class OperationAdmin(StatusChipMedia, ReadOnlyAdminMixin, admin.ModelAdmin):
         ("started_at", "finished_at"),
         ("worker", "heartbeat_at"),
     )
-    readonly_fields = (
-        "batch",
-        "seq",
-        "label",
-        "status",
-        "attempts",
-        "auto_retries",
-        "not_before",
-        "params",
-        "result",
-        "state",
-        "error_type",
-        "duration_ms",
-        "quality_score",
-        "error",
-        "started_at",
-        "finished_at",
-        "worker",
-        "heartbeat_at",
-    )
+    readonly_fields = flatten_fieldsets(((None, {"fields": fields}),))
 
     @admin.display(description="Batch", ordering="batch_id")
     def batch_display(self, operation: Operation) -> str:

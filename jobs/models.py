@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from jobs.secrets import mask_url
 
@@ -102,6 +103,12 @@ class Batch(models.Model):
     # Sum and count of recorded attempt durations: the ETA's mean without scanning operations.
     duration_total_ms = models.BigIntegerField(default=0)
     duration_count = models.PositiveIntegerField(default=0)
+    # Two marks of (time, finished operations), taken at least ETA_WINDOW_S apart by the engine's
+    # outcome records: the ETA is the throughput observed since the older one.
+    rate_at = models.DateTimeField(null=True, blank=True)
+    rate_done = models.PositiveIntegerField(default=0)
+    rate_prev_at = models.DateTimeField(null=True, blank=True)
+    rate_prev_done = models.PositiveIntegerField(default=0)
     current_operation = models.CharField(max_length=255, blank=True)
     # Bumped by every transition so subscribers can drop events older than what they showed.
     version = models.PositiveBigIntegerField(default=0)
@@ -152,22 +159,25 @@ class Batch(models.Model):
 
     @property
     def eta_seconds(self) -> float | None:
-        """Remaining work at the observed mean duration, spread over the parallelism in use."""
+        """Remaining operations at the throughput observed over the recent window (operations
+        finished per second since the older rate mark, up to now): it follows what the workers
+        really do, whatever max_parallel says. None before two marks exist."""
         remaining = self.pending + self.running
         if self.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING) or not remaining:
             return None
-        if not self.duration_count:
+        since, done = (self.rate_prev_at, self.rate_prev_done) if self.rate_prev_at else (self.rate_at, self.rate_done)
+        if since is None:
             return None
-        mean_s = self.duration_total_ms / self.duration_count / 1000
-        lanes = max(1, min(self.max_parallel, remaining))
-        return round(mean_s * remaining / lanes, 1)
+        elapsed = (timezone.now() - since).total_seconds()
+        finished = self.finished_count - done
+        if elapsed <= 0 or finished <= 0:
+            return None
+        return round(remaining * elapsed / finished, 1)
 
     @property
     def elapsed(self) -> timedelta | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
         return (self.finished_at or timezone.now()) - self.started_at
 
 
@@ -227,6 +237,9 @@ class Operation(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Runs lost with their worker (killed, out of memory, machine gone): such a run is repeated
+    # without spending an automatic retry, until BATCHSITE_MAX_LOST losses fail it as WorkerLost.
+    lost = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["seq"]

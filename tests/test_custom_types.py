@@ -103,11 +103,13 @@ def test_a_lane_leaves_a_waiting_operation_pending_and_schedules_its_successor(t
     batch = services.batch_create(
         owner=alice, type="example.countdown", name="c", items=["a"], params={"runs": 2, "wait_s": 30}
     )
+    queue = django_rq.get_queue("default")
+    waiting = queue.count
     assert run_lane(batch) == "not_due"
     operation = Operation.objects.get(batch=batch)
     assert (operation.status, operation.state) == ("pending", {"seen": [1]})
-    scheduled = django_rq.get_queue("default").scheduled_job_registry.get_job_ids()
-    assert len(scheduled) == 1  # a lane for when the wait ends; no worker waits meanwhile
+    # A lane for a worker's executor, which holds it until the wait ends; no RQ scheduler involved.
+    assert queue.count == waiting + 1 and queue.scheduled_job_registry.get_job_ids() == []
     batch.refresh_from_db()
     assert (batch.pending, batch.running) == (1, 0)
 

@@ -256,24 +256,26 @@ def test_prune_deletes_only_old_finished_batches(alice):
     assert set(Batch.objects.values_list("pk", flat=True)) == {recent.pk, active.pk}
 
 
-def test_a_lost_operation_is_retried_or_failed_as_worker_lost(alice):
+def test_a_lost_operation_runs_again_without_spending_retries_until_it_was_lost_max_lost_times(alice, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    batch = make_batch(alice, items=["a"], max_retries=1, retry_backoff_s=0)
-    for expected in ("pending", "failed"):
+    settings.BATCHSITE_MAX_LOST = 3
+    batch = make_batch(alice, items=["a"], max_retries=0)
+    for expected in ("pending", "pending", "failed"):
         current = claim(batch)
         Operation.objects.filter(pk=current.operation_id).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
         assert services.operation_recover_lost(
             operation_id=current.operation_id, stale_before=timezone.now() - timedelta(minutes=1)
         )
         operation = Operation.objects.get(pk=current.operation_id)
-        assert operation.status == expected
+        assert (operation.status, operation.auto_retries, operation.error_type) == (expected, 0, "WorkerLost")
         assert operation.error.startswith("worker lost")
+    assert operation.lost == 3 and operation.attempts == 3
     batch.refresh_from_db()
     assert batch.status == "failed"
-    assert batch.events.filter(kind="reaped").count() == 2
+    assert batch.events.filter(kind="reaped").count() == 3
     assert_counters_match_rows(batch)
 
 

@@ -7,7 +7,7 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
-from jobs.models import option_field
+from jobs.models import BatchStatus, option_field
 
 
 def _option(name: str) -> Any:
@@ -36,22 +36,9 @@ class BatchIn(Schema):
     priority: str = _option("priority")
 
 
-class BatchOut(Schema):
+class ProgressOut(Schema):
     id: UUID
-    name: str
-    description: str
-    type: str
-    status: str = Field(
-        ..., description="pending, queued, running, paused, completed, failed, partial_success, cancelled"
-    )
-    owner: str
-    params: dict[str, Any]
-    max_parallel: int
-    stop_on_error: bool
-    max_retries: int
-    retry_backoff_s: float
-    timeout_s: int
-    priority: str
+    status: str = Field(..., description=", ".join(BatchStatus.values))
     total: int
     pending: int
     running: int
@@ -61,6 +48,22 @@ class BatchOut(Schema):
     percent_complete: int = Field(..., description="Rounded down; 100 only when nothing is pending or running.")
     eta_seconds: float | None
     current_operation: str
+
+
+class BatchOut(ProgressOut):
+    """A batch: its progress (ProgressOut) plus what it is and when things happened."""
+
+    name: str
+    description: str
+    type: str
+    owner: str
+    params: dict[str, Any]
+    max_parallel: int
+    stop_on_error: bool
+    max_retries: int
+    retry_backoff_s: float
+    timeout_s: int
+    priority: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -70,20 +73,6 @@ class BatchOut(Schema):
 class BatchList(Schema):
     items: list[BatchOut]
     count: int
-
-
-class ProgressOut(Schema):
-    id: UUID
-    status: str
-    total: int
-    pending: int
-    running: int
-    completed: int
-    failed: int
-    skipped: int
-    percent_complete: int
-    eta_seconds: float | None
-    current_operation: str
 
 
 class OperationOut(Schema):

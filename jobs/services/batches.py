@@ -6,7 +6,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Min
 from django.utils import timezone
 
 from jobs import artifacts
@@ -40,6 +39,9 @@ from jobs.services.transitions import (
     skip_pending,
     update_batch,
 )
+
+# The ETA's throughput marks, forgotten when a batch resumes or runs its failed operations again.
+RATE_RESET = {"rate_at": None, "rate_done": 0, "rate_prev_at": None, "rate_prev_done": 0}
 
 # --- creation ---------------------------------------------------------------------------------
 
@@ -264,7 +266,8 @@ def batch_pause(*, batch: Batch, by=None) -> Batch:
 def batch_resume(*, batch: Batch, by=None) -> Batch:
     with locked_batch(batch.pk) as locked:
         require_status(locked, (BatchStatus.PAUSED,), "resume")
-        update_batch(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED)
+        # The pause is no throughput: the ETA measures afresh from here.
+        update_batch(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED, **RATE_RESET)
         record_event(locked, BatchEventKind.RESUMED, by, "")
         publisher.batch_changed(locked, status_changed=True)
         enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
@@ -297,7 +300,7 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
         changes: dict[str, Any] = {}
         if locked.is_terminal:
             changes = {"status": BatchStatus.QUEUED, "finished_at": None}
-        update_batch(locked, failed=-count, pending=+count, **changes)
+        update_batch(locked, failed=-count, pending=+count, **changes, **RATE_RESET)
         record_event(locked, BatchEventKind.RETRIED, by, f"{count} failed operations retried")
         publisher.batch_changed(locked, status_changed=True)
         if locked.status != BatchStatus.PAUSED:
@@ -345,8 +348,8 @@ def batch_prune(*, days: int, owner=None) -> int:
 
 
 def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
-    """Reaper: start lanes for an active batch with pending work but fewer lanes than it can use;
-    also finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
+    """Reaper: start lanes for an active batch with pending work that no live lane serves; also
+    finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
     with locked_batch_or_none(batch_id) as batch:
         now = timezone.now()
         if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
@@ -354,11 +357,10 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
         if finalize_if_done(batch, now):
             publisher.batch_changed(batch, status_changed=True)
             return 0
-        wanted = min(batch.max_parallel, batch.pending + batch.running) - live_lanes
-        missing = min(wanted, batch.pending)
-        if missing <= 0:
+        if live_lanes > 0 or batch.pending == 0:
             return 0
-        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+        # No lane serves it (its workers died, Redis lost the queues): lanes for what may run now.
+        missing = dispatch.lanes_for(min(batch.max_parallel, batch.pending))
         record_event(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
-        enqueue_lanes_on_commit(batch, missing, at=next_due if next_due and next_due > now else None)
+        enqueue_lanes_on_commit(batch, missing, lanes=True)
     return missing

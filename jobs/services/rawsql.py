@@ -73,3 +73,35 @@ def prep(model: type[Model], name: str, value: Any) -> Any:
     """A value as the database takes it for the named field (for select_for_update's params)."""
     _, field = _column(model, name)
     return field.get_db_prep_value(value, connection)
+
+
+def claim_operations(model: type[Model], ids: list[int], *, now: Any, worker: str) -> int:
+    """Move these pending operations to running for a new attempt (attempts + 1), in one UPDATE.
+    An operation resuming outside work it started earlier (it saved state) keeps its start."""
+    column = {
+        name: _column(model, name)[0]
+        for name in (
+            "pk",
+            "status",
+            "started_at",
+            "state",
+            "heartbeat_at",
+            "finished_at",
+            "not_before",
+            "worker",
+            "attempts",
+        )
+    }
+    moment = _column(model, "started_at")[1].get_db_prep_save(now, connection)
+    placeholders = ", ".join(["%s"] * len(ids))
+    sql = (
+        f"UPDATE {_table(model)} SET {column['status']} = %s, "
+        f"{column['started_at']} = CASE WHEN {column['state']} IS NOT NULL AND {column['started_at']} IS NOT NULL "
+        f"THEN {column['started_at']} ELSE %s END, "
+        f"{column['heartbeat_at']} = %s, {column['finished_at']} = NULL, {column['not_before']} = NULL, "
+        f"{column['worker']} = %s, {column['attempts']} = {column['attempts']} + 1 "
+        f"WHERE {column['pk']} IN ({placeholders}) AND {column['status']} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ["running", moment, moment, worker, *ids, "pending"])
+        return cursor.rowcount

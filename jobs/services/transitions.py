@@ -154,7 +154,13 @@ def cancel_outside_work_on_commit(batch: Batch, statuses: tuple) -> None:
         transaction.on_commit(lambda: dispatch.enqueue_outside_cancel(batch_id, waiting))
 
 
-def enqueue_lanes_on_commit(batch: Batch, count: int, at: datetime | None = None) -> None:
+def enqueue_lanes_on_commit(batch: Batch, count: int, *, lanes: bool = False) -> None:
+    """After commit, lanes for `count` operations that may now run (dispatch.lanes_for), or
+    `count` lanes exactly with `lanes=True`."""
     if count > 0:
         batch_id, priority = str(batch.pk), batch.priority
-        transaction.on_commit(lambda: dispatch.enqueue_lanes(batch_id, count=count, priority=priority, at=at))
+
+        def enqueue() -> None:
+            dispatch.enqueue_lanes(batch_id, count=count if lanes else dispatch.lanes_for(count), priority=priority)
+
+        transaction.on_commit(enqueue)
