@@ -186,10 +186,10 @@ def operations_record(
 def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> list[bool]:
     ids = [outcome.claim.operation_id for outcome in outcomes]
     current = {
-        pk: (attempts, auto_retries, seq, label)
-        for pk, attempts, auto_retries, seq, label in Operation.objects.filter(
-            pk__in=ids, status=OperationStatus.RUNNING
-        ).values_list("pk", "attempts", "auto_retries", "seq", "label")
+        row[0]: row[1:]
+        for row in rawsql.select_values(
+            Operation, ("pk", "attempts", "auto_retries", "seq", "label"), pks=ids, status=OperationStatus.RUNNING
+        )
     }
     accepted: list[bool] = []
     completed: list[tuple[Outcome, dict[str, Any]]] = []

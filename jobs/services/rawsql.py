@@ -151,3 +151,17 @@ def update_each(model: type[Model], rows: list[tuple[Any, dict[str, Any]]]) -> N
         ]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
+
+
+def select_values(model: type[Model], names: tuple[str, ...], *, pks: list[Any], status: str) -> list[tuple]:
+    """The named columns of the rows with these pks and this status (the fence read of a group of
+    outcomes, in plain SQL: the ORM's compilation cost more than the query)."""
+    if not pks:
+        return []
+    columns = ", ".join(_column(model, name)[0] for name in names)
+    placeholders = ", ".join(["%s"] * len(pks))
+    pk_column, status_column = _column(model, "pk")[0], _column(model, "status")[0]
+    sql = f"SELECT {columns} FROM {_table(model)} WHERE {pk_column} IN ({placeholders}) AND {status_column} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*pks, status])
+        return cursor.fetchall()
