@@ -55,7 +55,7 @@ def lanes_for(operations: int) -> int:
         workers = len(live_workers())
     except Exception:  # Redis unreachable: the reaper starts lanes again later
         workers = 0
-    per_worker = -(-operations // settings.BATCHSITE_WORKER_CONCURRENCY)
+    per_worker = -(-operations // int(settings.BATCHSITE_WORKER_CONCURRENCY))
     return max(1, min(operations, max(workers, per_worker)))
 
 
