@@ -391,4 +391,3 @@ def running_operations_of(operation_ids: Sequence[int]) -> set[int]:
             "pk", flat=True
         )
     )
-
