@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "ninja",
     "template_partials",
     "jobs",
+    "jobs.schedules",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +158,11 @@ BATCHSITE_LANE_SLICE_S = env_number("BATCHSITE_LANE_SLICE_S", 10.0, float, minim
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
 # Modules that register a project's own operation types, imported by every process at start-up.
 BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYPES", "").split(",") if m.strip()]
+
+# Functions (dotted paths) every worker calls on its timer, every BATCHSITE_REAP_INTERVAL_S seconds.
+BATCHSITE_WORKER_TICKS = ["jobs.schedules.tick.run"]
+# Templates and schedules: a cron slot found later than this (workers were down) counts as missed.
+BATCHSITE_SCHEDULE_MISSED_AFTER_S = env_number("BATCHSITE_SCHEDULE_MISSED_AFTER_S", 300, int, minimum=1)
 
 # Operation types that reach registered database instances.
 # sql.workflow runs only SELECT/WITH statements in read-only transactions unless this is on.

@@ -5,6 +5,7 @@ import threading
 
 from django.conf import settings
 from django.db import connections
+from django.utils.module_loading import import_string
 from rq.worker import Worker
 
 from jobs.engine import reaper
@@ -45,3 +46,16 @@ class BatchsiteWorker(Worker):
                 logger.warning("reaper: failed, will try again", exc_info=True)
             finally:
                 connections.close_all()
+            run_worker_ticks()
+
+
+def run_worker_ticks() -> None:
+    """Call each function named in settings.BATCHSITE_WORKER_TICKS (dotted paths, imported by string
+    so the engine imports no feature app); a failing one is logged and the others still run."""
+    for path in settings.BATCHSITE_WORKER_TICKS:
+        try:
+            import_string(path)()
+        except Exception:
+            logger.warning("tick %s: failed, will try again", path, exc_info=True)
+        finally:
+            connections.close_all()
