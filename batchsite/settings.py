@@ -161,6 +161,14 @@ BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYP
 
 # Functions (dotted paths) every worker calls on its timer, every BATCHSITE_REAP_INTERVAL_S seconds.
 BATCHSITE_WORKER_TICKS = ["jobs.schedules.tick.run"]
+# Verbs of `manage.py batch` added by feature apps: functions called with the verbs' subparsers.
+BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
+# Templates of feature apps rendered in the core's pages, by slot ({% slot "name" %} in templates/).
+BATCHSITE_TEMPLATE_SLOTS = {
+    "nav": ["schedules/slots/nav.html"],
+    "batch_actions": ["schedules/slots/batch_actions.html"],
+    "create_actions": ["schedules/slots/create_actions.html"],
+}
 # Templates and schedules: a cron slot found later than this (workers were down) counts as missed.
 BATCHSITE_SCHEDULE_MISSED_AFTER_S = env_number("BATCHSITE_SCHEDULE_MISSED_AFTER_S", 300, int, minimum=1)
 

@@ -19,7 +19,7 @@ def zone(name: str, path: str = "timezone") -> ZoneInfo:
         if not name or name != name.strip():
             raise ValueError
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         raise InvalidInput({path: [f"Unknown time zone {name!r}; use an IANA name such as Europe/Paris."]}) from None
 
 
@@ -47,6 +47,8 @@ def _cronsim(expression: str, start: datetime) -> CronSim:
         return CronSim(expression, start)
     except CronSimError as exc:
         raise InvalidInput({"cron": [f"Invalid cron expression {expression!r}: {exc}."]}) from None
+    except Exception:  # cronsim's own parsing of odd input (e.g. non-ASCII digits)
+        raise InvalidInput({"cron": [f"Invalid cron expression {expression!r}."]}) from None
 
 
 def next_runs(expression: str, timezone_name: str, after: datetime, count: int = 1) -> list[datetime]:

@@ -11,6 +11,8 @@ from jobs.schedules import cron
 from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
 
 TREND_RUNS = 30
+# Ids are 64-bit: a larger number is no row (and must not reach the database, which would refuse it).
+MAX_ID = 2**63
 
 
 class TemplateNotFound(Http404):
@@ -37,6 +39,8 @@ def template_get_visible(user, template_id: Any) -> BatchTemplate:
         pk = int(template_id)
     except (TypeError, ValueError):
         raise TemplateNotFound() from None
+    if not 0 < pk < MAX_ID:
+        raise TemplateNotFound()
     template = templates_visible_to(user).filter(pk=pk).first()
     if template is None:
         raise TemplateNotFound()
@@ -70,6 +74,8 @@ def schedule_get_visible(user, schedule_id: Any) -> Schedule:
         pk = int(schedule_id)
     except (TypeError, ValueError):
         raise ScheduleNotFound() from None
+    if not 0 < pk < MAX_ID:
+        raise ScheduleNotFound()
     schedule = schedules_visible_to(user).filter(pk=pk).first()
     if schedule is None:
         raise ScheduleNotFound()

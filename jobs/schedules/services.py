@@ -274,7 +274,8 @@ def batch_save_as_template(*, batch: Batch, owner, name: str) -> BatchTemplate:
 SCHEDULE_FIELDS = ("cron", "timezone", "enabled", "overlap", "missed")
 
 
-def _clean_schedule(values: dict[str, Any]) -> dict[str, Any]:
+def schedule_validate(values: dict[str, Any]) -> dict[str, Any]:
+    """Checked and normalised schedule fields, or InvalidInput quoting a bad cron or time zone."""
     errors: dict[str, list[str]] = {}
     expression = values.get("cron")
     zone_name = values.get("timezone") or "UTC"
@@ -308,7 +309,7 @@ def schedule_create(*, template: BatchTemplate, **fields: Any) -> Schedule:
     unknown = set(fields) - set(SCHEDULE_FIELDS)
     if unknown:
         raise InvalidInput({"body": [f"Unknown field(s): {', '.join(sorted(unknown))}."]})
-    values = _clean_schedule(fields)
+    values = schedule_validate(fields)
     next_run_at = cron.next_run(values["cron"], values["timezone"], timezone.now()) if values["enabled"] else None
     with transaction.atomic():
         return Schedule.objects.create(template=template, next_run_at=next_run_at, **values)
@@ -322,7 +323,7 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
         raise InvalidInput({"body": [f"Unknown field(s): {', '.join(sorted(unknown))}."]})
     template = changes.pop("template", None)
     current = {field: getattr(schedule, field) for field in SCHEDULE_FIELDS}
-    values = _clean_schedule({**current, **changes})
+    values = schedule_validate({**current, **changes})
     timing_changed = any(values[f] != current[f] for f in ("cron", "timezone", "enabled"))
     with transaction.atomic():
         update: dict[str, Any] = {**values, "updated_at": timezone.now()}

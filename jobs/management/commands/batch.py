@@ -7,9 +7,11 @@ failed, partially or cancelled, 2 bad usage or an action the batch's status does
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from jobs import selectors, services
 from jobs.engine import reaper
@@ -85,9 +87,18 @@ class Command(BaseCommand):
         remove = instance_verbs.add_parser("remove", help="Forget a registered instance.")
         remove.add_argument("name")
 
+        # Verbs of feature apps, named by dotted path so this command imports none of them: each is
+        # called with the subparsers and adds its verbs with set_defaults(handler=fn(command, options)).
+        for path in settings.BATCHSITE_COMMAND_VERBS:
+            import_string(path)(verbs)
+
     def handle(self, *args, **options) -> None:
         try:
-            getattr(self, f"handle_{options['verb']}")(options)
+            handler = options.get("handler")
+            if handler is not None:
+                handler(self, options)
+            else:
+                getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except IllegalTransition as exc:
