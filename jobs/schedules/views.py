@@ -290,7 +290,7 @@ def schedule_list(request: HttpRequest) -> HttpResponse:
 def schedule_preview(request: HttpRequest) -> HttpResponse:
     """The cron in words and its next 5 slots, as the form is typed (an htmx fragment)."""
     expression, zone_name = request.GET.get("cron", "").strip(), request.GET.get("timezone", "UTC").strip() or "UTC"
-    context: dict[str, Any] = {"error": "", "description": "", "next_runs": []}
+    context: dict[str, Any] = {"error": "", "description": "", "next_runs": [], "zone_name": "UTC"}
     if expression:
         try:
             cron.check(expression, zone_name)
@@ -298,6 +298,7 @@ def schedule_preview(request: HttpRequest) -> HttpResponse:
             context["error"] = " ".join(m for msgs in exc.errors.values() for m in msgs)
         else:
             zone = cron.zone(zone_name)
+            context["zone_name"] = zone_name
             context["description"] = cron.describe(expression, zone_name)
             context["next_runs"] = [
                 r.astimezone(zone) for r in cron.next_runs(expression, zone_name, timezone.now(), 5)
