@@ -17,7 +17,6 @@ from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
 from jobs.services import tokens
 from tests.test_schedules import at, make_template
 
-
 # What the run and template forms post when their fields are left as prefilled.
 FORM = {
     "params-duration_ms": "10",
