@@ -1,7 +1,7 @@
 """Templates and schedules (jobs.schedules): services, cron slots across DST, the tick and its claim."""
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -375,4 +375,32 @@ def test_a_slot_claimed_twice_still_makes_one_run(alice):
     Schedule.objects.filter(pk=schedule.pk).update(next_run_at=at("2026-03-30 04:00"))
     fired = services.schedule_fire_due(schedule_id=schedule.pk, now=now)
     assert fired.run is None and fired.outcome.startswith("Failed")
+    assert TemplateRun.objects.count() == Batch.objects.count() == 1
+
+
+# --- real workers -----------------------------------------------------------------------------
+
+
+@pytest.mark.workers
+def test_real_workers_tick_a_due_schedule_once_and_its_batch_runs(alice, workers):
+    """No extra process: the workers' timer calls the tick (BATCHSITE_WORKER_TICKS)."""
+    from django.utils import timezone
+
+    from tests.conftest import wait_for
+
+    template = make_template(alice, params={"duration_ms": 10})
+    schedule = services.schedule_create(template=template, cron="0 0 1 1 *", timezone="UTC", missed="run_once")
+    # Overdue, as after a downtime: run_once fires it once.
+    Schedule.objects.filter(pk=schedule.pk).update(next_run_at=timezone.now() - timedelta(seconds=1))
+    workers.start(2)
+    run = wait_for(lambda: TemplateRun.objects.select_related("batch").first(), 30, message="the schedule to fire")
+    wait_for(
+        lambda: Batch.objects.filter(pk=run.batch_id, status=BatchStatus.COMPLETED).exists(),
+        30,
+        message="the scheduled batch to complete",
+    )
+    schedule.refresh_from_db()
+    assert schedule.next_run_at > timezone.now() + timedelta(days=1)
+    assert schedule.last_outcome.startswith("Started")
+    # Both workers ticked (every second in the tests) while the batch ran: still one run.
     assert TemplateRun.objects.count() == Batch.objects.count() == 1
