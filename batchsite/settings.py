@@ -167,6 +167,7 @@ BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
 BATCHSITE_TEMPLATE_SLOTS = {
     "nav": ["schedules/slots/nav.html"],
     "batch_actions": ["schedules/slots/batch_actions.html"],
+    "batch_info": ["schedules/slots/batch_info.html"],
     "create_actions": ["schedules/slots/create_actions.html"],
 }
 # Templates and schedules: a cron slot found later than this (workers were down) counts as missed.

@@ -257,6 +257,8 @@ def test_the_template_page_runs_it_with_overrides_and_lists_its_runs(as_alice, a
     Batch.objects.filter(pk=run.batch_id).update(status=BatchStatus.PARTIAL_SUCCESS, failed=1, completed=1)
     page = as_alice.get(f"/templates/{template.pk}/").content.decode()
     assert run.batch.name in page and "<svg" in page and "1 failed of 2" in page
+    page = as_alice.get(f"/batches/{run.batch_id}/").content.decode()
+    assert f'Run #1 of template <a href="/templates/{template.pk}/">nightly</a>' in page
 
 
 def test_the_template_page_shows_override_errors_next_to_fields_and_runs_nothing(as_alice, alice):
