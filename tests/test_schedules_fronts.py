@@ -8,7 +8,7 @@ import re
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
-from django.test import Client
+from django.test import Client, override_settings
 
 from jobs import services as core_services
 from jobs.models import Batch, BatchStatus
@@ -416,3 +416,15 @@ def test_cli_saves_a_batch_as_template_and_runs_a_batch_again(alice):
     output = batch_command("run-again", batch.short_id)
     assert Batch.objects.count() == 2
     assert "Created batch" in output
+
+
+@override_settings(BATCH_CREATE_RATE_LIMIT=2, BATCH_CREATE_RATE_WINDOW_S=3600)
+def test_api_runs_count_against_the_creation_rate_limit(alice_api, alice, redis_clean):
+    template = make_template(alice)
+    batch = core_services.batch_create(owner=alice, type="demo.sleep", name="once", items=["x"])
+    assert post(alice_api, f"/api/templates/{template.pk}/run", {}).status_code == 201
+    assert post(alice_api, f"/api/batches/{batch.pk}/run-again", {}).status_code == 201
+    refused = post(alice_api, f"/api/templates/{template.pk}/run", {})
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 3600
+    assert post(alice_api, f"/api/batches/{batch.pk}/run-again", {}).status_code == 429
+    assert Batch.objects.count() == 3

@@ -13,11 +13,12 @@ from pydantic import ConfigDict
 
 from jobs import selectors as core_selectors
 from jobs import services as core_services
-from jobs.api.endpoints import LIMIT, OFFSET, batch_out
+from jobs.api.endpoints import LIMIT, OFFSET, api, batch_out
 from jobs.api.schemas import BatchOut, Error
 from jobs.models import Batch
 from jobs.schedules import selectors, services
 from jobs.schedules.models import DEFAULT_NAME_PATTERN, BatchTemplate, Missed, Overlap, Schedule
+from jobs.services import ratelimit
 
 router = Router()
 ERRORS = {401: Error, 404: Error}
@@ -203,6 +204,17 @@ def run_out(run) -> dict[str, Any]:
     }
 
 
+def _rate_limited(request):
+    """The core's creation rate limit, as POST /api/batches applies it: a 429 response, or None."""
+    wait = ratelimit.creation_wait_seconds(request.user)
+    if not wait:
+        return None
+    body = {"message": f"Too many batches created; try again in {wait} s.", "errors": {}}
+    response = api.create_response(request, body, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 def _page(limit: int, offset: int) -> slice:
     limit = max(1, min(limit, 200))
     return slice(max(0, offset), max(0, offset) + limit)
@@ -253,7 +265,7 @@ def delete_template(request, template_id: int):
 
 @router.post(
     "/templates/{int:template_id}/run",
-    response={201: RunOut, 413: Error, **INPUT_ERRORS, **ERRORS},
+    response={201: RunOut, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
     tags=["templates"],
     summary="Run a template, with overrides",
 )
@@ -262,6 +274,8 @@ def run_template(request, template_id: int, payload: RunIn):
     field paths (`params.duration_ms`, `options.max_parallel`, `items[2]`), and nothing is created;
     so is a template whose operation type was removed."""
     template = selectors.template_get_visible(request.user, template_id)
+    if limited := _rate_limited(request):
+        return limited
     run = services.template_run(template=template, params=payload.params, options=payload.options, items=payload.items)
     return Status(201, run_out(run))
 
@@ -282,12 +296,14 @@ def list_runs(request, template_id: int, limit: int = LIMIT, offset: int = OFFSE
 
 @router.post(
     "/batches/{uuid:batch_id}/run-again",
-    response={201: BatchOut, 413: Error, **INPUT_ERRORS, **ERRORS},
+    response={201: BatchOut, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
     tags=["batches"],
     summary="Start a new batch with the same type, items, parameters and options",
 )
 def run_again(request, batch_id: UUID):
     batch = core_selectors.batch_get_visible(request.user, batch_id)
+    if limited := _rate_limited(request):
+        return limited
     new_batch = core_services.batch_run_again(batch=batch, by=request.user)
     return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=new_batch.pk)))
 
