@@ -428,3 +428,47 @@ def test_api_runs_count_against_the_creation_rate_limit(alice_api, alice, redis_
     assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 3600
     assert post(alice_api, f"/api/batches/{batch.pk}/run-again", {}).status_code == 429
     assert Batch.objects.count() == 3
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(staff) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def test_the_admin_lists_templates_schedules_and_runs_and_runs_a_template(admin_client, alice):
+    template = make_template(alice)
+    schedule = services.schedule_create(template=template, cron="0 6 * * *", timezone="Europe/Paris")
+    services.template_run(template=template)
+    for url in (
+        "/admin/schedules/batchtemplate/",
+        f"/admin/schedules/batchtemplate/{template.pk}/change/",
+        "/admin/schedules/schedule/",
+        f"/admin/schedules/schedule/{schedule.pk}/change/",
+        "/admin/schedules/templaterun/",
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+    response = admin_client.post(
+        "/admin/schedules/batchtemplate/", {"action": "run_now", "_selected_action": [template.pk]}
+    )
+    assert response.status_code == 302
+    assert TemplateRun.objects.count() == 2
+
+
+def test_the_admin_schedule_form_quotes_a_bad_cron_and_saves_through_the_service(admin_client, alice):
+    template = make_template(alice)
+    form = {"template": template.pk, "cron": "0 6 * * *", "timezone": "Atlantis", "overlap": "skip", "missed": "skip"}
+    response = admin_client.post("/admin/schedules/schedule/add/", {**form, "enabled": "on"})
+    assert response.status_code == 200 and b"&#x27;Atlantis&#x27;" in response.content
+    assert Schedule.objects.count() == 0
+    response = admin_client.post(
+        "/admin/schedules/schedule/add/", {**form, "timezone": "Europe/Paris", "enabled": "on"}
+    )
+    assert response.status_code == 302
+    schedule = Schedule.objects.get()
+    assert schedule.next_run_at is not None and schedule.timezone == "Europe/Paris"
