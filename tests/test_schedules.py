@@ -2,6 +2,7 @@
 
 import threading
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -214,6 +215,23 @@ def test_the_tick_fires_a_due_schedule_once_and_moves_to_the_next_slot(alice):
     schedule.refresh_from_db()
     assert schedule.next_run_at == at("2026-03-31 04:00")
     assert "Started" in schedule.last_outcome
+
+
+def test_a_stepped_clock_across_the_dst_change_fires_each_local_slot_once(alice):
+    """A tick every 10 minutes for a week around Paris's spring change: 7 runs, all at 06:00 local."""
+    make_schedule(alice, when="2026-03-26 12:00")
+    with time_machine.travel(at("2026-03-26 12:00"), tick=False) as clock:
+        for _ in range(7 * 24 * 6):
+            clock.shift(timedelta(minutes=10))
+            for fired in tick.run():
+                finish(fired.run.batch)
+    slots = list(TemplateRun.objects.order_by("slot").values_list("slot", flat=True))
+    paris = [slot.astimezone(ZoneInfo("Europe/Paris")) for slot in slots]
+    expected_days = [(3, 27), (3, 28), (3, 29), (3, 30), (3, 31), (4, 1), (4, 2)]
+    assert [(m.month, m.day, m.hour, m.minute) for m in paris] == [(mo, d, 6, 0) for mo, d in expected_days]
+    # Before the change 06:00 is 05:00 UTC, after it 04:00 UTC.
+    assert [slot.hour for slot in slots] == [5, 5, 4, 4, 4, 4, 4]
+    assert Batch.objects.count() == 7
 
 
 def test_a_disabled_schedule_does_not_fire(alice):
