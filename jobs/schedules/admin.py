@@ -6,6 +6,7 @@ and changed: the form checks the cron and time zone with the same service code, 
 """
 
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -13,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from jobs.errors import InvalidInput
+from jobs.errors import InvalidInput, RateLimited
 from jobs.schedules import cron, services
 from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
 
@@ -54,7 +55,7 @@ class BatchTemplateAdmin(admin.ModelAdmin):
         for template in queryset:
             try:
                 run = services.template_run(template=template)
-            except InvalidInput as exc:
+            except (InvalidInput, RateLimited) as exc:
                 self.message_user(request, f"{template.name}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{template.name}: started batch {run.batch.name}.", messages.SUCCESS)
@@ -65,8 +66,8 @@ class ScheduleAdminForm(forms.ModelForm):
         model = Schedule
         fields = ("template", "cron", "timezone", "enabled", "overlap", "missed")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         try:
             cleaned.update(services.schedule_validate({k: v for k, v in cleaned.items() if k != "template"}))
         except InvalidInput as exc:

@@ -13,12 +13,11 @@ from pydantic import ConfigDict
 
 from jobs import selectors as core_selectors
 from jobs import services as core_services
-from jobs.api.endpoints import LIMIT, OFFSET, api, batch_out
+from jobs.api.endpoints import LIMIT, OFFSET, batch_out
 from jobs.api.schemas import BatchOut, Error
 from jobs.models import Batch
 from jobs.schedules import selectors, services
 from jobs.schedules.models import DEFAULT_NAME_PATTERN, BatchTemplate, Missed, Overlap, Schedule
-from jobs.services import ratelimit
 
 router = Router()
 ERRORS = {401: Error, 404: Error}
@@ -204,17 +203,6 @@ def run_out(run) -> dict[str, Any]:
     }
 
 
-def _rate_limited(request):
-    """The core's creation rate limit, as POST /api/batches applies it: a 429 response, or None."""
-    wait = ratelimit.creation_wait_seconds(request.user)
-    if not wait:
-        return None
-    body = {"message": f"Too many batches created; try again in {wait} s.", "errors": {}}
-    response = api.create_response(request, body, status=429)
-    response["Retry-After"] = str(wait)
-    return response
-
-
 def _page(limit: int, offset: int) -> slice:
     limit = max(1, min(limit, 200))
     return slice(max(0, offset), max(0, offset) + limit)
@@ -274,8 +262,6 @@ def run_template(request, template_id: int, payload: RunIn):
     field paths (`params.duration_ms`, `options.max_parallel`, `items[2]`), and nothing is created;
     so is a template whose operation type was removed."""
     template = selectors.template_get_visible(request.user, template_id)
-    if limited := _rate_limited(request):
-        return limited
     run = services.template_run(template=template, params=payload.params, options=payload.options, items=payload.items)
     return Status(201, run_out(run))
 
@@ -302,8 +288,6 @@ def list_runs(request, template_id: int, limit: int = LIMIT, offset: int = OFFSE
 )
 def run_again(request, batch_id: UUID):
     batch = core_selectors.batch_get_visible(request.user, batch_id)
-    if limited := _rate_limited(request):
-        return limited
     new_batch = core_services.batch_run_again(batch=batch, by=request.user)
     return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=new_batch.pk)))
 

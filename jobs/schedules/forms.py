@@ -60,4 +60,6 @@ class ScheduleForm(forms.Form):
     def __init__(self, *args, templates=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if templates is not None:
-            self.fields["template"].queryset = templates
+            field = self.fields["template"]
+            assert isinstance(field, forms.ModelChoiceField)
+            field.queryset = templates

@@ -113,6 +113,7 @@ def _clean_definition(data: dict[str, Any]) -> dict[str, Any]:
                     errors.update(exc.errors)
     if errors:
         raise InvalidInput(errors)
+    assert isinstance(name, str)
     return {
         "name": name.strip(),
         "type": optype.key,
@@ -133,7 +134,7 @@ def _check_options(options: dict[str, Any], path: str = "options") -> dict[str, 
     if not form.is_valid():
         for field, messages in form.errors.items():
             if field in options:
-                errors[f"{path}.{field}"] = list(messages)
+                errors[f"{path}.{field}"] = [str(message) for message in messages]
     return errors
 
 
@@ -218,10 +219,12 @@ def template_run(
     schedule: Schedule | None = None,
     slot: datetime | None = None,
     start: bool = True,
+    rate_limit: bool = True,
 ) -> TemplateRun:
     """Create (and start, unless `start` is false) a batch from the template with overrides:
     `params` overlay the template's, `options` overlay its options, `items` picks a subset of its
-    item labels. The batch belongs to the template's owner.
+    item labels. The batch belongs to the template's owner. A person's run counts against the
+    creation rate limit (RateLimited); a schedule's runs pass `rate_limit=False`.
 
     Raises InvalidInput with field paths (the type gone, overrides the type rejects); nothing is
     written then, not even the run number."""
@@ -256,6 +259,7 @@ def template_run(
             items=run_items,
             params={**template.params, **(params or {})},
             start=start,
+            rate_limit=rate_limit,
             **merged_options,
         )
         run = TemplateRun.objects.create(
@@ -427,7 +431,12 @@ def _fire(schedule: Schedule, slot: datetime, note: str) -> Fired:
     try:
         with transaction.atomic():
             run = template_run(
-                template=schedule.template, trigger=RunTrigger.SCHEDULE, schedule=schedule, slot=slot, start=start
+                template=schedule.template,
+                trigger=RunTrigger.SCHEDULE,
+                schedule=schedule,
+                slot=slot,
+                start=start,
+                rate_limit=False,
             )
     except (InvalidInput, IntegrityError) as exc:
         logger.warning("schedule %s: run for %s not created: %s", schedule.pk, slot, exc)
@@ -448,6 +457,8 @@ def schedule_start_queued() -> int:
         .order_by("id")
     )
     for run in waiting:
+        if run.schedule_id is None:
+            continue
         earlier = (
             TemplateRun.objects.filter(schedule_id=run.schedule_id, id__lt=run.id)
             .exclude(batch__status__in=TERMINAL_STATUSES)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from jobs import selectors as core_selectors
-from jobs.errors import InvalidInput
+from jobs.errors import InvalidInput, RateLimited
 from jobs.forms import BatchOptionsForm, ItemsForm
 from jobs.optypes import all_types, get_type
 from jobs.schedules import charts, cron, selectors, services
@@ -126,9 +126,10 @@ def _add_errors(exc: InvalidInput, meta: forms.Form, options: forms.Form, params
     for path, field_messages in exc.errors.items():
         head, _, rest = path.partition(".")
         head = head.split("[")[0]
+        target: forms.Form
+        name: str | None
         if head == "options":
-            head = rest or None
-            target, name = options, head if head in options.fields else None
+            target, name = options, rest if rest in options.fields else None
         elif head == "params":
             target, name = params, rest if rest in params.fields else None
         elif head in options.fields:
@@ -216,7 +217,10 @@ def template_run(request: HttpRequest, template_id: int) -> HttpResponse:
                 items=items.labels(),
             )
         except InvalidInput as exc:
-            _add_errors(exc, forms.Form(), options, params, items)
+            _add_errors(exc, items, options, params, items)
+        except RateLimited as exc:
+            items.add_error(None, str(exc))
+            return _render_detail(request, template, options, params, items, status=429)
         else:
             messages.success(request, f"Started {run.batch.name} with {run.batch.total} operations.")
             return redirect("batch_detail", batch_id=run.batch_id)

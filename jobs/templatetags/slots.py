@@ -14,4 +14,7 @@ register = template.Library()
 @register.simple_tag(takes_context=True)
 def slot(context: template.Context, name: str) -> str:
     names = getattr(settings, "BATCHSITE_TEMPLATE_SLOTS", {}).get(name, ())
-    return mark_safe("".join(context.template.engine.get_template(path).render(context) for path in names))
+    if not names or context.template is None:
+        return ""
+    engine = context.template.engine
+    return mark_safe("".join(engine.get_template(path).render(context) for path in names))
