@@ -12,7 +12,7 @@ from django.test import Client, override_settings
 
 from jobs import services as core_services
 from jobs.models import Batch, BatchStatus
-from jobs.schedules import services
+from jobs.schedules import services, tick
 from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
 from jobs.services import tokens
 from tests.test_schedules import at, make_template
@@ -419,15 +419,19 @@ def test_cli_saves_a_batch_as_template_and_runs_a_batch_again(alice):
 
 
 @override_settings(BATCH_CREATE_RATE_LIMIT=2, BATCH_CREATE_RATE_WINDOW_S=3600)
-def test_api_runs_count_against_the_creation_rate_limit(alice_api, alice, redis_clean):
+def test_api_runs_count_against_the_creation_rate_limit_but_scheduled_runs_do_not(alice_api, alice, redis_clean):
     template = make_template(alice)
-    batch = core_services.batch_create(owner=alice, type="demo.sleep", name="once", items=["x"])
+    batch = core_services.batch_create(owner=alice, type="demo.sleep", name="once", items=["x"], rate_limit=False)
     assert post(alice_api, f"/api/templates/{template.pk}/run", {}).status_code == 201
     assert post(alice_api, f"/api/batches/{batch.pk}/run-again", {}).status_code == 201
     refused = post(alice_api, f"/api/templates/{template.pk}/run", {})
     assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 3600
     assert post(alice_api, f"/api/batches/{batch.pk}/run-again", {}).status_code == 429
     assert Batch.objects.count() == 3
+    with time_machine.travel(at("2026-03-30 03:00"), tick=False):
+        services.schedule_create(template=template, cron="0 6 * * *", timezone="Europe/Paris")
+    (fired,) = tick.run(now=at("2026-03-30 04:00:01"))
+    assert fired.run is not None and Batch.objects.count() == 4
 
 
 # --- admin ------------------------------------------------------------------------------------
