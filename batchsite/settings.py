@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "ninja",
     "template_partials",
     "jobs",
+    "jobs.schedules",
 ]
 
 MIDDLEWARE = [
@@ -168,6 +169,20 @@ BATCHSITE_ETA_WINDOW_S = env_number("BATCHSITE_ETA_WINDOW_S", 10.0, float, minim
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
 # Modules that register a project's own operation types, imported by every process at start-up.
 BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYPES", "").split(",") if m.strip()]
+
+# Functions (dotted paths) every worker calls on its timer, every BATCHSITE_REAP_INTERVAL_S seconds.
+BATCHSITE_WORKER_TICKS = ["jobs.schedules.tick.run"]
+# Verbs of `manage.py batch` added by feature apps: functions called with the verbs' subparsers.
+BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
+# Templates of feature apps rendered in the core's pages, by slot ({% slot "name" %} in templates/).
+BATCHSITE_TEMPLATE_SLOTS = {
+    "nav": ["schedules/slots/nav.html"],
+    "batch_actions": ["schedules/slots/batch_actions.html"],
+    "batch_info": ["schedules/slots/batch_info.html"],
+    "create_actions": ["schedules/slots/create_actions.html"],
+}
+# Templates and schedules: a cron slot found later than this (workers were down) counts as missed.
+BATCHSITE_SCHEDULE_MISSED_AFTER_S = env_number("BATCHSITE_SCHEDULE_MISSED_AFTER_S", 300, int, minimum=1)
 
 # Operation types that reach registered database instances.
 # sql.workflow runs only SELECT/WITH statements in read-only transactions unless this is on.

@@ -11,6 +11,7 @@ import redis.exceptions
 from django.conf import settings
 from django.db import connections
 from django.db.backends.signals import connection_created
+from django.utils.module_loading import import_string
 from rq.worker import SimpleWorker
 
 from jobs.engine import dispatch, executor, reaper
@@ -115,8 +116,21 @@ class BatchsiteWorker(SimpleWorker):
                 logger.warning("reaper: failed, will try again", exc_info=True)
             finally:
                 connections.close_all()
+            run_worker_ticks()
             if self.executor.recycle_requested:
                 # Too many operation threads outlived their timeout: a warm restart frees them
                 # (the supervisor starts the worker again).
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
+
+
+def run_worker_ticks() -> None:
+    """Call each function named in settings.BATCHSITE_WORKER_TICKS (dotted paths, imported by string
+    so the engine imports no feature app); a failing one is logged and the others still run."""
+    for path in settings.BATCHSITE_WORKER_TICKS:
+        try:
+            import_string(path)()
+        except Exception:
+            logger.warning("tick %s: failed, will try again", path, exc_info=True)
+        finally:
+            connections.close_all()

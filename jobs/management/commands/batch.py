@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 from typing import TextIO, cast
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import BooleanField, CharField, FloatField
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from jobs import selectors, services
 from jobs.engine import reaper
@@ -98,9 +100,18 @@ class Command(BaseCommand):
         remove = instance_verbs.add_parser("remove", help="Forget a registered instance.")
         remove.add_argument("name")
 
+        # Verbs of feature apps, named by dotted path so this command imports none of them: each is
+        # called with the subparsers and adds its verbs with set_defaults(handler=fn(command, options)).
+        for path in settings.BATCHSITE_COMMAND_VERBS:
+            import_string(path)(verbs)
+
     def handle(self, *args, **options) -> None:
         try:
-            getattr(self, f"handle_{options['verb']}")(options)
+            handler = options.get("handler")
+            if handler is not None:
+                handler(self, options)
+            else:
+                getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (IllegalTransition, RateLimited) as exc:
