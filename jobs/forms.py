@@ -1,6 +1,8 @@
 """Forms shared by pages, API and commands; the type-specific parameter forms live in optypes/."""
 
 from django import forms
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from jobs.models import Priority
 
@@ -16,6 +18,22 @@ class BatchOptionsForm(forms.Form):
     retry_backoff_s = forms.FloatField(min_value=0, max_value=3600, initial=1.0, label="Retry backoff (s)")
     timeout_s = forms.IntegerField(min_value=1, max_value=86_400, initial=300, label="Timeout per operation (s)")
     priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.DEFAULT, label="Priority")
+    webhook_url = forms.URLField(
+        required=False,
+        max_length=2000,
+        assume_scheme="https",
+        label="Webhook URL",
+        help_text="Optional: receives a signed POST when the batch ends.",
+    )
+
+    def clean_webhook_url(self) -> str:
+        # Which targets are allowed is the notifications feature's policy, named by a setting so
+        # the core does not import it.
+        url = self.cleaned_data.get("webhook_url") or ""
+        if url:
+            for path in settings.BATCHSITE_WEBHOOK_URL_VALIDATORS:
+                import_string(path)(url)
+        return url
 
     @classmethod
     def defaults(cls) -> dict:

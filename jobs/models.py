@@ -59,6 +59,8 @@ class Batch(models.Model):
     retry_backoff_s = models.FloatField(default=1.0)
     timeout_s = models.PositiveIntegerField(default=300)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.DEFAULT)
+    # Where to POST when the batch ends (jobs.notifications delivers it; the core only keeps it).
+    webhook_url = models.URLField(max_length=2000, blank=True)
 
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     total = models.PositiveIntegerField(default=0)
@@ -200,13 +202,15 @@ class BatchEventKind(models.TextChoices):
     STOPPED = "stopped", "Stopped on error"
     FINISHED = "finished", "Finished"
     REAPED = "reaped", "Reaped"
+    # An operation failed with no automatic retries left (the notifications outbox reads it).
+    OPERATION_FAILED_FINAL = "operation_failed_final", "Operation failed"
 
 
 class BatchEvent(models.Model):
     """Append-only timeline of a batch."""
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=20, choices=BatchEventKind.choices)
+    kind = models.CharField(max_length=30, choices=BatchEventKind.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

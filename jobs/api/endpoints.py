@@ -152,7 +152,7 @@ def not_found(request, path: str = ""):
 def batch_out(batch: Batch) -> dict:
     fields = (
         "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s "
-        "timeout_s priority total pending running completed failed skipped percent_complete eta_seconds "
+        "timeout_s priority webhook_url total pending running completed failed skipped percent_complete eta_seconds "
         "current_operation created_at started_at finished_at cancel_reason"
     ).split()
     data = {name: getattr(batch, name) for name in fields}

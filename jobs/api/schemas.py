@@ -26,6 +26,9 @@ class BatchIn(Schema):
     retry_backoff_s: float = Field(1.0, description="Base seconds between retries, doubled per retry.")
     timeout_s: int = Field(300, description="Seconds per operation, 1 to 86400.")
     priority: str = Field("default", description="high, default or low.")
+    webhook_url: str = Field(
+        "", description="Optional: receives a signed POST (your default signing secret) when the batch ends."
+    )
 
 
 class BatchOut(Schema):
@@ -44,6 +47,7 @@ class BatchOut(Schema):
     retry_backoff_s: float
     timeout_s: int
     priority: str
+    webhook_url: str
     total: int
     pending: int
     running: int

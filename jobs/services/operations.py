@@ -256,6 +256,10 @@ def _record_failure(batch, operation, now, error, error_type, duration_ms, retry
         return
     Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.FAILED, finished_at=now, **common)
     update_batch(batch, running=-1, failed=+1, **timing)
+    # The message starts with "#<seq> ": readers of the outbox (notifications) find the operation by it.
+    record_event(
+        batch, BatchEventKind.OPERATION_FAILED_FINAL, None, f"#{operation.seq} {operation.label}: {error_type or error}"
+    )
     if batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
         cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
         skipped = skip_pending(batch, now, "Skipped: the batch stopped on error.")

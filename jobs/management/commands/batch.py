@@ -42,6 +42,9 @@ class Command(BaseCommand):
         create.add_argument("--retry-backoff", type=float, default=1.0, help="Base seconds, doubled per retry.")
         create.add_argument("--timeout", type=int, default=300, help="Seconds per operation.")
         create.add_argument("--priority", default="default", help="high, default or low.")
+        create.add_argument(
+            "--webhook", default="", metavar="URL", help="POST a signed notification here when it ends."
+        )
         create.add_argument("--user", help="Owner username (default: the first superuser).")
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
 
@@ -127,6 +130,7 @@ class Command(BaseCommand):
             retry_backoff_s=options["retry_backoff"],
             timeout_s=options["timeout"],
             priority=options["priority"],
+            webhook_url=options["webhook"],
         )
         self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
         if options["wait"]:
