@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import traceback
+from datetime import datetime
 
 import httpx
 from django.conf import settings
@@ -31,7 +32,7 @@ def body_of(delivery: Delivery) -> bytes:
     return json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
 
 
-def deliver(delivery: Delivery, *, worker: str = "") -> str:
+def deliver(delivery: Delivery, *, worker: str = "", now: datetime | None = None) -> str:
     """Make one attempt of a claimed delivery and record it; returns the attempt's outcome."""
     started_at = timezone.now()
     start = time.monotonic()
@@ -45,6 +46,7 @@ def deliver(delivery: Delivery, *, worker: str = "") -> str:
         started_at=started_at,
         duration_ms=int((time.monotonic() - start) * 1000),
         worker=worker,
+        now=now,
         **result,
     )
     return result["outcome"]

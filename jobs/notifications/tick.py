@@ -37,7 +37,8 @@ def worker_name() -> str:
 
 
 def run(*, now: datetime | None = None) -> TickReport:
-    now = now or timezone.now()
+    """One pass. `now` (tests) stands for the clock throughout, also when attempts are recorded."""
+    fixed_now, now = now, now or timezone.now()
     worker = worker_name()
     report = TickReport()
     for event_id in services.outbox_pending_events():
@@ -54,16 +55,16 @@ def run(*, now: datetime | None = None) -> TickReport:
             claimed.append(delivery)
     if len(claimed) == 1 or PARALLEL_SENDS <= 1:
         for delivery in claimed:
-            sender.deliver(delivery, worker=worker)
+            sender.deliver(delivery, worker=worker, now=fixed_now)
     elif claimed:
         with ThreadPoolExecutor(max_workers=PARALLEL_SENDS, thread_name_prefix="notify") as pool:
-            list(pool.map(lambda d: _deliver_in_thread(d, worker), claimed))
+            list(pool.map(lambda d: _deliver_in_thread(d, worker, fixed_now), claimed))
     report.attempts = len(claimed)
     return report
 
 
-def _deliver_in_thread(delivery, worker: str) -> None:
+def _deliver_in_thread(delivery, worker: str, now: datetime | None) -> None:
     try:
-        sender.deliver(delivery, worker=worker)
+        sender.deliver(delivery, worker=worker, now=now)
     finally:
         connections.close_all()
