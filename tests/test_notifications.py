@@ -618,3 +618,26 @@ def test_in_workers_a_receiver_that_stays_down_leaves_the_batch_alone_and_hooks_
     lines = [json.loads(line) for line in notify_workers.read_text().splitlines()]
     assert sorted(line["batch"] for line in lines) == sorted([str(down.pk), str(up.pk)])
     assert os.getpid() not in {line["pid"] for line in lines}, "hooks must run in the workers"
+
+
+def test_the_notifications_command_ticks_lists_and_resends(alice, httpserver):
+    import io
+
+    httpserver.expect_request(HOOK).respond_with_data("ok")
+    batch = finish(make_batch(alice, webhook_url=httpserver.url_for(HOOK)), "ok", "ok")
+    out = io.StringIO()
+    call_command("notifications", "tick", stdout=out)
+    assert "1 event(s) fanned out to 1 deliveries; 1 attempt(s)" in out.getvalue()
+    out = io.StringIO()
+    call_command("notifications", "deliveries", str(batch.pk), stdout=out)
+    delivery = Delivery.objects.get()
+    assert str(delivery.pk) in out.getvalue() and "succeeded" in out.getvalue() and "HTTP 200" in out.getvalue()
+    call_command("notifications", "resend", str(delivery.pk), stdout=io.StringIO())
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"
+    with pytest.raises(CommandError) as error:
+        call_command("notifications", "resend", str(delivery.pk), stdout=io.StringIO())
+    assert error.value.returncode == 2
+    with pytest.raises(CommandError) as error:
+        call_command("notifications", "resend", "nope", stdout=io.StringIO())
+    assert error.value.returncode == 2

@@ -6,6 +6,7 @@ attempt of each due delivery. Nothing here sleeps: a retry is a row with a later
 later pass, in whichever worker, picks up. Safe to run in many workers at once (see services).
 """
 
+import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from django.utils import timezone
 
 from jobs.notifications import delivery as sender
 from jobs.notifications import services
+
+logger = logging.getLogger(__name__)
 
 # Deliveries sent at once per pass: a slow receiver (up to the 10 s timeout) holds only its own.
 PARALLEL_SENDS = 4
@@ -42,7 +45,13 @@ def run(*, now: datetime | None = None) -> TickReport:
     worker = worker_name()
     report = TickReport()
     for event_id in services.outbox_pending_events():
-        created = services.event_fan_out(event_id=event_id, worker=worker, now=now)
+        try:
+            created = services.event_fan_out(event_id=event_id, worker=worker, now=now)
+        except Exception:
+            # One event that cannot be fanned out (a bug, a type that fails to load) must not
+            # hold up the others; it stays unclaimed and is tried again next pass.
+            logger.exception("notifications: could not fan out event %s", event_id)
+            continue
         if created is not None:
             report.events += 1
             report.deliveries += created
