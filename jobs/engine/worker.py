@@ -5,10 +5,9 @@ import threading
 
 from django.conf import settings
 from django.db import connections
-from django.utils.module_loading import import_string
 from rq.worker import Worker
 
-from jobs.engine import reaper
+from jobs.engine import reaper, ticks
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +24,13 @@ class BatchsiteWorker(Worker):
         stop = threading.Event()
         reaper = threading.Thread(target=self._reap_periodically, args=(stop,), name="batchsite-reaper", daemon=True)
         reaper.start()
-        ticks = threading.Thread(target=self._tick_periodically, args=(stop,), name="batchsite-ticks", daemon=True)
-        ticks.start()
+        ticker = ticks.start()
         try:
             return super().work(*args, **kwargs)
         finally:
             stop.set()
+            if ticker is not None:
+                ticker.terminate()
 
     def fork_work_horse(self, job, queue) -> None:
         # A connection opened in this thread would be shared by every forked horse (PostgreSQL
@@ -48,17 +48,3 @@ class BatchsiteWorker(Worker):
                 logger.warning("reaper: failed, will try again", exc_info=True)
             finally:
                 connections.close_all()
-
-    def _tick_periodically(self, stop: threading.Event) -> None:
-        """Run the features' ticks (settings.BATCHSITE_WORKER_TICKS, dotted paths of functions taking
-        no argument, e.g. the notifications outbox) in every worker; each must be safe to run in
-        several workers at once."""
-        ticks = [import_string(path) for path in settings.BATCHSITE_WORKER_TICKS]
-        while ticks and not stop.wait(settings.BATCHSITE_TICK_INTERVAL_S):
-            for tick in ticks:
-                try:
-                    tick()
-                except Exception:
-                    logger.warning("tick %s: failed, will try again", tick.__module__, exc_info=True)
-                finally:
-                    connections.close_all()
