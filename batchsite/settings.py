@@ -183,6 +183,9 @@ BATCHSITE_WEBHOOK_URL_VALIDATORS = ["jobs.notifications.policy.validate_webhook_
 # Notifications (jobs.notifications). Webhook targets on private, loopback or link-local addresses
 # are refused outside DEBUG unless their host or a CIDR holding their address is listed here.
 BATCHSITE_WEBHOOK_ALLOW = [h.strip() for h in env_str("BATCHSITE_WEBHOOK_ALLOW", "").split(",") if h.strip()]
+# Allow every private or loopback target (local development). Follows DEBUG unless set; scripts/run
+# hands the web server's DEBUG to its workers here, since they always run with DEBUG off.
+BATCHSITE_WEBHOOK_ALLOW_PRIVATE = env_bool("BATCHSITE_WEBHOOK_ALLOW_PRIVATE", DEBUG)
 BATCHSITE_WEBHOOK_TIMEOUT_S = env_number("BATCHSITE_WEBHOOK_TIMEOUT_S", 10.0, float, minimum=0.1)
 # Failed deliveries are retried with exponential backoff from this base, for this long.
 BATCHSITE_WEBHOOK_BACKOFF_S = env_number("BATCHSITE_WEBHOOK_BACKOFF_S", 10.0, float, minimum=0.0)

@@ -36,7 +36,9 @@ HOOK = "/hook"
 def _notification_settings(settings, monkeypatch):
     # The receiver runs on 127.0.0.1: allowed by name here, as an operator would list it.
     settings.BATCHSITE_WEBHOOK_ALLOW = ["127.0.0.1"]
+    settings.BATCHSITE_WEBHOOK_ALLOW_PRIVATE = False
     monkeypatch.setenv("BATCHSITE_WEBHOOK_ALLOW", "127.0.0.1")
+    monkeypatch.setenv("BATCHSITE_WEBHOOK_ALLOW_PRIVATE", "false")
     settings.BATCHSITE_WEBHOOK_BACKOFF_S = 10.0
     settings.BATCHSITE_WEBHOOK_RETRY_FOR_S = 86_400
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -291,7 +293,7 @@ def test_the_allow_list_admits_a_listed_network(alice, settings):
     settings.BATCHSITE_WEBHOOK_ALLOW = ["10.0.0.0/8"]
     assert make_batch(alice, webhook_url="http://10.1.2.3/hook").webhook_url == "http://10.1.2.3/hook"
     settings.BATCHSITE_WEBHOOK_ALLOW = []
-    settings.DEBUG = True
+    settings.BATCHSITE_WEBHOOK_ALLOW_PRIVATE = True
     assert make_batch(alice, webhook_url="http://127.0.0.1/hook").webhook_url
 
 

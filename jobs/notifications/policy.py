@@ -1,8 +1,8 @@
 """Which URLs the server may call: the guard that keeps users from reaching internal services.
 
-Outside DEBUG a target whose host resolves to a private, loopback, link-local or otherwise
-non-public address is refused, unless its host name or a network holding the address is listed in
-settings.BATCHSITE_WEBHOOK_ALLOW. Every address the host resolves to is checked (a name with one
+Unless settings.BATCHSITE_WEBHOOK_ALLOW_PRIVATE (which follows DEBUG) is on, a target whose host
+resolves to a private, loopback, link-local or otherwise non-public address is refused, unless
+its host name or a network holding the address is listed in settings.BATCHSITE_WEBHOOK_ALLOW. Every address the host resolves to is checked (a name with one
 public and one private address is refused), at creation and again before each delivery, since
 DNS answers change.
 """
@@ -56,7 +56,7 @@ def check_url(url: str) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise UrlRefused("The URL has an invalid port.") from None
-    if settings.DEBUG:
+    if settings.BATCHSITE_WEBHOOK_ALLOW_PRIVATE:
         return
     allowed_hosts, allowed_networks = _allow_list()
     if host in allowed_hosts:
