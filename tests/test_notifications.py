@@ -557,6 +557,17 @@ def test_the_admin_lists_deliveries_and_resends(staff, alice, httpserver):
         "/admin/notifications/delivery/", {"action": "resend", "_selected_action": [str(delivery.pk)]}
     )
     assert response.status_code == 302
+    subscription = notify.subscription_create(owner=alice, url=httpserver.url_for(HOOK), events=["failed"])
+    listing = client.get("/admin/notifications/subscription/").content.decode()
+    assert httpserver.url_for(HOOK) in listing and subscription.secret not in listing
+    change = client.get(f"/admin/notifications/subscription/{subscription.pk}/change/").content.decode()
+    assert subscription.secret not in change
+    response = client.post(
+        "/admin/notifications/subscription/", {"action": "pause", "_selected_action": [str(subscription.pk)]}
+    )
+    subscription.refresh_from_db()
+    assert not subscription.active
+    assert response.status_code == 302
     delivery.refresh_from_db()
     assert delivery.status == "pending"
 

@@ -1,6 +1,7 @@
 """The admin: subscriptions (secrets never shown) and the delivery log, read-only, with resend."""
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -17,6 +18,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     fields = ["owner", "channel", "url", "events", "active", "created_at"]
     readonly_fields = ["owner", "channel", "created_at"]
     actions = ["pause", "enable"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Created by their owners (page or API), who see the secret once.

@@ -9,6 +9,14 @@ from django.db import migrations, models
 import jobs.notifications.models
 
 
+def start_the_outbox_at_the_present(apps, schema_editor):
+    """Events written before this feature existed are history, not notifications to send."""
+    BatchEvent = apps.get_model("jobs", "BatchEvent")
+    OutboxCursor = apps.get_model("notifications", "OutboxCursor")
+    latest = BatchEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    OutboxCursor.objects.update_or_create(name="batch-events", defaults={"position": latest})
+
+
 class Migration(migrations.Migration):
     initial = True
 
@@ -218,4 +226,5 @@ class Migration(migrations.Migration):
             model_name="delivery",
             index=models.Index(fields=["batch", "-created_at"], name="delivery_batch_created"),
         ),
+        migrations.RunPython(start_the_outbox_at_the_present, migrations.RunPython.noop),
     ]
