@@ -95,6 +95,12 @@ def test_a_finished_batch_is_posted_once_to_its_webhook_url_when_the_receiver_an
     assert body["event"] == headers["Batchsite-Event"] == "completed"
     assert body["batch"]["id"] == str(batch.pk)
     assert (body["batch"]["status"], body["batch"]["completed"], body["batch"]["owner"]) == ("completed", 2, "alice")
+    # The batch as the API shows it: the same fields and values.
+    from jobs.api.endpoints import batch_out
+    from jobs.api.schemas import BatchOut
+
+    batch.refresh_from_db()
+    assert body["batch"] == BatchOut.model_validate(batch_out(batch)).model_dump(mode="json")
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("succeeded", 1, 200)
     assert EventClaim.objects.count() == 1
 
@@ -513,7 +519,7 @@ def test_the_batch_page_has_a_notifications_tab_with_a_resend_button(alice, bob,
     response = client.post(
         f"/notifications/batches/{batch.pk}/deliveries/{delivery.pk}/resend/", HTTP_HX_REQUEST="true"
     )
-    assert response.status_code == 200 and 'id="tab-panel"' in response.content.decode()
+    assert response.status_code == 200 and 'id="notification-deliveries"' in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.status == "pending"
     other = Client()

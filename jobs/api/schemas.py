@@ -7,6 +7,14 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
+from jobs.models import BatchStatus, option_field
+
+
+def _option(name: str) -> Any:
+    """A body field of a Batch option: its default and description from the model field."""
+    field = option_field(name)
+    return Field(field.default, description=str(field.help_text))
+
 
 class BatchIn(Schema):
     # A misspelt option ("max_paralel") is an error, not silently the default.
@@ -20,34 +28,18 @@ class BatchIn(Schema):
         ..., description='Labels, or objects {"label": "...", "params": {...}} whose params override `params`.'
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
-    max_parallel: int = Field(4, description="1 to 100; 1 runs the operations one after another.")
-    stop_on_error: bool = False
-    max_retries: int = Field(0, description="Automatic retries per operation, 0 to 10.")
-    retry_backoff_s: float = Field(1.0, description="Base seconds between retries, doubled per retry.")
-    timeout_s: int = Field(300, description="Seconds per operation, 1 to 86400.")
-    priority: str = Field("default", description="high, default or low.")
-    webhook_url: str = Field(
-        "", description="Optional: receives a signed POST (your default signing secret) when the batch ends."
-    )
+    max_parallel: int = _option("max_parallel")
+    stop_on_error: bool = _option("stop_on_error")
+    max_retries: int = _option("max_retries")
+    retry_backoff_s: float = _option("retry_backoff_s")
+    timeout_s: int = _option("timeout_s")
+    priority: str = _option("priority")
+    webhook_url: str = _option("webhook_url")
 
 
-class BatchOut(Schema):
+class ProgressOut(Schema):
     id: UUID
-    name: str
-    description: str
-    type: str
-    status: str = Field(
-        ..., description="pending, queued, running, paused, completed, failed, partial_success, cancelled"
-    )
-    owner: str
-    params: dict[str, Any]
-    max_parallel: int
-    stop_on_error: bool
-    max_retries: int
-    retry_backoff_s: float
-    timeout_s: int
-    priority: str
-    webhook_url: str
+    status: str = Field(..., description=", ".join(BatchStatus.values))
     total: int
     pending: int
     running: int
@@ -57,6 +49,23 @@ class BatchOut(Schema):
     percent_complete: int = Field(..., description="Rounded down; 100 only when nothing is pending or running.")
     eta_seconds: float | None
     current_operation: str
+
+
+class BatchOut(ProgressOut):
+    """A batch: its progress (ProgressOut) plus what it is and when things happened."""
+
+    name: str
+    description: str
+    type: str
+    owner: str
+    params: dict[str, Any]
+    max_parallel: int
+    stop_on_error: bool
+    max_retries: int
+    retry_backoff_s: float
+    timeout_s: int
+    priority: str
+    webhook_url: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -66,20 +75,6 @@ class BatchOut(Schema):
 class BatchList(Schema):
     items: list[BatchOut]
     count: int
-
-
-class ProgressOut(Schema):
-    id: UUID
-    status: str
-    total: int
-    pending: int
-    running: int
-    completed: int
-    failed: int
-    skipped: int
-    percent_complete: int
-    eta_seconds: float | None
-    current_operation: str
 
 
 class OperationOut(Schema):

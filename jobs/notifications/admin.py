@@ -48,8 +48,16 @@ class AttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = ["number", "started_at", "duration_ms", "status_code", "outcome", "error", "next_attempt_at", "worker"]
-    readonly_fields = fields
+    readonly_fields = fields = (
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "outcome",
+        "error",
+        "next_attempt_at",
+        "worker",
+    )
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

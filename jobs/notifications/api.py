@@ -10,11 +10,20 @@ from ninja.responses import Status
 from pydantic import ConfigDict
 
 from jobs import selectors as core_selectors
-from jobs.api.schemas import Error
 from jobs.notifications import selectors, services
 from jobs.notifications.models import Delivery, EventName, Subscription
 
 router = Router(tags=["notifications"])
+
+
+class NotificationError(Schema):
+    """The core API's error shape: a message and messages by field path."""
+
+    message: str
+    errors: dict[str, list[str]] = Field(default_factory=dict)
+
+
+Error = NotificationError
 ERRORS = {401: Error, 404: Error}
 INPUT_ERRORS = {400: Error, 422: Error}
 EVENTS_HELP = f"Any of: {', '.join(EventName.values)} (`finished` = any end)."

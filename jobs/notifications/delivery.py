@@ -40,7 +40,7 @@ def deliver(delivery: Delivery, *, worker: str = "", now: datetime | None = None
         Channel.WEBHOOK: _send_webhook,
         Channel.EMAIL: _send_email,
         Channel.HOOK: _run_hook,
-    }[delivery.channel](delivery)
+    }[Channel(delivery.channel)](delivery)
     services.delivery_record(
         delivery=delivery,
         started_at=started_at,

@@ -80,8 +80,6 @@ def signing_secret_rotate(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def delivery_resend(request: HttpRequest, batch_id, delivery_id) -> HttpResponse:
-    from jobs.web.views import batch_panel_context
-
     batch = core_selectors.batch_get_visible(request.user, batch_id)
     delivery = selectors.delivery_get(batch, delivery_id)
     status = 200
@@ -91,8 +89,7 @@ def delivery_resend(request: HttpRequest, batch_id, delivery_id) -> HttpResponse
     except InvalidInput as exc:
         messages.error(request, " ".join(m for msgs in exc.errors.values() for m in msgs))
         status = 409
-    if request.htmx:
-        context = batch_panel_context(batch, tab="notifications", query=request.GET)
-        context["flash"] = True
-        return render(request, "jobs/batch_detail.html#panel", context, status=status)
+    if getattr(request, "htmx", False):
+        context = {"batch": batch, "flash": True, **batch_tab_context(batch, request.GET)}
+        return render(request, "notifications/_batch_tab.html", context, status=status)
     return redirect(reverse("batch_detail", args=[batch.pk]) + "?tab=notifications")

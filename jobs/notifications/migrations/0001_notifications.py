@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("jobs", "0005_batch_webhook_url_event_kinds"),
+        ("jobs", "0007_batch_webhook_url_event_kinds"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
