@@ -403,22 +403,3 @@ def running_operations_of(operation_ids: Sequence[int]) -> set[int]:
             "pk", flat=True
         )
     )
-
-
-__all__ = [
-    "WORKER_LOST",
-    "Claim",
-    "GroupRecorded",
-    "NoClaim",
-    "Outcome",
-    "Recorded",
-    "operation_claim_next",
-    "operation_complete",
-    "operation_fail",
-    "operation_heartbeat",
-    "operation_recover_lost",
-    "operation_reschedule",
-    "operations_claim",
-    "operations_record",
-    "running_operations_of",
-]
