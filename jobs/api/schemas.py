@@ -34,6 +34,7 @@ class BatchIn(Schema):
     retry_backoff_s: float = _option("retry_backoff_s")
     timeout_s: int = _option("timeout_s")
     priority: str = _option("priority")
+    webhook_url: str = _option("webhook_url")
 
 
 class ProgressOut(Schema):
@@ -64,6 +65,7 @@ class BatchOut(ProgressOut):
     retry_backoff_s: float
     timeout_s: int
     priority: str
+    webhook_url: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -11,10 +11,9 @@ import redis.exceptions
 from django.conf import settings
 from django.db import connections
 from django.db.backends.signals import connection_created
-from django.utils.module_loading import import_string
 from rq.worker import SimpleWorker
 
-from jobs.engine import dispatch, executor, reaper
+from jobs.engine import dispatch, executor, reaper, ticks
 from jobs.engine.lane import worker_name
 
 logger = logging.getLogger(__name__)
@@ -57,6 +56,7 @@ class BatchsiteWorker(SimpleWorker):
         stop = threading.Event()
         ticker = threading.Thread(target=self._tick, args=(stop,), name="batchsite-reaper", daemon=True)
         ticker.start()
+        ticks.start(stop)
         try:
             return super().work(*args, **kwargs)
         finally:
@@ -116,21 +116,8 @@ class BatchsiteWorker(SimpleWorker):
                 logger.warning("reaper: failed, will try again", exc_info=True)
             finally:
                 connections.close_all()
-            run_worker_ticks()
             if self.executor.recycle_requested:
                 # Too many operation threads outlived their timeout: a warm restart frees them
                 # (the supervisor starts the worker again).
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-
-
-def run_worker_ticks() -> None:
-    """Call each function named in settings.BATCHSITE_WORKER_TICKS (dotted paths, imported by string
-    so the engine imports no feature app); a failing one is logged and the others still run."""
-    for path in settings.BATCHSITE_WORKER_TICKS:
-        try:
-            import_string(path)()
-        except Exception:
-            logger.warning("tick %s: failed, will try again", path, exc_info=True)
-        finally:
-            connections.close_all()

@@ -57,6 +57,9 @@ class Command(BaseCommand):
                 kind = {FloatField: float, CharField: str}.get(type(model_field), int)
                 help_text = f"{model_field.help_text} Default: {model_field.default}."
                 create.add_argument(flag, dest=field, type=kind, help=help_text)
+        create.add_argument(
+            "--webhook", default="", metavar="URL", help="POST a signed notification here when the batch ends."
+        )
         create.add_argument("--user", help="Owner username (default: the first superuser).")
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
 
@@ -147,6 +150,7 @@ class Command(BaseCommand):
             params=parse_key_values(options["param"]),
             # Options not given take the model's defaults in the service.
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
+            webhook_url=options["webhook"],
         )
         self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
         if options["wait"]:
