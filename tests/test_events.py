@@ -143,6 +143,8 @@ def test_events_from_worker_processes_reach_subscribers(alice, workers, listen):
         max_parallel=2,
     )
     wait_for(lambda: [m for m in listener.messages if m["status"] == "completed"], 60, message="completed event")
+    # The test process announced "queued" itself; on a busy machine it may arrive after the workers'.
+    wait_for(lambda: [m for m in listener.messages if m["status"] == "queued"], 10, message="the queued event")
     # Processes publish independently, so arrival order may differ from commit order: the
     # version (bumped by every transition) gives the order subscribers rely on.
     statuses = [m["status"] for m in sorted(listener.of_type("batch.status"), key=lambda m: m["version"])]
