@@ -91,7 +91,6 @@ class Executor:
         self.abandoned_alive = 0
         self.turn = 0
         self.recycle_requested = False
-        self.capacity_freed = threading.Condition(self.lock)
 
     # --- life cycle ---
 
@@ -152,13 +151,6 @@ class Executor:
         with self.lock:
             return self.concurrency - sum(1 for task in self.running.values() if not task.abandoned)
 
-    def wait_for_capacity(self, timeout: float) -> bool:
-        with self.capacity_freed:
-            if self._free_locked() > 0:
-                return True
-            self.capacity_freed.wait(timeout)
-            return self._free_locked() > 0
-
     def _free_locked(self) -> int:
         return self.concurrency - sum(1 for task in self.running.values() if not task.abandoned)
 
@@ -207,7 +199,6 @@ class Executor:
                     self.running.pop(task.claim.operation_id, None)
                     if outcome is not None:
                         self.outcomes.append((task, outcome))
-                    self.capacity_freed.notify_all()
                 self.wake.set()
         finally:
             connections.close_all()
@@ -230,7 +221,6 @@ class Executor:
             logger.warning("executor: %s threads still run past their operation; recycling", self.abandoned_alive)
             self.recycle_requested = True
         self._spawn_slot()
-        self.capacity_freed.notify_all()
         self.wake.set()
 
     # --- the dispatcher ---

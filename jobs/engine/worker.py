@@ -37,9 +37,8 @@ class BatchsiteWorker(SimpleWorker):
     """An RQ worker that runs up to BATCHSITE_WORKER_CONCURRENCY operations at once.
 
     RQ hands it lane jobs; each makes the worker's executor (jobs.engine.executor) serve that
-    batch, and the job ends at once. The worker takes a lane only while a slot is free, so lanes
-    left in the queue go to workers with room. It does not fork per job: the executor's threads,
-    database connections and timers live as long as the worker.
+    batch, and the job ends at once. It does not fork per job: the executor's threads, database
+    connections and timers live as long as the worker.
 
     It rides out Redis outages: RQ's own calls that would end the worker on a connection error are
     retried here with backoff. It runs the reaper on a timer rather than as a job for RQ's
@@ -69,9 +68,10 @@ class BatchsiteWorker(SimpleWorker):
                 logger.warning("worker: could not unregister", exc_info=True)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
-        # A lane only with a free slot: a full worker leaves lanes to workers with room.
-        while not self.executor.wait_for_capacity(1.0):
-            self._safely(self.heartbeat)
+        # Lanes are taken even when every slot is busy: the executor then shares the slots that free
+        # up between its batches by priority and in turn, so a batch started later, or of a higher
+        # priority, is not left in the queue behind a wide one. Redis hands a lane to the worker
+        # that has waited longest, so a batch's lanes spread over the workers.
         delay = 0.5
         while True:
             try:
