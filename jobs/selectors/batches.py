@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.errors import BatchNotFound, InvalidInput
 from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Batch, BatchStatus, Operation, OperationStatus
+from jobs.optypes import all_types
 from jobs.selectors import analytics
 from jobs.selectors.analytics import FINISHED
 
@@ -103,10 +104,13 @@ def batch_search(
     if status:
         batches = batches.filter(status=status)
     if type:
+        if type not in {optype.key for optype in all_types()}:
+            raise InvalidInput({"type": [f"Unknown operation type {type!r}."]})
         batches = batches.filter(type=type)
-    if created_after:
+    # An empty date is an error, not "no filter": fronts pass None for a filter left out.
+    if created_after is not None:
         batches = batches.filter(created_at__gte=_parse_moment(created_after, "created_after", False))
-    if created_before:
+    if created_before is not None:
         before = _parse_moment(created_before, "created_before", True)
         batches = (
             batches.filter(created_at__lt=before)
