@@ -56,9 +56,14 @@ def batch_find(reference: str, user=None) -> Batch:
     batches = batches_visible_to(user)
     reference = reference.strip().lower()
     try:
-        return batches.get(pk=uuid.UUID(reference))
+        pk = uuid.UUID(reference)
     except ValueError:
         pass
+    else:
+        batch = batches.filter(pk=pk).first()
+        if batch is None:  # never was, deleted, or another user's: the same answer
+            raise Batch.DoesNotExist(f"No batch {reference!r}.")
+        return batch
     if not 4 <= len(reference) <= 8 or any(c not in "0123456789abcdef" for c in reference):
         raise Batch.DoesNotExist(f"No batch {reference!r}: give its id or short id.")
     # The first 8 hex digits carry no dash in either database's text form of a UUID.
@@ -72,6 +77,19 @@ def batch_find(reference: str, user=None) -> Batch:
     if len(matches) > 1:
         raise Batch.MultipleObjectsReturned(f"{reference!r} matches several batches; give more of the id.")
     return batches.get(pk=matches[0])
+
+
+def batches_to_prune_by_owner(*, days: int) -> dict[str, int]:
+    """What `services.batch_prune(days=days)` would delete: finished batches whose finished_at is
+    older than `days` days, counted by owner's username (largest first)."""
+    cutoff = timezone.now() - timedelta(days=days)
+    rows = (
+        Batch.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+        .values("owner__username")
+        .annotate(count=Count("id"))
+        .order_by("-count", "owner__username")
+    )
+    return {row["owner__username"]: row["count"] for row in rows}
 
 
 def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
