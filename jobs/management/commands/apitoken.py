@@ -10,13 +10,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from jobs.errors import InvalidInput
+from jobs.management.pipes import QuietBrokenPipeMixin
 from jobs.models import ApiToken
 from jobs.services import tokens
 
 BAD_USAGE = 2
 
 
-class Command(BaseCommand):
+class Command(QuietBrokenPipeMixin, BaseCommand):
     help = "Create, list and revoke API tokens."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -149,17 +149,18 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
             timeout_s=options["timeout"],
             priority=options["priority"],
         )
-        self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
-        if options["wait"]:
-            try:
-                batch = self._wait(batch)
-            except KeyboardInterrupt:
-                self.stdout.flush()
-                self.stderr.write(f"stopped following; batch {batch.id} keeps running (batch show {batch.short_id})")
-                raise SystemExit(INTERRUPTED) from None
-            self.stdout.write(self._summary(batch))
-            if batch.status != BatchStatus.COMPLETED:
-                raise SystemExit(1)
+        try:
+            self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
+            if not options["wait"]:
+                return
+            batch = self._wait(batch)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the following, not the batch: say so, and exit as an interrupted command does.
+            self.stderr.write(f"stopped following; batch {batch.id} keeps running (batch show {batch.short_id})")
+            raise SystemExit(INTERRUPTED) from None
+        self.stdout.write(self._summary(batch))
+        if batch.status != BatchStatus.COMPLETED:
+            raise SystemExit(1)
 
     def handle_list(self, options) -> None:
         limit, offset = self._page(options)
