@@ -12,7 +12,7 @@ from django.utils import timezone
 from jobs import services
 from jobs.errors import InvalidInput
 from jobs.items import parse_items_text
-from jobs.models import Batch, BatchStatus
+from jobs.models import Batch, BatchStatus, Operation
 from jobs.services import tokens
 from tests.test_api import BATCHES, ApiClient, assert_error, body, make_batch, nothing_written
 from tests.test_views import valid_form
@@ -304,3 +304,104 @@ def test_a_nul_in_the_sign_in_form_is_a_form_error(alice):
     response = Client().post("/accounts/login/", {"username": "ali\x00ce", "password": "x"})
     assert response.status_code == 200
     assert "Null characters are not allowed" in json.dumps(response.context["form"].errors)
+
+
+# --- the sweep: odd values everywhere, no server error -------------------------------------------------
+
+ODD_TEXT = [
+    "\x00",
+    "a\x00b",
+    "x" * 5000,
+    "-1",
+    "0",
+    "1e309",
+    "NaN",
+    "Infinity",
+    "%",
+    "_",
+    "\\",
+    "'; DROP TABLE jobs_batch; --",
+    "../../etc/passwd",
+    "2024-13-45",
+    "2024-02-30T25:61:61",
+    "9999-12-31T23:59:59+99:00",
+    "0001-01-01",
+    "😀",
+    "\u202e\ufeff",
+    "null",
+    "[]",
+    "{}",
+    "-",
+    "--operation",
+]
+ODD_JSON = [None, True, False, [], {}, "", "x" * 20_000, -1, 10**30, 1.5e308, "\x00", [[[[[]]]]], {"a": {"b": None}}]
+QUERY_NAMES = ["q", "status", "type", "created_after", "created_before", "page", "tab", "sort", "limit", "offset"]
+
+
+@pytest.fixture
+def partial_batch(alice) -> Batch:
+    batch = make_batch(alice, items=("a", "b", "c"))
+    claimed = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    services.operation_complete(claim=claimed, duration_ms=5)
+    claimed = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    services.operation_fail(claim=claimed, error="boom", error_type="Boom", duration_ms=5)
+    batch.refresh_from_db()
+    return batch
+
+
+def test_the_pages_answer_odd_query_values_without_a_server_error(alice_page, partial_batch):
+    pages = ["/", "/batches/", f"/batches/{partial_batch.pk}/", "/stats/", "/batches/new/", "/batches/new/noop/"]
+    for page in pages:
+        for value in ODD_TEXT:
+            response = alice_page.get(page, {name: value for name in QUERY_NAMES})
+            assert response.status_code < 500, (page, value, response.status_code)
+    for tab in ("operations", "results", "analytics", "timeline"):
+        for value in ODD_TEXT:
+            response = alice_page.get(f"/batches/{partial_batch.pk}/", {"tab": tab, "sort": value, "page": value})
+            assert response.status_code in (200, 400), (tab, value, response.status_code)
+
+
+def test_the_create_form_answers_odd_values_with_form_errors(alice_page):
+    fields = list(valid_form())
+    for field in fields:
+        for value in ODD_TEXT:
+            response = alice_page.post("/batches/new/demo.sleep/", valid_form(**{field: value}))
+            assert response.status_code in (302, 422), (field, value, response.status_code)
+    names_and_labels = list(Batch.objects.values_list("name", flat=True)) + list(
+        Operation.objects.values_list("label", flat=True)
+    )
+    assert not any("\x00" in text for text in names_and_labels)
+
+
+def test_the_api_answers_odd_query_values_without_a_server_error(as_alice, partial_batch):
+    base = f"{BATCHES}/{partial_batch.pk}"
+    endpoints = [BATCHES, base, f"{base}/progress", f"{base}/operations", f"{base}/results", f"{base}/results.csv"]
+    endpoints += [f"{base}/operations.csv", f"{base}/analytics", f"{base}/artifacts", "/api/stats"]
+    for endpoint in endpoints:
+        for value in ODD_TEXT:
+            response = as_alice.get(endpoint, {name: value for name in QUERY_NAMES})
+            assert response.status_code < 500, (endpoint, value, response.status_code)
+            if response.status_code >= 400:
+                assert response["Content-Type"].startswith("application/json"), (endpoint, value)
+
+
+def test_the_api_answers_odd_body_values_with_json_4xx(as_alice, partial_batch):
+    fields = list(body()) + ["params", "description", "stop_on_error", "max_retries", "timeout_s", "priority"]
+    for field in fields:
+        for value in ODD_JSON:
+            response = as_alice.post(BATCHES, body(**{field: value}))
+            assert response.status_code < 500, (field, value, response.status_code)
+            assert response["Content-Type"].startswith("application/json")
+    for value in ODD_JSON:
+        for changes in (
+            {"items": [value]},
+            {"items": [{"label": value}]},
+            {"items": [{"label": "a", "params": value}]},
+        ):
+            response = as_alice.post(BATCHES, body(**changes))
+            assert response.status_code < 500, (changes, response.status_code)
+        response = as_alice.post(f"{BATCHES}/cleanup", {"days_to_keep": value})
+        assert response.status_code == 422, (value, response.status_code)
+    for raw in ("", "{", "[]", "null", '"text"', "\x00", '{"type": "noop"}' * 3, '"\\ud800"'):
+        response = as_alice.post_raw(BATCHES, raw)
+        assert 400 <= response.status_code < 500, (raw, response.status_code)
