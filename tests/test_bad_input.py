@@ -350,14 +350,25 @@ def partial_batch(alice) -> Batch:
 
 
 def test_the_pages_answer_odd_query_values_without_a_server_error(alice_page, partial_batch):
-    pages = ["/", "/batches/", f"/batches/{partial_batch.pk}/", "/stats/", "/batches/new/", "/batches/new/noop/"]
-    for page in pages:
+    detail = f"/batches/{partial_batch.pk}/"
+    # One parameter at a time where it is read (a bad date alone would hide the text filter's query),
+    # then all at once on every page.
+    each = {
+        "/batches/": ["q", "status", "type", "created_after", "created_before", "page"],
+        detail: ["tab", "status", "sort", "page"],
+    }
+    for page, names in each.items():
+        for name in names:
+            for value in ODD_TEXT:
+                response = alice_page.get(page, {name: value})
+                assert response.status_code < 500, (page, name, value, response.status_code)
+    for page in ["/", "/batches/", detail, "/stats/", "/batches/new/", "/batches/new/noop/"]:
         for value in ODD_TEXT:
             response = alice_page.get(page, {name: value for name in QUERY_NAMES})
             assert response.status_code < 500, (page, value, response.status_code)
     for tab in ("operations", "results", "analytics", "timeline"):
         for value in ODD_TEXT:
-            response = alice_page.get(f"/batches/{partial_batch.pk}/", {"tab": tab, "sort": value, "page": value})
+            response = alice_page.get(detail, {"tab": tab, "sort": value, "page": value, "status": value})
             assert response.status_code in (200, 400), (tab, value, response.status_code)
 
 
@@ -375,14 +386,20 @@ def test_the_create_form_answers_odd_values_with_form_errors(alice_page):
 
 def test_the_api_answers_odd_query_values_without_a_server_error(as_alice, partial_batch):
     base = f"{BATCHES}/{partial_batch.pk}"
-    endpoints = [BATCHES, base, f"{base}/progress", f"{base}/operations", f"{base}/results", f"{base}/results.csv"]
-    endpoints += [f"{base}/operations.csv", f"{base}/analytics", f"{base}/artifacts", "/api/stats"]
-    for endpoint in endpoints:
-        for value in ODD_TEXT:
-            response = as_alice.get(endpoint, {name: value for name in QUERY_NAMES})
-            assert response.status_code < 500, (endpoint, value, response.status_code)
-            if response.status_code >= 400:
-                assert response["Content-Type"].startswith("application/json"), (endpoint, value)
+    each = {
+        BATCHES: ["q", "status", "type", "created_after", "created_before", "limit", "offset"],
+        f"{base}/operations": ["status", "limit", "offset"],
+        f"{base}/results": ["sort", "limit", "offset"],
+        f"{base}/results.csv": ["sort"],
+    }
+    requests = [(endpoint, {name: value}) for endpoint, names in each.items() for name in names for value in ODD_TEXT]
+    endpoints = [*each, base, f"{base}/progress", f"{base}/operations.csv", f"{base}/analytics", f"{base}/artifacts"]
+    requests += [(e, {name: value for name in QUERY_NAMES}) for e in [*endpoints, "/api/stats"] for value in ODD_TEXT]
+    for endpoint, query in requests:
+        response = as_alice.get(endpoint, query)
+        assert response.status_code < 500, (endpoint, query, response.status_code)
+        if response.status_code >= 400:
+            assert response["Content-Type"].startswith("application/json"), (endpoint, query)
 
 
 def test_the_api_answers_odd_body_values_with_json_4xx(as_alice, partial_batch):
