@@ -224,6 +224,20 @@ def test_the_schema_states_types_sort_dates_and_required_fields(as_alice):
     assert cleanup["minimum"] == 0 and cleanup["type"] == "integer"
 
 
+@pytest.mark.parametrize(
+    "value", ["5312-07-29T22:36:56.7+17:11", "0001-01-01T00:00:00-05:00", "9999-12-31", "9999-12-31T23:59:59-12:00"]
+)
+def test_a_date_filter_at_the_edges_answers_without_a_server_error(as_alice, alice, value):
+    make_batch(alice)
+    for name in ("created_after", "created_before"):
+        response = as_alice.get(BATCHES, {name: value})
+        assert response.status_code in (200, 422), (name, value, response.status_code)
+        if response.status_code == 422:
+            assert "supported range" in " ".join(response.json()["errors"][name])
+    assert as_alice.get(BATCHES, {"created_after": "5312-07-29T22:36:56.7+17:11"}).json()["count"] == 0
+    assert as_alice.get(BATCHES, {"created_before": "5312-07-29T22:36:56.7+17:11"}).json()["count"] == 1
+
+
 def test_an_unknown_type_filter_and_an_empty_date_are_422s(as_alice):
     assert_error(as_alice.get(BATCHES, {"type": "nope"}), 422, "type")
     assert_error(as_alice.get(BATCHES, {"created_before": ""}), 422, "created_before")
@@ -325,6 +339,9 @@ ODD_TEXT = [
     "2024-13-45",
     "2024-02-30T25:61:61",
     "9999-12-31T23:59:59+99:00",
+    "9999-12-31",
+    "5312-07-29T22:36:56.7+17:11",
+    "0001-01-01T00:00:00-05:00",
     "0001-01-01",
     "😀",
     "\u202e\ufeff",

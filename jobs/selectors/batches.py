@@ -1,7 +1,7 @@
 """Reads of batches: who may see which, finding, searching, the dashboard, stats, operation pages."""
 
 import uuid
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -99,13 +99,17 @@ def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
         moment = None if day else parse_datetime(value)
     except ValueError:  # well-formed but impossible, like 2024-13-45
         day = moment = None
-    if day is not None:
-        moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
-    elif moment is None:
+    if day is None and moment is None:
         raise InvalidInput({field: [f"Expected an ISO date or datetime, got {value!r}."]})
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment
+    try:
+        if day is not None:
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        # In UTC: PostgreSQL refuses offsets past ±15:59 ("+17:11"), which ISO 8601 allows.
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):  # 9999-12-31 as an end of day, year 1 west of UTC
+        raise InvalidInput({field: [f"Out of the supported range of dates: {value!r}."]}) from None
 
 
 def batch_search(
