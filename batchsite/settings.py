@@ -180,7 +180,16 @@ BATCHSITE_REDIS_PREFIX = env_str("BATCHSITE_REDIS_PREFIX", "batchsite")
 BATCHSITE_HEARTBEAT_S = env_number("BATCHSITE_HEARTBEAT_S", 5.0, float, minimum=0.1)
 BATCHSITE_STALE_AFTER_S = env_number("BATCHSITE_STALE_AFTER_S", 30.0, float, minimum=0.5)
 BATCHSITE_REAP_INTERVAL_S = env_number("BATCHSITE_REAP_INTERVAL_S", 10.0, float, minimum=0.5)
-BATCHSITE_LANE_SLICE_S = env_number("BATCHSITE_LANE_SLICE_S", 10.0, float, minimum=0.1)
+# Operations one worker process runs at once (threads), across all the batches it serves.
+BATCHSITE_WORKER_CONCURRENCY = env_number("BATCHSITE_WORKER_CONCURRENCY", 8, int, minimum=1)
+# Losses of an operation with its worker (SIGKILL, OOM) after which it fails as WorkerLost.
+BATCHSITE_MAX_LOST = env_number("BATCHSITE_MAX_LOST", 3, int, minimum=1)
+# Operation threads a worker may leave running past their timeout before it recycles itself.
+BATCHSITE_MAX_ABANDONED = env_number("BATCHSITE_MAX_ABANDONED", 16, int, minimum=1)
+# Seconds a stopping worker lets its running operations finish before it hands them back.
+BATCHSITE_STOP_GRACE_S = env_number("BATCHSITE_STOP_GRACE_S", 10.0, float, minimum=0.0)
+# Seconds between the ETA's throughput marks.
+BATCHSITE_ETA_WINDOW_S = env_number("BATCHSITE_ETA_WINDOW_S", 10.0, float, minimum=0.5)
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
 # Modules that register a project's own operation types, imported by every process at start-up.
 BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYPES", "").split(",") if m.strip()]

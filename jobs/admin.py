@@ -12,11 +12,12 @@ stored), revoked by an action, and never edited.
 
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -31,37 +32,25 @@ from jobs.models import (
     ApiToken,
     Batch,
     BatchEvent,
-    BatchStatus,
     DatabaseInstance,
     Operation,
     OperationStatus,
     ResultRow,
 )
-from jobs.services import tokens
 
 BATCH_FILTER = "batch__id__exact"
 
-STATUS_COLOURS = {
-    BatchStatus.PENDING: "#6c757d",
-    BatchStatus.QUEUED: "#0d6efd",
-    BatchStatus.RUNNING: "#0dcaf0",
-    BatchStatus.PAUSED: "#fd7e14",
-    BatchStatus.COMPLETED: "#198754",
-    BatchStatus.FAILED: "#dc3545",
-    BatchStatus.PARTIAL_SUCCESS: "#b58900",
-    BatchStatus.CANCELLED: "#495057",
-    OperationStatus.SKIPPED: "#adb5bd",
-}
-
 
 def status_chip(status: str, label: str) -> str:
-    return format_html(
-        '<span class="status-chip status-{}" style="background:{};color:#fff;padding:1px 8px;'
-        'border-radius:9px;white-space:nowrap">{}</span>',
-        status,
-        STATUS_COLOURS.get(status, "#6c757d"),
-        label,
-    )
+    """The pages' status chip; its colours come from static/css/status.css (StatusChipMedia)."""
+    return format_html('<span class="chip chip-{}">{}</span>', status, label)
+
+
+class StatusChipMedia:
+    """Admins that show status chips load the palette the pages use."""
+
+    class Media:
+        css = {"all": ("css/status.css",)}
 
 
 def operations_url(batch_id: Any, **filters: str) -> str:
@@ -109,7 +98,7 @@ class BatchEventInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
     list_display = ("name", "short_id", "status_display", "progress", "type", "owner", "created_at")
     list_display_links = ("name", "short_id")
     list_filter = ("status", "type", "priority", "created_at")
@@ -140,36 +129,10 @@ class BatchAdmin(admin.ModelAdmin):
         ),
         ("Timestamps", {"fields": ("created_at", "started_at", "finished_at", "cancelled_by", "cancel_reason")}),
     )
-    readonly_fields = (
-        "id",
-        "name",
-        "description",
-        "type",
-        "owner",
-        "status_display",
-        "progress",
-        "operation_links",
-        "current_operation",
-        "eta_seconds",
-        "total",
-        "pending",
-        "running",
-        "completed",
-        "failed",
-        "skipped",
-        "params",
-        "max_parallel",
-        "stop_on_error",
-        "max_retries",
-        "retry_backoff_s",
-        "timeout_s",
-        "priority",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "cancelled_by",
-        "cancel_reason",
-    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Batch | None = None) -> list[str]:
+        # Everything shown is read-only: the services change batches.
+        return flatten_fieldsets(self.fieldsets)
 
     # --- permissions: batches are created and changed by the services only ---
 
@@ -273,7 +236,7 @@ class BatchAdmin(admin.ModelAdmin):
             else:
                 deleted.append(batch)
         if deleted:
-            self.log_deletions(request, deleted)
+            self.log_deletions(request, cast(QuerySet[Batch], deleted))  # it only iterates them
             self.message_user(
                 request, f"Deleted {len(deleted)} batch{'' if len(deleted) == 1 else 'es'}.", messages.SUCCESS
             )
@@ -333,7 +296,7 @@ class ErrorTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Operation)
-class OperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class OperationAdmin(StatusChipMedia, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "seq",
         "label",
@@ -365,26 +328,7 @@ class OperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("started_at", "finished_at"),
         ("worker", "heartbeat_at"),
     )
-    readonly_fields = (
-        "batch",
-        "seq",
-        "label",
-        "status",
-        "attempts",
-        "auto_retries",
-        "not_before",
-        "params",
-        "result",
-        "state",
-        "error_type",
-        "duration_ms",
-        "quality_score",
-        "error",
-        "started_at",
-        "finished_at",
-        "worker",
-        "heartbeat_at",
-    )
+    readonly_fields = flatten_fieldsets(((None, {"fields": fields}),))
 
     @admin.display(description="Batch", ordering="batch_id")
     def batch_display(self, operation: Operation) -> str:
@@ -438,7 +382,7 @@ class ApiTokenStatusFilter(admin.SimpleListFilter):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """The add form asks for a user and a name only; the key comes from tokens.token_create and is
+    """The add form asks for a user and a name only; the key comes from services.token_create and is
     shown once, in a message. Tokens are never changed afterwards, only revoked or deleted."""
 
     list_display = ("name", "user", "prefix_display", "created_at", "last_used_at", "status_display")
@@ -473,13 +417,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return "active" if token.is_active else "revoked"
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
-        # Only reached when adding (changing is not permitted). The form's unsaved instance takes the
-        # created row's fields, so Django's log entry and redirect point at that one row.
-        token, key = tokens.token_create(user=obj.user, name=obj.name)
-        for field in ("id", "name", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"):
-            setattr(obj, field, getattr(token, field))
-        obj._state.adding = False
-        obj._state.db = token._state.db
+        # Only reached when adding (changing is not permitted). The service saves the form's own
+        # instance, so Django's log entry and redirect point at that row.
+        _, key = services.token_create(user=obj.user, name=obj.name, token=obj)
         self.message_user(
             request, f"Token created. Copy the key now, it will not be shown again: {key}", messages.SUCCESS
         )
@@ -489,7 +429,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         count = 0
         for token in queryset:
             if token.is_active:
-                tokens.token_revoke(token=token)
+                services.token_revoke(token=token)
                 count += 1
         self.message_user(request, f"Revoked {count} token{'' if count == 1 else 's'}.", messages.SUCCESS)
 
@@ -517,7 +457,7 @@ class DatabaseInstanceForm(forms.ModelForm):
         self.initial["url"] = ""
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         adding = self.instance.pk is None
         url = data.get("url") or None
         try:
@@ -532,12 +472,10 @@ class DatabaseInstanceForm(forms.ModelForm):
             for path, problems in exc.errors.items():
                 field = path.split("[")[0]
                 self.add_error(field if field in self.fields else None, problems)
-        return data
-
-    def _post_clean(self) -> None:
-        # The model's own validation would compare the blank url and comma text with the row;
-        # the service validated everything.
-        pass
+            return data
+        # As the model holds them, so the model's own validation sees real values: a blank URL on
+        # change keeps the stored one, tags are a list.
+        return {**data, "url": self.service_fields.get("url", self.instance.url), "tags": self.service_fields["tags"]}
 
 
 @admin.register(DatabaseInstance)
@@ -565,13 +503,9 @@ class DatabaseInstanceAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: DatabaseInstance, form: Any, change: bool) -> None:
         fields = form.service_fields
         if change:
-            saved = services.instance_update(instance=obj, **{"url": None, **fields})
+            services.instance_update(instance=obj, **{"url": None, **fields})
         else:
-            saved = services.instance_create(**fields)
-        for field in ("pk", "name", "url", "region", "tags", "created_at"):
-            setattr(obj, field, getattr(saved, field))
-        obj._state.adding = False
-        obj._state.db = saved._state.db
+            services.instance_create(**fields, instance=obj)
 
     def delete_model(self, request: HttpRequest, obj: DatabaseInstance) -> None:
         services.instance_remove(name=obj.name)

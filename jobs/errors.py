@@ -42,3 +42,11 @@ class BatchNotFound(Http404):
 
     def __init__(self, message: str = "No such batch.") -> None:
         super().__init__(message)
+
+
+class RateLimited(Exception):
+    """More batches created than BATCH_CREATE_RATE_LIMIT per window (the API answers 429)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"Too many batches created; try again in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s

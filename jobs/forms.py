@@ -1,21 +1,32 @@
 """Forms shared by pages, API and commands; the type-specific parameter forms live in optypes/."""
 
+from typing import Any
+
 from django import forms
 
-from jobs.models import Priority
+from jobs.models import Priority, option_field, option_field_bounds
+
+
+def _option_field(name: str, **overrides) -> forms.Field:
+    """The form field of a Batch option, from the model field: default, limits, label and help."""
+    low, high = option_field_bounds(name)
+    bounds: dict[str, Any] = {"min_value": low, "max_value": high} if low is not None or high is not None else {}
+    field = option_field(name).formfield(**bounds, **overrides)
+    assert field is not None
+    return field
 
 
 class BatchOptionsForm(forms.Form):
-    """Name and execution options of a batch, with the defaults of SPEC §1."""
+    """Name and execution options of a batch; defaults, limits and labels come from the Batch model."""
 
-    name = forms.CharField(max_length=200, label="Name")
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Description")
-    max_parallel = forms.IntegerField(min_value=1, max_value=100, initial=4, label="Max parallel")
-    stop_on_error = forms.BooleanField(required=False, initial=False, label="Stop on error")
-    max_retries = forms.IntegerField(min_value=0, max_value=10, initial=0, label="Automatic retries")
-    retry_backoff_s = forms.FloatField(min_value=0, max_value=3600, initial=1.0, label="Retry backoff (s)")
-    timeout_s = forms.IntegerField(min_value=1, max_value=86_400, initial=300, label="Timeout per operation (s)")
-    priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.DEFAULT, label="Priority")
+    name = _option_field("name", label="Name")
+    description = _option_field("description", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    max_parallel = _option_field("max_parallel")
+    stop_on_error = _option_field("stop_on_error", required=False)
+    max_retries = _option_field("max_retries")
+    retry_backoff_s = _option_field("retry_backoff_s")
+    timeout_s = _option_field("timeout_s")
+    priority = _option_field("priority", choices=Priority.choices)
 
     @classmethod
     def defaults(cls) -> dict:
@@ -46,7 +57,7 @@ class ItemsForm(forms.Form):
         return upload
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if cleaned.get("items", "").strip() and cleaned.get("items_file"):
             raise forms.ValidationError("Give the items in the box or as a file, not both.")
         return cleaned

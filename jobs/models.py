@@ -7,7 +7,11 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
+
+from jobs.secrets import mask_url
 
 
 class BatchStatus(models.TextChoices):
@@ -53,12 +57,41 @@ class Batch(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
     params = models.JSONField(default=dict, blank=True)
 
-    max_parallel = models.PositiveSmallIntegerField(default=4)
-    stop_on_error = models.BooleanField(default=False)
-    max_retries = models.PositiveSmallIntegerField(default=0)
-    retry_backoff_s = models.FloatField(default=1.0)
-    timeout_s = models.PositiveIntegerField(default=300)
-    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.DEFAULT)
+    # The options' defaults, limits, labels and help are defined here once; the form, the API schema
+    # and the `batch create` command read them from these fields (see option_field_bounds).
+    max_parallel = models.PositiveSmallIntegerField(
+        "max parallel",
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Operations running at once, 1 to 100; 1 runs them one after another.",
+    )
+    stop_on_error = models.BooleanField(
+        "stop on error", default=False, help_text="Skip the pending operations once one fails for good."
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        "automatic retries",
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(10)],
+        help_text="Automatic retries per operation, 0 to 10.",
+    )
+    retry_backoff_s = models.FloatField(
+        "retry backoff (s)",
+        default=1.0,
+        validators=[MinValueValidator(0), MaxValueValidator(3600)],
+        help_text="Seconds before the first retry, doubled for each next one; 0 to 3600.",
+    )
+    timeout_s = models.PositiveIntegerField(
+        "timeout per operation (s)",
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(86_400)],
+        help_text="Seconds one run of an operation may take, 1 to 86400.",
+    )
+    priority = models.CharField(
+        max_length=10,
+        choices=Priority.choices,
+        default=Priority.DEFAULT,
+        help_text="The RQ queue its lanes wait on: high, default or low.",
+    )
 
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     total = models.PositiveIntegerField(default=0)
@@ -70,6 +103,12 @@ class Batch(models.Model):
     # Sum and count of recorded attempt durations: the ETA's mean without scanning operations.
     duration_total_ms = models.BigIntegerField(default=0)
     duration_count = models.PositiveIntegerField(default=0)
+    # Two marks of (time, finished operations), taken at least ETA_WINDOW_S apart by the engine's
+    # outcome records: the ETA is the throughput observed since the older one.
+    rate_at = models.DateTimeField(null=True, blank=True)
+    rate_done = models.PositiveIntegerField(default=0)
+    rate_prev_at = models.DateTimeField(null=True, blank=True)
+    rate_prev_done = models.PositiveIntegerField(default=0)
     current_operation = models.CharField(max_length=255, blank=True)
     # Bumped by every transition so subscribers can drop events older than what they showed.
     version = models.PositiveBigIntegerField(default=0)
@@ -120,23 +159,58 @@ class Batch(models.Model):
 
     @property
     def eta_seconds(self) -> float | None:
-        """Remaining work at the observed mean duration, spread over the parallelism in use."""
+        """Remaining operations at the throughput observed over the recent window (operations
+        finished per second since the older rate mark, up to now): it follows what the workers
+        really do, whatever max_parallel says. None before two marks exist."""
         remaining = self.pending + self.running
         if self.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING) or not remaining:
             return None
-        if not self.duration_count:
+        since, done = (self.rate_prev_at, self.rate_prev_done) if self.rate_prev_at else (self.rate_at, self.rate_done)
+        if since is None:
             return None
-        mean_s = self.duration_total_ms / self.duration_count / 1000
-        lanes = max(1, min(self.max_parallel, remaining))
-        return round(mean_s * remaining / lanes, 1)
+        elapsed = (timezone.now() - since).total_seconds()
+        finished = self.finished_count - done
+        if elapsed <= 0 or finished <= 0:
+            return None
+        return round(remaining * elapsed / finished, 1)
 
     @property
     def elapsed(self) -> timedelta | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+# What a batch is created with besides its type, items and params, in form order.
+BATCH_OPTIONS = (
+    "name",
+    "description",
+    "max_parallel",
+    "stop_on_error",
+    "max_retries",
+    "retry_backoff_s",
+    "timeout_s",
+    "priority",
+)
+
+
+def option_field(name: str) -> models.Field:
+    """The model field of a Batch option: its default, limits, label and help text are the one
+    definition the form, the API schema and the command read."""
+    field = Batch._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field
+
+
+def option_field_bounds(name: str) -> tuple[float | None, float | None]:
+    """The (minimum, maximum) the validators of a Batch option field allow (None: unbounded)."""
+    low = high = None
+    for validator in option_field(name).validators:
+        if isinstance(validator, MinValueValidator):
+            low = validator.limit_value
+        elif isinstance(validator, MaxValueValidator):
+            high = validator.limit_value
+    return low, high
 
 
 class Operation(models.Model):
@@ -163,6 +237,9 @@ class Operation(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Runs lost with their worker (killed, out of memory, machine gone): such a run is repeated
+    # without spending an automatic retry, until BATCHSITE_MAX_LOST losses fail it as WorkerLost.
+    lost = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["seq"]
@@ -277,6 +354,4 @@ class DatabaseInstance(models.Model):
 
     @property
     def masked_url(self) -> str:
-        from jobs.optypes.sql.engines import mask_url
-
         return mask_url(self.url)

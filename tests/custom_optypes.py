@@ -4,8 +4,7 @@ worker processes they start."""
 
 from django import forms
 
-from jobs.optypes import operation_type
-from jobs.optypes.base import PermanentFailure, Reschedule
+from jobs.optypes.base import PermanentFailure, Reschedule, operation_type
 
 
 class GreetForm(forms.Form):

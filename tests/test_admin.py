@@ -68,7 +68,7 @@ def test_the_batch_list_renders_for_staff_with_status_and_progress(admin_client,
     assert "nightly load" in content
     assert batch.short_id in content
     assert "33 % · 1/3" in content
-    assert "status-running" in content
+    assert "chip chip-running" in content and "css/status.css" in content  # the pages' palette
     assert "alice" in content
 
 

@@ -515,13 +515,18 @@ def test_a_batch_is_shown_with_its_current_state(as_alice, alice):
     assert data["percent_complete"] == 25
     assert data["current_operation"] == "b"
     assert data["started_at"] is not None and data["finished_at"] is None
-    # 3 remaining at 0.4 s each over 2 lanes.
-    assert data["eta_seconds"] == 0.6
+    # The ETA is the observed throughput: 1 finished in the 10 s since the older mark, 3 remaining.
+    assert data["eta_seconds"] is None  # one mark only, taken by the outcome just recorded
+    Batch.objects.filter(pk=batch.pk).update(rate_prev_at=timezone.now() - timedelta(seconds=10), rate_prev_done=0)
+    data = as_alice.get(f"{BATCHES}/{batch.pk}").json()
+    assert 29.5 <= data["eta_seconds"] <= 31
 
 
 def test_progress_has_counters_percent_and_eta(as_alice, alice):
     batch = make_batch(alice, items=["a", "b", "c"])
     run(batch, ["ok", "Boom"], [100, 300])
+    # 2 finished in the 4 s since the older throughput mark: 1 remaining takes 2 s.
+    Batch.objects.filter(pk=batch.pk).update(rate_prev_at=timezone.now() - timedelta(seconds=4), rate_prev_done=0)
     response = as_alice.get(f"{BATCHES}/{batch.pk}/progress")
     assert response.status_code == 200
     assert response.json() == {
@@ -534,9 +539,10 @@ def test_progress_has_counters_percent_and_eta(as_alice, alice):
         "failed": 1,
         "skipped": 0,
         "percent_complete": 66,
-        "eta_seconds": 0.2,
+        "eta_seconds": response.json()["eta_seconds"],
         "current_operation": "b",
     }
+    assert 1.9 <= response.json()["eta_seconds"] <= 2.2
 
 
 def test_operations_are_listed_in_sequence_with_a_status_filter_and_paging(as_alice, alice):

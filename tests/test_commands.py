@@ -315,8 +315,8 @@ def test_the_process_exits_0_and_prints_the_new_batch(staff, transactional_db, r
     assert result.returncode == 0, result.stderr
     batch = created_batch(result.stdout)
     assert (batch.owner, batch.total, batch.status) == (staff, 2, "queued")
-    # Started: its lanes wait in Redis for a worker.
-    assert django_rq.get_queue("default").count == 2
+    # Started: its lane waits in Redis for a worker (one lane per live worker; none here).
+    assert django_rq.get_queue("default").count == 1
 
 
 def test_the_process_exits_2_for_params_the_type_rejects_and_writes_nothing(staff, transactional_db):
@@ -480,7 +480,7 @@ def test_show_of_an_ambiguous_short_id_exits_2_and_more_digits_find_it(alice):
 
 def test_cancel_skips_the_pending_operations_of_a_queued_batch(alice, transactional_db, redis_clean):
     batch = make_batch(alice, items=("a", "b", "c"), max_parallel=2, start=True)
-    assert django_rq.get_queue("default").count == 2  # its lanes wait for a worker that never comes
+    assert django_rq.get_queue("default").count == 1  # its lane waits for a worker that never comes
     output = batch_command("cancel", batch.short_id, "--reason", "wrong input")
     assert output == f"Cancelled batch {batch.short_id}: 3 operations skipped.\n"
     batch.refresh_from_db()
@@ -626,13 +626,28 @@ def test_reap_recovers_a_lost_operation_and_restarts_a_lane(alice, redis_clean):
     batch = make_batch(alice, items=("lost", "waiting"))
     lost = claim(batch)
     Operation.objects.filter(pk=lost.operation_id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    redis_clean.flushdb()  # its worker died and Redis lost the lanes with it
     assert batch_command("reap") == "Reaped: 1 lost operations recovered, 1 lanes restarted.\n"
     operation = Operation.objects.get(pk=lost.operation_id)
-    assert (operation.status, operation.error_type) == ("failed", "WorkerLost")
+    # Lost with its worker: it runs again without spending an automatic retry.
+    assert (operation.status, operation.error_type, operation.lost, operation.auto_retries) == (
+        "pending",
+        "WorkerLost",
+        1,
+        0,
+    )
     batch.refresh_from_db()
-    assert (batch.status, batch.failed, batch.pending, batch.running) == ("running", 1, 1, 0)
+    assert (batch.status, batch.failed, batch.pending, batch.running) == ("running", 0, 2, 0)
     assert list(batch.events.filter(kind="reaped").values_list("message", flat=True)) == [
         "#1 lost: worker lost",
         "1 lane(s) restarted",
     ]
     assert_counters_match_rows(batch)
+
+
+@override_settings(BATCH_CREATE_RATE_LIMIT=1, BATCH_CREATE_RATE_WINDOW_S=3600)
+def test_create_over_the_creation_rate_limit_exits_2_with_the_wait(staff, redis_clean):
+    created_batch(batch_command("create", "--type", "noop", "--item", "a"))
+    message = refused("create", "--type", "noop", "--item", "b")
+    assert re.search(r"Too many batches created; try again in \d+ s\.", message), message
+    assert written()[0] == 1

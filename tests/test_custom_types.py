@@ -103,11 +103,13 @@ def test_a_lane_leaves_a_waiting_operation_pending_and_schedules_its_successor(t
     batch = services.batch_create(
         owner=alice, type="example.countdown", name="c", items=["a"], params={"runs": 2, "wait_s": 30}
     )
+    queue = django_rq.get_queue("default")
+    waiting = queue.count
     assert run_lane(batch) == "not_due"
     operation = Operation.objects.get(batch=batch)
     assert (operation.status, operation.state) == ("pending", {"seen": [1]})
-    scheduled = django_rq.get_queue("default").scheduled_job_registry.get_job_ids()
-    assert len(scheduled) == 1  # a lane for when the wait ends; no worker waits meanwhile
+    # A lane for a worker's executor, which holds it until the wait ends; no RQ scheduler involved.
+    assert queue.count == waiting + 1 and queue.scheduled_job_registry.get_job_ids() == []
     batch.refresh_from_db()
     assert (batch.pending, batch.running) == (1, 0)
 
@@ -119,3 +121,11 @@ def test_a_state_that_is_not_json_fails_the_operation_clearly(transactional_db, 
     assert (operation.status, operation.error_type, operation.attempts) == ("failed", "BadResult", 1)
     assert operation.error.startswith("Reschedule state is not JSON-serialisable")
     assert ResultRow.objects.count() == 0
+
+
+def test_the_old_import_path_of_the_type_exceptions_works_with_a_deprecation_warning():
+    from jobs.optypes import base
+
+    with pytest.warns(DeprecationWarning, match="jobs.optypes.base.Reschedule"):
+        from jobs.engine import Reschedule
+    assert Reschedule is base.Reschedule

@@ -5,7 +5,7 @@ from django.test import override_settings
 
 from jobs import services
 from jobs.engine import dispatch
-from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchEvent, Operation, ResultRow
 from tests.invariants import assert_counters_match_rows, finished_events
 
@@ -256,24 +256,26 @@ def test_prune_deletes_only_old_finished_batches(alice):
     assert set(Batch.objects.values_list("pk", flat=True)) == {recent.pk, active.pk}
 
 
-def test_a_lost_operation_is_retried_or_failed_as_worker_lost(alice):
+def test_a_lost_operation_runs_again_without_spending_retries_until_it_was_lost_max_lost_times(alice, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    batch = make_batch(alice, items=["a"], max_retries=1, retry_backoff_s=0)
-    for expected in ("pending", "failed"):
+    settings.BATCHSITE_MAX_LOST = 3
+    batch = make_batch(alice, items=["a"], max_retries=0)
+    for expected in ("pending", "pending", "failed"):
         current = claim(batch)
         Operation.objects.filter(pk=current.operation_id).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
         assert services.operation_recover_lost(
             operation_id=current.operation_id, stale_before=timezone.now() - timedelta(minutes=1)
         )
         operation = Operation.objects.get(pk=current.operation_id)
-        assert operation.status == expected
+        assert (operation.status, operation.auto_retries, operation.error_type) == (expected, 0, "WorkerLost")
         assert operation.error.startswith("worker lost")
+    assert operation.lost == 3 and operation.attempts == 3
     batch.refresh_from_db()
     assert batch.status == "failed"
-    assert batch.events.filter(kind="reaped").count() == 2
+    assert batch.events.filter(kind="reaped").count() == 3
     assert_counters_match_rows(batch)
 
 
@@ -424,3 +426,26 @@ def test_types_without_a_cancel_enqueue_nothing_on_cancel(alice, monkeypatch, dj
     services.operation_reschedule(claim=claim(batch), after_s=60, state={"x": 1})
     with django_capture_on_commit_callbacks(execute=True):
         services.batch_cancel(batch=batch)
+
+
+@override_settings(BATCH_CREATE_RATE_LIMIT=2, BATCH_CREATE_RATE_WINDOW_S=3600)
+def test_creation_over_the_rate_limit_raises_rate_limited_and_writes_nothing_but_the_system_is_not_limited(
+    alice, redis_clean
+):
+    for _ in range(2):
+        services.batch_create(owner=alice, type="noop", items=["a"], name="n")
+    with pytest.raises(RateLimited) as caught:
+        services.batch_create(owner=alice, type="noop", items=["a"], name="refused")
+    assert 0 < caught.value.retry_after_s <= 3600
+    assert not Batch.objects.filter(name="refused").exists()
+    services.batch_create(owner=alice, type="noop", items=["a"], name="scheduled", rate_limit=False)
+    assert Batch.objects.filter(owner=alice).count() == 3
+
+
+def test_the_same_idempotency_key_gives_the_first_batch_and_another_body_is_refused(alice):
+    first = services.batch_create(owner=alice, type="noop", items=["a"], name="n", idempotency=("k1", "hash-1"))
+    again = services.batch_create(owner=alice, type="noop", items=["a"], name="n", idempotency=("k1", "hash-1"))
+    assert again.pk == first.pk
+    with pytest.raises(InvalidInput):
+        services.batch_create(owner=alice, type="noop", items=["b"], name="m", idempotency=("k1", "hash-2"))
+    assert Batch.objects.count() == 1

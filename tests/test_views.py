@@ -5,7 +5,7 @@ import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, override_settings
 
 from jobs import services
 from jobs.models import Batch, BatchStatus, Operation, OperationStatus
@@ -406,3 +406,14 @@ def test_an_http_pipeline_batch_can_be_created_from_the_form(as_alice):
 def test_an_empty_optional_json_parameter_shows_empty_not_null(as_alice):
     content = as_alice.get("/batches/new/pipeline.http/").content.decode()
     assert re.search(r'name="params-headers"[^>]*>\s*</textarea>', content), "headers should start empty"
+
+
+@override_settings(BATCH_CREATE_RATE_LIMIT=1, BATCH_CREATE_RATE_WINDOW_S=3600)
+def test_the_create_form_over_the_rate_limit_says_when_to_try_again_and_keeps_the_input(as_alice, redis_clean):
+    assert as_alice.post("/batches/new/demo.sleep/", valid_form(name="first")).status_code == 302
+    response = as_alice.post("/batches/new/demo.sleep/", valid_form(name="second"))
+    content = response.content.decode()
+    assert response.status_code == 429
+    assert re.search(r"Too many batches created; try again in \d+ s\.", content)
+    assert 'value="second"' in content
+    assert list(Batch.objects.values_list("name", flat=True)) == ["first"]

@@ -9,7 +9,6 @@ import json
 from typing import Annotated
 from uuid import UUID
 
-from django.db import IntegrityError
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
@@ -38,10 +37,9 @@ from jobs.api.schemas import (
     RetryOut,
     StatsOut,
 )
-from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, TooManyOperations
+from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
-from jobs.services import ratelimit, tokens
 
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
@@ -50,7 +48,7 @@ OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
 
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
-        found = tokens.token_authenticate(token)
+        found = services.token_authenticate(token)
         if found is None:
             return None
         request.user = found.user
@@ -84,9 +82,9 @@ INPUT_ERRORS = {400: Error, 422: Error}
 # --- errors -----------------------------------------------------------------------------------
 
 
-def _error(request, status: int, message: str, errors: dict | None = None, **headers: str):
+def _error(request, status: int, message: str, errors: dict | None = None, headers: dict[str, str] | None = None):
     response = api.create_response(request, {"message": message, "errors": errors or {}}, status=status)
-    for name, value in headers.items():
+    for name, value in (headers or {}).items():
         response[name] = value
     return response
 
@@ -95,6 +93,11 @@ def _error(request, status: int, message: str, errors: dict | None = None, **hea
 def on_invalid_input(request, exc: InvalidInput):
     status = 413 if isinstance(exc, TooManyOperations) else 409 if isinstance(exc, IdempotencyKeyReused) else 422
     return _error(request, status, exc.message, exc.errors)
+
+
+@api.exception_handler(RateLimited)
+def on_rate_limited(request, exc: RateLimited):
+    return _error(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
 
 
 @api.exception_handler(IllegalTransition)
@@ -153,12 +156,8 @@ def not_found(request, path: str = ""):
 
 
 def batch_out(batch: Batch) -> dict:
-    fields = (
-        "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s "
-        "timeout_s priority total pending running completed failed skipped percent_complete eta_seconds "
-        "current_operation created_at started_at finished_at cancel_reason"
-    ).split()
-    data = {name: getattr(batch, name) for name in fields}
+    """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
+    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name != "owner"}
     data["owner"] = batch.owner.get_username()
     return data
 
@@ -197,22 +196,15 @@ def create_batch(request, payload: BatchIn):
     options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
     key = request.headers.get("Idempotency-Key", "").strip()
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    if key:
-        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
-        if replay is not None:
-            return Status(201, batch_out(replay))
-    wait = ratelimit.creation_wait_seconds(request.user)
-    if wait:
-        return _error(request, 429, f"Too many batches created; try again in {wait} s.", **{"Retry-After": str(wait)})
-    create = dict(owner=request.user, type=payload.type, name=payload.name, items=body["items"], params=payload.params)
-    try:
-        batch = services.batch_create(**create, **options, idempotency=(key, request_hash) if key else None)
-    except IntegrityError:
-        # The same key raced in from a parallel request: answer as its replay.
-        replay = services.idempotent_batch(user=request.user, key=key, request_hash=request_hash)
-        if replay is None:
-            raise
-        batch = replay
+    batch = services.batch_create(
+        owner=request.user,
+        type=payload.type,
+        name=payload.name,
+        items=body["items"],
+        params=payload.params,
+        idempotency=(key, request_hash) if key else None,
+        **options,
+    )
     return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
 
 

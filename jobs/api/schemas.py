@@ -7,6 +7,8 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from jobs.models import BatchStatus, option_field, option_field_bounds
+
 
 class RegisteredTypeKeys:
     """In the OpenAPI schema, an enum of the registered operation types' keys, read when the schema
@@ -36,6 +38,14 @@ Integer = Annotated[StrictInt, BeforeValidator(_json_integer)]
 ItemIn = StrictStr | StrictInt | StrictFloat | dict[str, Any]
 
 
+def _option(name: str) -> Any:
+    """A body field of a Batch option: its default, limits (in the OpenAPI schema too) and
+    description from the model field."""
+    field = option_field(name)
+    low, high = option_field_bounds(name)
+    return Field(field.default, ge=low, le=high, description=str(field.help_text))
+
+
 class BatchIn(Schema):
     # A misspelt option ("max_paralel") is an error, not silently the default.
     model_config = ConfigDict(extra="forbid")
@@ -51,32 +61,17 @@ class BatchIn(Schema):
         "override `params`. Booleans and null are refused.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
-    max_parallel: Integer = Field(4, ge=1, le=100, description="1 to 100; 1 runs the operations one after another.")
-    stop_on_error: StrictBool = False
-    max_retries: Integer = Field(0, ge=0, le=10, description="Automatic retries per operation, 0 to 10.")
-    retry_backoff_s: StrictFloat = Field(
-        1.0, ge=0, le=3600, description="Base seconds between retries, doubled per retry; 0 to 3600."
-    )
-    timeout_s: Integer = Field(300, ge=1, le=86_400, description="Seconds per operation, 1 to 86400.")
-    priority: Literal["high", "default", "low"] = Field("default", description="high, default or low.")
+    max_parallel: Integer = _option("max_parallel")
+    stop_on_error: StrictBool = _option("stop_on_error")
+    max_retries: Integer = _option("max_retries")
+    retry_backoff_s: StrictFloat = _option("retry_backoff_s")
+    timeout_s: Integer = _option("timeout_s")
+    priority: Literal["high", "default", "low"] = _option("priority")
 
 
-class BatchOut(Schema):
+class ProgressOut(Schema):
     id: UUID
-    name: str
-    description: str
-    type: str
-    status: str = Field(
-        ..., description="pending, queued, running, paused, completed, failed, partial_success, cancelled"
-    )
-    owner: str
-    params: dict[str, Any]
-    max_parallel: int
-    stop_on_error: bool
-    max_retries: int
-    retry_backoff_s: float
-    timeout_s: int
-    priority: str
+    status: str = Field(..., description=", ".join(BatchStatus.values))
     total: int
     pending: int
     running: int
@@ -86,6 +81,22 @@ class BatchOut(Schema):
     percent_complete: int = Field(..., description="Rounded down; 100 only when nothing is pending or running.")
     eta_seconds: float | None
     current_operation: str
+
+
+class BatchOut(ProgressOut):
+    """A batch: its progress (ProgressOut) plus what it is and when things happened."""
+
+    name: str
+    description: str
+    type: str
+    owner: str
+    params: dict[str, Any]
+    max_parallel: int
+    stop_on_error: bool
+    max_retries: int
+    retry_backoff_s: float
+    timeout_s: int
+    priority: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -95,20 +106,6 @@ class BatchOut(Schema):
 class BatchList(Schema):
     items: list[BatchOut]
     count: int
-
-
-class ProgressOut(Schema):
-    id: UUID
-    status: str
-    total: int
-    pending: int
-    running: int
-    completed: int
-    failed: int
-    skipped: int
-    percent_complete: int
-    eta_seconds: float | None
-    current_operation: str
 
 
 class OperationOut(Schema):

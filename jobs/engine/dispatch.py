@@ -1,5 +1,11 @@
-"""Lanes are the RQ jobs that execute a batch's operations; this module enqueues them and keeps
-their registry in Redis.
+"""Lanes are the RQ jobs that bring a batch to the workers; this module enqueues them and keeps
+their registry in Redis, and the registry of live workers and their capacity.
+
+A Batchsite worker that takes a lane job serves that batch from then on: its executor claims the
+batch's operations onto its threads, round robin with the other batches it serves, until nothing is
+left for it (jobs.engine.executor). Elsewhere (a plain RQ worker, a test) the lane runs the batch
+in-process, one operation at a time (jobs.engine.lane.Lane). A batch gets as many lanes as it can
+use workers: one per live worker, at most one per operation it may run at once.
 
 Registry: one sorted set per batch, member = lane job id, score = the epoch second until which
 the lane counts as alive. A running lane refreshes its score with each heartbeat; a queued lane
@@ -8,9 +14,9 @@ database stays the source of truth: losing this registry (Redis flushed) only ma
 start new lanes, and the claim in the database keeps the concurrency limit exact regardless.
 """
 
+import json
 import time
 import uuid
-from datetime import datetime
 
 import django_rq
 from django.conf import settings
@@ -29,6 +35,62 @@ def redis_connection() -> Redis:
     return django_rq.get_connection("default")
 
 
+def heartbeat_s() -> float:
+    return settings.BATCHSITE_HEARTBEAT_S
+
+
+def lane_ttl_s() -> float:
+    """How long a served lane counts as alive after its last heartbeat."""
+    return 3 * settings.BATCHSITE_HEARTBEAT_S + 1
+
+
+def lanes_for(operations: int) -> int:
+    """Lanes to enqueue for `operations` that may run at once: one per live worker (each serves
+    many operations), never more than the operations, at least one."""
+    if operations <= 0:
+        return 0
+    try:
+        workers = len(live_workers())
+    except Exception:  # Redis unreachable: the reaper starts lanes again later
+        workers = 0
+    return max(1, min(operations, workers or 1))
+
+
+def _workers_key() -> str:
+    return f"{settings.BATCHSITE_REDIS_PREFIX}:workers"
+
+
+def worker_register(name: str, info: dict[str, object]) -> None:
+    """A live worker says it is alive and what it runs (its capacity, what it serves); it
+    counts as live for lane_ttl_s."""
+    info = {**info, "expires": time.time() + lane_ttl_s()}
+    redis_connection().hset(_workers_key(), name, json.dumps(info))
+
+
+def worker_unregister(name: str) -> None:
+    redis_connection().hdel(_workers_key(), name)
+
+
+def live_workers() -> dict[str, dict]:
+    """The live Batchsite workers by name, with what they said last; forgets expired ones."""
+    connection = redis_connection()
+    now = time.time()
+    live: dict[str, dict] = {}
+    raw: dict[bytes, bytes] = connection.hgetall(_workers_key())  # type: ignore[assignment]
+    for name, value in raw.items():
+        info = json.loads(value)
+        if info.get("expires", 0) > now:
+            live[name.decode()] = info
+        else:
+            connection.hdel(_workers_key(), name.decode())
+    return live
+
+
+def worker_capacity() -> int:
+    """Operations the live workers can run at once, together."""
+    return sum(int(info.get("concurrency", 0)) for info in live_workers().values())
+
+
 def _lanes_key(batch_id: str) -> str:
     return f"{settings.BATCHSITE_REDIS_PREFIX}:lanes:{batch_id}"
 
@@ -37,8 +99,9 @@ def _stop_key(batch_id: str) -> str:
     return f"{settings.BATCHSITE_REDIS_PREFIX}:stop:{batch_id}"
 
 
-def enqueue_lanes(batch_id: str, *, count: int, priority: str, at: datetime | None = None) -> list[str]:
-    """Enqueue `count` lanes on the batch's priority queue, now or at `at` (RQ scheduler)."""
+def enqueue_lanes(batch_id: str, *, count: int, priority: str) -> list[str]:
+    """Enqueue `count` lanes on the batch's priority queue. Never delayed through RQ's scheduler
+    (a process that dies with its worker): work due later is held by the executor that serves it."""
     if count <= 0:
         return []
     batch_id = str(batch_id)
@@ -46,22 +109,16 @@ def enqueue_lanes(batch_id: str, *, count: int, priority: str, at: datetime | No
     lane_ids = [f"lane-{batch_id}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
     connection = queue.connection
     # Registered before enqueueing so that a reaper never sees the batch without its lanes.
-    grace = QUEUED_GRACE_S + (max(0.0, (at.timestamp() - time.time())) if at else 0)
-    connection.zadd(_lanes_key(batch_id), {lane_id: time.time() + grace for lane_id in lane_ids})
+    connection.zadd(_lanes_key(batch_id), {lane_id: time.time() + QUEUED_GRACE_S for lane_id in lane_ids})
     connection.expire(_lanes_key(batch_id), 7 * 86400)
-    job_options = {"job_timeout": -1, "result_ttl": 0, "failure_ttl": 86400}
-    if at is not None:
-        for lane_id in lane_ids:
-            queue.enqueue_at(at, LANE_FUNCTION, batch_id, lane_id, job_id=lane_id, **job_options)
-    else:
-        queue.enqueue_many(
-            [
-                queue.prepare_data(
-                    LANE_FUNCTION, (batch_id, lane_id), job_id=lane_id, timeout=-1, result_ttl=0, failure_ttl=86400
-                )
-                for lane_id in lane_ids
-            ]
-        )
+    queue.enqueue_many(
+        [
+            queue.prepare_data(
+                LANE_FUNCTION, (batch_id, lane_id), job_id=lane_id, timeout=-1, result_ttl=0, failure_ttl=86400
+            )
+            for lane_id in lane_ids
+        ]
+    )
     return lane_ids
 
 
@@ -88,7 +145,8 @@ def live_lane_count(batch_id: str) -> int:
     key = _lanes_key(str(batch_id))
     now = time.time()
     live = 0
-    for member, score in connection.zrange(key, 0, -1, withscores=True):
+    members: list[tuple[bytes, float]] = connection.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+    for member, score in members:
         lane_id = member.decode()
         if score > now:
             live += 1

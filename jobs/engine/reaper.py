@@ -36,7 +36,9 @@ def reap() -> ReapReport:
     restarted = 0
     active = Batch.objects.filter(status__in=(BatchStatus.QUEUED, BatchStatus.RUNNING)).values_list("pk", flat=True)
     for batch_id in list(active):
-        restarted += services.batch_restart_lanes(batch_id=batch_id, live_lanes=dispatch.live_lane_count(batch_id))
+        restarted += services.batch_restart_lanes(
+            batch_id=str(batch_id), live_lanes=dispatch.live_lane_count(str(batch_id))
+        )
     return ReapReport(recovered, restarted)
 
 

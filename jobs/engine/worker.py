@@ -1,41 +1,98 @@
 """The RQ worker class Batchsite runs (the RQ WORKER_CLASS setting, so plain `rqworker` uses it)."""
 
 import logging
+import os
+import signal
 import threading
+import time
+from typing import Any
 
+import redis.exceptions
 from django.conf import settings
 from django.db import connections
-from rq.worker import Worker
+from rq.worker import SimpleWorker
 
-from jobs.engine import reaper
+from jobs.engine import dispatch, executor, reaper
+from jobs.engine.lane import worker_name
 
 logger = logging.getLogger(__name__)
 
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+MAX_BACKOFF_S = 10.0
 
-class BatchsiteWorker(Worker):
-    """RQ's forking worker, plus the reaper timer and fork-safe database connections.
 
-    The reaper runs here rather than as a job for RQ's scheduler: when a worker is SIGKILLed its
-    scheduler lock lives on for a minute or more, so a scheduled reaper would stall exactly when
-    it is needed. Every worker ticks; a Redis lock lets one of them reap per interval.
+class BatchsiteWorker(SimpleWorker):
+    """An RQ worker that runs up to BATCHSITE_WORKER_CONCURRENCY operations at once.
+
+    RQ hands it lane jobs; each makes the worker's executor (jobs.engine.executor) serve that
+    batch, and the job ends at once. The worker takes a lane only while a slot is free, so lanes
+    left in the queue go to workers with room. It does not fork per job: the executor's threads,
+    database connections and timers live as long as the worker.
+
+    It rides out Redis outages: RQ's own calls that would end the worker on a connection error are
+    retried here with backoff. It runs the reaper on a timer rather than as a job for RQ's
+    scheduler: the scheduler dies with the worker that holds its lock and comes back only in RQ's
+    maintenance pass, minutes later, exactly when the reaper is needed. Every worker ticks; a Redis
+    lock lets one of them reap per interval.
     """
 
-    def work(self, *args, **kwargs):
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self.executor = executor.Executor(worker_name(), int(settings.BATCHSITE_WORKER_CONCURRENCY))
+        executor.current = self.executor
+        self.executor.start()
         stop = threading.Event()
-        reaper = threading.Thread(target=self._reap_periodically, args=(stop,), name="batchsite-reaper", daemon=True)
-        reaper.start()
+        ticker = threading.Thread(target=self._tick, args=(stop,), name="batchsite-reaper", daemon=True)
+        ticker.start()
         try:
             return super().work(*args, **kwargs)
         finally:
             stop.set()
+            self.executor.stop(grace_s=settings.BATCHSITE_STOP_GRACE_S)
+            executor.current = None
+            try:
+                dispatch.worker_unregister(self.executor.name)
+            except Exception:
+                logger.warning("worker: could not unregister", exc_info=True)
 
-    def fork_work_horse(self, job, queue) -> None:
-        # A connection opened in this thread would be shared by every forked horse (PostgreSQL
-        # then fails with TLS/EOF errors): close them so each horse opens its own.
-        connections.close_all()
-        super().fork_work_horse(job, queue)
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        # A lane only with a free slot: a full worker leaves lanes to workers with room.
+        while not self.executor.wait_for_capacity(1.0):
+            self._safely(self.heartbeat)
+        delay = 0.5
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except REDIS_ERRORS:
+                delay = self._back_off("dequeue", delay)
 
-    def _reap_periodically(self, stop: threading.Event) -> None:
+    def execute_job(self, job, queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        except REDIS_ERRORS:
+            # The lane may be lost with its bookkeeping; the reaper gives the batch a new one.
+            self._back_off(f"job {job.id}", 1.0)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        self._safely(super().heartbeat, *args, **kwargs)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._safely(super().check_for_suspension, burst)
+
+    def run_maintenance_tasks(self) -> None:
+        self._safely(super().run_maintenance_tasks)
+
+    def _safely(self, call, *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+        except REDIS_ERRORS:
+            self._back_off(getattr(call, "__name__", "call"), 1.0)
+
+    def _back_off(self, what: str, delay: float) -> float:
+        logger.warning("worker: Redis unavailable (%s); trying again in %.1f s", what, delay)
+        time.sleep(delay)
+        return min(delay * 2, MAX_BACKOFF_S)
+
+    def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(settings.BATCHSITE_REAP_INTERVAL_S):
             try:
                 report = reaper.reap_if_due(self.name)
@@ -45,3 +102,8 @@ class BatchsiteWorker(Worker):
                 logger.warning("reaper: failed, will try again", exc_info=True)
             finally:
                 connections.close_all()
+            if self.executor.recycle_requested:
+                # Too many operation threads outlived their timeout: a warm restart frees them
+                # (the supervisor starts the worker again).
+                os.kill(os.getpid(), signal.SIGTERM)
+                return

@@ -61,6 +61,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         self.operation_ids: list[int] = []
         self.analytics_at = 0.0
         self.row_versions: dict[int, tuple] = {}
+        self.shown_version = -1
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
             return
@@ -73,6 +74,8 @@ class BatchConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def batch_progress(self, event: dict) -> None:
+        if event["version"] <= self.shown_version:
+            return  # what it announces was already read from the database and sent
         await self._send_state(analytics=time.monotonic() - self.analytics_at >= ANALYTICS_REFRESH_S)
 
     async def batch_status(self, event: dict) -> None:
@@ -100,6 +103,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         batch = _visible_batch(self.scope["user"], self.batch_id)
         if batch is None:
             return None
+        self.shown_version = batch.version
         parts = [oob(render_to_string("jobs/batch_detail.html#live", {"batch": batch}))]
         for operation in Operation.objects.filter(pk__in=self.operation_ids):
             version = (operation.status, operation.attempts, operation.duration_ms, operation.error)

@@ -12,7 +12,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,22 +35,10 @@ ALL_GROUP = "batches-all"
 
 
 def batch_snapshot(batch) -> dict[str, Any]:
-    """Ids, counters and status: what every subscriber needs to redraw a batch."""
-    return {
-        "batch_id": str(batch.id),
-        "owner_id": batch.owner_id,
-        "version": batch.version,
-        "status": batch.status,
-        "total": batch.total,
-        "pending": batch.pending,
-        "running": batch.running,
-        "completed": batch.completed,
-        "failed": batch.failed,
-        "skipped": batch.skipped,
-        "percent_complete": batch.percent_complete,
-        "eta_seconds": batch.eta_seconds,
-        "current_operation": batch.current_operation,
-    }
+    """What an event carries: which batch, its status, and the version that orders events. Consumers
+    read the rest from the database when they render, so a missed event cannot leave a page wrong;
+    `owner_id` only routes the event to the owner's group and is not sent."""
+    return {"batch_id": str(batch.id), "owner_id": batch.owner_id, "version": batch.version, "status": batch.status}
 
 
 def batch_changed(batch, *, status_changed: bool = False) -> None:
@@ -152,8 +139,12 @@ class Publisher:
         task.add_done_callback(self.tasks.discard)
 
     async def _deliver(self, payload: dict[str, Any]) -> None:
-        kind = payload.pop("kind")
-        message = {**payload, "type": f"batch.{kind}", "sent_at": time.time()}
+        message = {
+            "type": f"batch.{payload['kind']}",
+            "batch_id": payload["batch_id"],
+            "status": payload["status"],
+            "version": payload["version"],
+        }
         for group in (batch_group(payload["batch_id"]), owner_group(payload["owner_id"]), ALL_GROUP):
             try:
                 await self.layer.group_send(group, message)

@@ -7,7 +7,7 @@ the `operation_type` decorator; pages, API and commands then offer it like the b
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from django import forms
 
@@ -45,7 +45,7 @@ class Reschedule(Exception):
         self.state = state if state is not None else {}
 
 
-class OperationContextProtocol:
+class OperationContextProtocol(Protocol):
     """What an operation function receives; implemented by jobs.engine.lane.OperationContext."""
 
     batch_id: str
@@ -108,7 +108,7 @@ class OperationType:
         if not bound.is_valid():
             for name, messages in bound.errors.items():
                 key = path if name == "__all__" else f"{path}.{name}"
-                errors.setdefault(key, []).extend(messages)
+                errors.setdefault(key, []).extend(str(message) for message in messages)
         if errors:
             raise InvalidInput(errors)
         cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}

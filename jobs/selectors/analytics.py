@@ -83,7 +83,7 @@ def normalise_message(message: str) -> str:
     """An error message with its variable parts replaced by placeholders, so messages that differ only
     in numbers, uuids, hex ids, quoted strings, hosts, urls or paths fall in one group:
     "timeout after 31 s on host 10.0.0.5" → "timeout after <n> s on host <ip>"."""
-    text = _VARIABLE.sub(lambda match: _PLACEHOLDERS[match.lastgroup][1], message.strip())
+    text = _VARIABLE.sub(lambda match: _PLACEHOLDERS[match.lastgroup or ""][1], message.strip())
     return _SPACES.sub(" ", text)[:MESSAGE_MAX]
 
 
@@ -183,7 +183,7 @@ def _error_groups(failed: QuerySet) -> tuple[list[dict], list[dict]]:
 def _histograms(finished: QuerySet, minimum: int | None, maximum: int | None) -> tuple[dict, dict]:
     """(duration histogram, quality histogram) from one grouped query: the database counts operations
     per (duration bin, quality bin) pair, at most about 21 × 10 groups, and Python sums the margins."""
-    start, width, count = duration_bins(minimum, maximum) if minimum is not None else (0, 1, 0)
+    start, width, count = duration_bins(minimum, maximum) if minimum is not None and maximum is not None else (0, 1, 0)
     bins = QUALITY_BINS
     duration_counts, quality_counts = [0] * count, [0] * bins
     if minimum is not None or finished.filter(quality_score__isnull=False).exists():
@@ -249,7 +249,9 @@ def batch_analytics(batch: Batch) -> dict:
     operations = Operation.objects.filter(batch=batch).order_by()
     done_filter = Q(status__in=FINISHED)
     # One scan for the counts, the duration and quality summaries and, on PostgreSQL, the percentiles.
-    aggregates = {status: Count("id", filter=Q(status=status)) for status in OperationStatus.values}
+    aggregates: dict[str, Aggregate] = {
+        status: Count("id", filter=Q(status=status)) for status in OperationStatus.values
+    }
     aggregates.update(
         timed=Count("duration_ms", filter=done_filter),
         mean=Avg("duration_ms", filter=done_filter),

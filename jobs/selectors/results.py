@@ -9,7 +9,10 @@ from django.db.models import (
     QuerySet,
 )
 from django.db.models.expressions import OrderBy
-from django.db.models.fields.json import KeyTransform, compile_json_path
+from django.db.models.fields.json import (  # type: ignore[attr-defined]  # not in the stubs, public since 4.2
+    KeyTransform,
+    compile_json_path,
+)
 
 from jobs.errors import InvalidInput
 from jobs.models import Batch, ResultRow

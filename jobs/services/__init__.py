@@ -28,7 +28,9 @@ from jobs.services.instances import (
 from jobs.services.operations import (
     WORKER_LOST,
     Claim,
+    GroupRecorded,
     NoClaim,
+    Outcome,
     Recorded,
     operation_claim_next,
     operation_complete,
@@ -36,6 +38,9 @@ from jobs.services.operations import (
     operation_heartbeat,
     operation_recover_lost,
     operation_reschedule,
+    operations_claim,
+    operations_record,
+    running_operations_of,
 )
 from jobs.services.tokens import token_authenticate, token_create, token_revoke
 
@@ -43,7 +48,9 @@ __all__ = [
     "IDEMPOTENCY_WINDOW",
     "WORKER_LOST",
     "Claim",
+    "GroupRecorded",
     "NoClaim",
+    "Outcome",
     "Recorded",
     "batch_cancel",
     "batch_create",
@@ -67,6 +74,9 @@ __all__ = [
     "operation_heartbeat",
     "operation_recover_lost",
     "operation_reschedule",
+    "operations_claim",
+    "operations_record",
+    "running_operations_of",
     "token_authenticate",
     "token_create",
     "token_revoke",

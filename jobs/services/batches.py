@@ -5,13 +5,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Min
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import artifacts
 from jobs.engine import dispatch
-from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, TooManyOperations
+from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
 from jobs.live import publisher
@@ -26,6 +25,7 @@ from jobs.models import (
     OperationStatus,
 )
 from jobs.optypes import get_type
+from jobs.services import ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
@@ -33,11 +33,15 @@ from jobs.services.transitions import (
     finalize_if_done,
     flush_batch,
     locked_batch,
+    locked_batch_or_none,
     record_event,
     require_status,
     skip_pending,
     update_batch,
 )
+
+# The ETA's throughput marks, forgotten when a batch resumes or runs its failed operations again.
+RATE_RESET = {"rate_at": None, "rate_done": 0, "rate_prev_at": None, "rate_prev_done": 0}
 
 # --- creation ---------------------------------------------------------------------------------
 
@@ -51,13 +55,38 @@ def batch_create(
     name: str = "",
     start: bool = True,
     idempotency: tuple[str, str] | None = None,
+    rate_limit: bool = True,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
 
     `options` are BatchOptionsForm fields (description, max_parallel, ...); missing ones take
     their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
+
+    `idempotency` = (key, hash of the request): a request that repeats a key of the same owner
+    within IDEMPOTENCY_WINDOW gets the batch the first one created (also when both race), and
+    InvalidInput if its hash differs. `rate_limit`: a person's creation counts against
+    BATCH_CREATE_RATE_LIMIT (RateLimited when over); the system's own creations pass False.
     """
+    if idempotency:
+        replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1])
+        if replay is not None:
+            return replay
+    if rate_limit:
+        wait = ratelimit.creation_wait_seconds(owner)
+        if wait:
+            raise RateLimited(wait)
+    try:
+        return _create(owner, type, items, params, name, start, idempotency, options)
+    except IntegrityError:
+        # The same key raced in from a parallel request and won the unique constraint.
+        replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1]) if idempotency else None
+        if replay is None:
+            raise
+        return replay
+
+
+def _create(owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any]) -> Batch:
     optype = get_type(type)
     items = normalize_items(items)
     if not items:
@@ -74,7 +103,7 @@ def batch_create(
     if unknown:
         errors["options"] = [f"Unknown option(s): {', '.join(sorted(unknown))}."]
     if not options_form.is_valid():
-        errors.update({field: list(messages) for field, messages in options_form.errors.items()})
+        errors.update({field: [str(m) for m in messages] for field, messages in options_form.errors.items()})
     base_raw = params or {}
     base_params: dict[str, Any] = {}
     try:
@@ -237,7 +266,8 @@ def batch_pause(*, batch: Batch, by=None) -> Batch:
 def batch_resume(*, batch: Batch, by=None) -> Batch:
     with locked_batch(batch.pk) as locked:
         require_status(locked, (BatchStatus.PAUSED,), "resume")
-        update_batch(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED)
+        # The pause is no throughput: the ETA measures afresh from here.
+        update_batch(locked, status=BatchStatus.RUNNING if locked.started_at else BatchStatus.QUEUED, **RATE_RESET)
         record_event(locked, BatchEventKind.RESUMED, by, "")
         publisher.batch_changed(locked, status_changed=True)
         enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
@@ -270,7 +300,7 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
         changes: dict[str, Any] = {}
         if locked.is_terminal:
             changes = {"status": BatchStatus.QUEUED, "finished_at": None}
-        update_batch(locked, failed=-count, pending=+count, **changes)
+        update_batch(locked, failed=-count, pending=+count, **changes, **RATE_RESET)
         record_event(locked, BatchEventKind.RETRIED, by, f"{count} failed operations retried")
         publisher.batch_changed(locked, status_changed=True)
         if locked.status != BatchStatus.PAUSED:
@@ -318,20 +348,19 @@ def batch_prune(*, days: int, owner=None) -> int:
 
 
 def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
-    """Reaper: start lanes for an active batch with pending work but fewer lanes than it can use;
-    also finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
-    with locked_batch(batch_id, missing_ok=True) as batch:
+    """Reaper: start lanes for an active batch with pending work that no live lane serves; also
+    finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
+    with locked_batch_or_none(batch_id) as batch:
         now = timezone.now()
         if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
             return 0
         if finalize_if_done(batch, now):
             publisher.batch_changed(batch, status_changed=True)
             return 0
-        wanted = min(batch.max_parallel, batch.pending + batch.running) - live_lanes
-        missing = min(wanted, batch.pending)
-        if missing <= 0:
+        if live_lanes > 0 or batch.pending == 0:
             return 0
-        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+        # No lane serves it (its workers died, Redis lost the queues): lanes for what may run now.
+        missing = dispatch.lanes_for(min(batch.max_parallel, batch.pending))
         record_event(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
-        enqueue_lanes_on_commit(batch, missing, at=next_due if next_due and next_due > now else None)
+        enqueue_lanes_on_commit(batch, missing, lanes=True)
     return missing

@@ -59,11 +59,18 @@ def instance_validate(
     return cleaned
 
 
-def instance_create(*, name: str, url: str, region: str = "", tags: list[str] | None = None) -> DatabaseInstance:
-    """Register a database instance; its URL is checked (dialect and driver), not connected to."""
+def instance_create(
+    *, name: str, url: str, region: str = "", tags: list[str] | None = None, instance: DatabaseInstance | None = None
+) -> DatabaseInstance:
+    """Register a database instance; its URL is checked (dialect and driver), not connected to.
+    `instance`: an unsaved instance to save (the admin's), else a new one."""
     cleaned = instance_validate(name=name, url=url, region=region, tags=tags)
+    instance = instance if instance is not None else DatabaseInstance()
+    for field, value in cleaned.items():
+        setattr(instance, field, value)
     with transaction.atomic():
-        return DatabaseInstance.objects.create(**cleaned)
+        instance.save(force_insert=True)
+    return instance
 
 
 def instance_update(

@@ -1,10 +1,23 @@
-"""The engine's transitions: claim an operation, record its outcome, recover it when its worker is lost."""
+"""The engine's transitions: claim operations, record their outcomes, recover them when their worker
+is lost. Claims and outcomes come in groups: one transaction, one lock of the batch row and one
+counter update for many operations, so a batch's workers do not queue on its row once per operation.
 
-from dataclasses import dataclass
+Guarantees (SPEC §2), kept by every function here:
+- A claim takes the batch row's lock, checks `running + n <= max_parallel` and moves n due pending
+  operations to running with attempts + 1: max_parallel holds across every worker on every machine.
+- An outcome counts only while its attempt is the running one (status running and the same
+  attempts number, the fence), read under the batch lock; a late, doubled or reaped attempt's
+  outcome changes nothing. The counters move by the sum of the accepted outcomes in the same
+  transaction, so they equal a COUNT of the rows at every commit.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import F, Min
+from django.conf import settings
+from django.db.models import Min
 from django.utils import timezone
 
 from jobs.live import publisher
@@ -22,7 +35,7 @@ from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
     finalize_if_done,
-    locked_batch,
+    locked_batch_or_none,
     record_event,
     skip_pending,
     update_batch,
@@ -31,12 +44,9 @@ from jobs.services.transitions import (
 WORKER_LOST = "WorkerLost"
 
 
-# --- the engine's transitions -----------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Claim:
-    """An operation handed to one lane for one attempt."""
+    """An operation handed to one worker for one attempt."""
 
     batch_id: str
     operation_id: int
@@ -60,21 +70,29 @@ class NoClaim:
     next_due: datetime | None = None
 
 
-def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
-    """Claim the next due pending operation, never exceeding max_parallel running operations.
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: `completed` (result, rows, quality), `failed` (error; `retryable`
+    says whether automatic retries may apply), `rescheduled` (due again in `after_s`, with
+    `state` for the next run) or `released` (handed back unfinished by a worker that stops)."""
 
-    Exactly one lane gets each attempt: the batch row is locked while the operation is taken.
-    """
-    with locked_batch(batch_id, missing_ok=True) as batch:
-        if batch is None:
-            return NoClaim("gone")
-        return _claim_locked(batch, worker, timezone.now())
+    claim: Claim
+    kind: str
+    duration_ms: int | None = None
+    result: dict[str, Any] | None = None
+    rows: Sequence[dict[str, Any]] = ()
+    quality_score: float | None = None
+    error: str = ""
+    error_type: str = ""
+    retryable: bool = True
+    after_s: float = 0.0
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Recorded:
-    """The answer to an outcome report: whether this attempt's outcome counted and, when the lane
-    asked for it, its next claim (taken in the same transaction, saving one per operation)."""
+    """The answer to an outcome report: whether this attempt's outcome counted and, when the
+    caller asked for it, its next claim (taken in the same transaction)."""
 
     accepted: bool
     next: Claim | NoClaim | None = None
@@ -83,44 +101,219 @@ class Recorded:
         return self.accepted
 
 
+@dataclass
+class GroupRecorded:
+    """The answer to a group of outcomes: one accepted flag per outcome, in order, and the claims
+    taken in the same transaction when asked for (a list, or why there were none)."""
+
+    accepted: list[bool] = field(default_factory=list)
+    claims: list[Claim] | NoClaim | None = None
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+def operations_claim(*, batch_id: str, worker: str, limit: int) -> list[Claim] | NoClaim:
+    """Claim up to `limit` due pending operations in sequence order, never more than the batch's
+    max_parallel running at once. A list (never empty) or the reason there is nothing."""
+    with locked_batch_or_none(batch_id) as batch:
+        if batch is None:
+            return NoClaim("gone")
+        return _claim_locked(batch, worker, timezone.now(), limit)
+
+
+def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
+    """Claim the next due pending operation (operations_claim of one)."""
+    claims = operations_claim(batch_id=batch_id, worker=worker, limit=1)
+    return claims[0] if isinstance(claims, list) else claims
+
+
+def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[Claim] | NoClaim:
+    if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+        return NoClaim("inactive")
+    if batch.pending == 0:
+        return NoClaim("empty")
+    room = min(limit, batch.max_parallel - batch.running)
+    if room <= 0:
+        return NoClaim("full")
+    found = rawsql.select_for_update(
+        Operation,
+        "WHERE {batch} = %s AND {status} = %s AND ({not_before} IS NULL OR {not_before} <= %s) ORDER BY {seq} LIMIT %s",
+        [
+            rawsql.prep(Operation, "batch", batch.pk),
+            OperationStatus.PENDING.value,
+            rawsql.prep(Operation, "not_before", now),
+            room,
+        ],
+        skip_locked=True,
+    )
+    if not found:
+        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+        return NoClaim("not_due", next_due)
+    claimed = rawsql.claim_operations(Operation, [operation.pk for operation in found], now=now, worker=worker[:200])
+    if claimed != len(found):  # cannot happen under the batch lock; never count what was not taken
+        raise RuntimeError(f"claimed {claimed} of {len(found)} operations of batch {batch.pk}")
+    started = batch.status == BatchStatus.QUEUED
+    changes: dict[str, Any] = {"current_operation": found[-1].label}
+    if started:
+        changes["status"] = BatchStatus.RUNNING
+        if batch.started_at is None:
+            changes["started_at"] = now
+            record_event(batch, BatchEventKind.STARTED, None, "")
+    update_batch(batch, pending=-len(found), running=+len(found), **changes)
+    publisher.batch_changed(batch, status_changed=started)
+    return [
+        Claim(
+            batch_id=str(batch.pk),
+            operation_id=operation.pk,
+            attempt=operation.attempts + 1,
+            seq=operation.seq,
+            label=operation.label,
+            type=batch.type,
+            params={**batch.params, **operation.params},
+            timeout_s=batch.timeout_s,
+            state=operation.state,
+            # An operation resuming outside work it started earlier keeps its start.
+            started_at=operation.started_at if operation.state is not None and operation.started_at else now,
+        )
+        for operation in found
+    ]
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+def operations_record(
+    *, batch_id: str, outcomes: Sequence[Outcome], claim_for: str = "", claim_limit: int = 0
+) -> GroupRecorded:
+    """Record the outcomes of one batch's attempts in one transaction; with `claim_for` (a worker
+    name) and `claim_limit`, also claim up to that many next operations in it."""
+    with locked_batch_or_none(batch_id) as batch:
+        if batch is None:
+            return GroupRecorded([False] * len(outcomes), NoClaim("gone") if claim_for else None)
+        now = timezone.now()
+        accepted = _record_locked(batch, outcomes, now)
+        claims = _claim_locked(batch, claim_for, now, claim_limit) if claim_for and claim_limit > 0 else None
+        return GroupRecorded(accepted, claims)
+
+
+def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> list[bool]:
+    ids = [outcome.claim.operation_id for outcome in outcomes]
+    current = {
+        pk: (attempts, auto_retries, seq, label)
+        for pk, attempts, auto_retries, seq, label in Operation.objects.filter(
+            pk__in=ids, status=OperationStatus.RUNNING
+        ).values_list("pk", "attempts", "auto_retries", "seq", "label")
+    }
+    accepted: list[bool] = []
+    completed: list[tuple[Outcome, dict[str, Any]]] = []
+    updates: list[tuple[int, dict[str, Any]]] = []
+    failed: list[tuple[Outcome, int, str]] = []
+    deltas = {"running": 0, "completed": 0, "pending": 0, "failed": 0, "duration_total_ms": 0, "duration_count": 0}
+    for outcome in outcomes:
+        claim = outcome.claim
+        row = current.pop(claim.operation_id, None)  # popped: a doubled report counts once
+        if row is None or row[0] != claim.attempt:
+            accepted.append(False)
+            continue
+        accepted.append(True)
+        deltas["running"] -= 1
+        if outcome.duration_ms is not None and outcome.kind in ("completed", "failed"):
+            deltas["duration_total_ms"] += outcome.duration_ms
+            deltas["duration_count"] += 1
+        if outcome.kind == "completed":
+            completed.append((outcome, _completed_values(outcome, now)))
+            deltas["completed"] += 1
+        elif outcome.kind == "rescheduled":
+            # Waiting on outside work: neither a failure nor a finished attempt; no retry is spent.
+            values: dict[str, Any] = {"not_before": now + timedelta(seconds=outcome.after_s), "state": outcome.state}
+            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
+            deltas["pending"] += 1
+        elif outcome.kind == "released":
+            # Handed back by a worker that stops: another runs it at once, as a new attempt.
+            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, "not_before": None}))
+            deltas["pending"] += 1
+        else:
+            error = (outcome.error or outcome.error_type or "failed")[:10_000]
+            common: dict[str, Any] = {
+                "error": error,
+                "error_type": outcome.error_type[:100],
+                "duration_ms": outcome.duration_ms,
+            }
+            auto_retries = row[1]
+            if outcome.retryable and auto_retries < batch.max_retries:
+                delay = batch.retry_backoff_s * (2**auto_retries)
+                values = {"auto_retries": auto_retries + 1, "not_before": now + timedelta(seconds=delay), **common}
+                updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
+                deltas["pending"] += 1
+            else:
+                values = {"status": OperationStatus.FAILED, "finished_at": now, **common}
+                failed.append((outcome, row[2], row[3]))
+                updates.append((claim.operation_id, values))
+                deltas["failed"] += 1
+    if not any(accepted):
+        return accepted
+    for outcome, values in completed:
+        rawsql.update(Operation, where={"pk": outcome.claim.operation_id}, values=values)
+    for operation_id, values in updates:
+        rawsql.update(Operation, where={"pk": operation_id}, values=values)
+    rows = [
+        ResultRow(batch_id=batch.pk, operation_id=outcome.claim.operation_id, data=data)
+        for outcome, _ in completed
+        for data in outcome.rows
+    ]
+    if rows:
+        ResultRow.objects.bulk_create(rows, batch_size=CREATE_CHUNK)
+    update_batch(batch, **{name: delta for name, delta in deltas.items() if delta})
+    stopped = False
+    if failed and batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
+        _, seq, label = failed[0]
+        cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
+        skipped = skip_pending(batch, now, "Skipped: the batch stopped on error.")
+        record_event(batch, BatchEventKind.STOPPED, None, f"Stopped after #{seq} {label} failed; {skipped} skipped")
+        stopped = True
+    _mark_rate(batch, now)
+    finished = finalize_if_done(batch, now)
+    publisher.batch_changed(batch, status_changed=finished or stopped)
+    return accepted
+
+
+def _completed_values(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "status": OperationStatus.COMPLETED,
+        "result": outcome.result,
+        "error": "",
+        "error_type": "",
+        "duration_ms": outcome.duration_ms,
+        "quality_score": outcome.quality_score,
+        "finished_at": now,
+    }
+
+
+def _mark_rate(batch: Batch, now: datetime) -> None:
+    """Move the ETA's throughput marks once the newer one is a window old (Batch.eta_seconds)."""
+    if batch.rate_at is None or (now - batch.rate_at).total_seconds() >= settings.BATCHSITE_ETA_WINDOW_S:
+        update_batch(
+            batch,
+            rate_prev_at=batch.rate_at,
+            rate_prev_done=batch.rate_done,
+            rate_at=now,
+            rate_done=batch.finished_count,
+        )
+
+
 def operation_complete(
     *,
     claim: Claim,
     duration_ms: int,
     result: dict[str, Any] | None = None,
-    rows: list[dict[str, Any]] = (),
+    rows: Sequence[dict[str, Any]] = (),
     quality_score: float | None = None,
     then_claim_for: str = "",
 ) -> Recorded:
-    """Record success of this attempt; not accepted (nothing written) if the attempt is no longer
-    current. With `then_claim_for` (a worker name), also claim the next operation."""
-    with locked_batch(claim.batch_id, missing_ok=True) as batch:
-        if batch is None:
-            return Recorded(False, NoClaim("gone"))
-        now = timezone.now()
-        updated = rawsql.update(
-            Operation,
-            where=_attempt_fence(claim),
-            values={
-                "status": OperationStatus.COMPLETED,
-                "result": result,
-                "error": "",
-                "error_type": "",
-                "duration_ms": duration_ms,
-                "quality_score": quality_score,
-                "finished_at": now,
-            },
-        )
-        if updated == 1:
-            if rows:
-                ResultRow.objects.bulk_create(
-                    (ResultRow(batch_id=batch.pk, operation_id=claim.operation_id, data=row) for row in rows),
-                    batch_size=CREATE_CHUNK,
-                )
-            update_batch(batch, running=-1, completed=+1, duration_total_ms=+duration_ms, duration_count=+1)
-            finished = finalize_if_done(batch, now)
-            publisher.batch_changed(batch, status_changed=finished)
-        return Recorded(updated == 1, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
+    """Record success of this attempt (operations_record of one)."""
+    outcome = Outcome(claim, "completed", duration_ms, result=result, rows=rows, quality_score=quality_score)
+    return _record_one(outcome, then_claim_for)
 
 
 def operation_fail(
@@ -128,162 +321,51 @@ def operation_fail(
     claim: Claim,
     error: str,
     error_type: str,
-    duration_ms: int,
+    duration_ms: int | None,
     retryable: bool = True,
     then_claim_for: str = "",
 ) -> Recorded:
     """Record a failed attempt: back to pending with backoff while automatic retries are left,
-    else failed (and, with stop_on_error, the rest skipped). Not accepted if the attempt is not
-    current. With `then_claim_for`, also claim the next operation."""
-    with locked_batch(claim.batch_id, missing_ok=True) as batch:
-        if batch is None:
-            return Recorded(False, NoClaim("gone"))
-        now = timezone.now()
-        operation = _current_attempt(claim).first()
-        if operation is not None:
-            _record_failure(batch, operation, now, error, error_type, duration_ms, retryable)
-        return Recorded(operation is not None, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
+    else failed (and, with stop_on_error, the rest skipped)."""
+    outcome = Outcome(claim, "failed", duration_ms, error=error, error_type=error_type, retryable=retryable)
+    return _record_one(outcome, then_claim_for)
 
 
-def operation_reschedule(
-    *,
-    claim: Claim,
-    after_s: float,
-    state: dict[str, Any],
-    then_claim_for: str = "",
-) -> Recorded:
+def operation_reschedule(*, claim: Claim, after_s: float, state: dict[str, Any], then_claim_for: str = "") -> Recorded:
     """The operation waits for outside work (an external job it polls): back to pending, due
-    again in `after_s` seconds, with `state` handed to its next run. Neither a failure nor a
-    finished attempt: no automatic retry is used and no duration is counted. The next claim is a
-    new attempt number, so the fence stays exact. Not accepted if the attempt is not current."""
-    with locked_batch(claim.batch_id, missing_ok=True) as batch:
-        if batch is None:
-            return Recorded(False, NoClaim("gone"))
-        now = timezone.now()
-        updated = rawsql.update(
-            Operation,
-            where=_attempt_fence(claim),
-            values={
-                "status": OperationStatus.PENDING,
-                "not_before": now + timedelta(seconds=after_s),
-                "state": state,
-            },
-        )
-        if updated == 1:
-            # The lane that reported this sees "not due" if nothing else is, and schedules its
-            # successor for then.
-            update_batch(batch, running=-1, pending=+1)
-            publisher.batch_changed(batch)
-        return Recorded(updated == 1, _claim_locked(batch, then_claim_for, now) if then_claim_for else None)
+    again in `after_s` seconds, with `state` handed to its next run. No automatic retry is used
+    and no duration is counted; the next claim is a new attempt number, so the fence stays exact."""
+    return _record_one(Outcome(claim, "rescheduled", after_s=after_s, state=state), then_claim_for)
 
 
-def _claim_locked(batch: Batch, worker: str, now: datetime) -> Claim | NoClaim:
-    if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
-        return NoClaim("inactive")
-    if batch.pending == 0:
-        return NoClaim("empty")
-    if batch.running >= batch.max_parallel:
-        return NoClaim("full")
-    found = rawsql.select_for_update(
-        Operation,
-        "WHERE {batch} = %s AND {status} = %s AND ({not_before} IS NULL OR {not_before} <= %s) ORDER BY {seq} LIMIT 1",
-        [
-            rawsql.prep(Operation, "batch", batch.pk),
-            OperationStatus.PENDING.value,
-            rawsql.prep(Operation, "not_before", now),
-        ],
-        skip_locked=True,
+def _record_one(outcome: Outcome, then_claim_for: str) -> Recorded:
+    group = operations_record(
+        batch_id=outcome.claim.batch_id, outcomes=[outcome], claim_for=then_claim_for, claim_limit=1
     )
-    operation = found[0] if found else None
-    if operation is None:
-        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
-        return NoClaim("not_due", next_due)
-    # An operation resuming outside work it started earlier keeps its start.
-    started_at = operation.started_at if operation.state is not None and operation.started_at else now
-    claimed = rawsql.update(
-        Operation,
-        where={"pk": operation.pk, "status": OperationStatus.PENDING},
-        values={
-            "status": OperationStatus.RUNNING,
-            "started_at": started_at,
-            "heartbeat_at": now,
-            "finished_at": None,
-            "not_before": None,
-            "worker": worker[:200],
-        },
-        increments={"attempts": 1},
-    )
-    if claimed != 1:
-        return NoClaim("full")
-    started = batch.status == BatchStatus.QUEUED
-    changes: dict[str, Any] = {"current_operation": operation.label}
-    if started:
-        changes["status"] = BatchStatus.RUNNING
-        if batch.started_at is None:
-            changes["started_at"] = now
-            record_event(batch, BatchEventKind.STARTED, None, "")
-    update_batch(batch, pending=-1, running=+1, **changes)
-    publisher.batch_changed(batch, status_changed=started)
-    return Claim(
-        batch_id=str(batch.pk),
-        operation_id=operation.pk,
-        attempt=operation.attempts + 1,
-        seq=operation.seq,
-        label=operation.label,
-        type=batch.type,
-        params={**batch.params, **operation.params},
-        timeout_s=batch.timeout_s,
-        state=operation.state,
-        started_at=started_at,
-    )
+    claims = group.claims
+    return Recorded(group.accepted[0], claims[0] if isinstance(claims, list) else claims)
 
 
-def _record_failure(batch, operation, now, error, error_type, duration_ms, retryable) -> None:
-    error = (error or error_type or "failed")[:10_000]
-    common = {"error": error, "error_type": error_type[:100], "duration_ms": duration_ms}
-    timing = {"duration_total_ms": +(duration_ms or 0), "duration_count": +1 if duration_ms is not None else 0}
-    if retryable and operation.auto_retries < batch.max_retries:
-        delay = batch.retry_backoff_s * (2**operation.auto_retries)
-        Operation.objects.filter(pk=operation.pk).update(
-            status=OperationStatus.PENDING,
-            auto_retries=F("auto_retries") + 1,
-            not_before=now + timedelta(seconds=delay),
-            **common,
-        )
-        # The lane that reported this sees "not due" and schedules its successor for then.
-        update_batch(batch, running=-1, pending=+1, **timing)
-        publisher.batch_changed(batch)
-        return
-    Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.FAILED, finished_at=now, **common)
-    update_batch(batch, running=-1, failed=+1, **timing)
-    if batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
-        cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
-        skipped = skip_pending(batch, now, "Skipped: the batch stopped on error.")
-        record_event(
-            batch,
-            BatchEventKind.STOPPED,
-            None,
-            f"Stopped after #{operation.seq} {operation.label} failed; {skipped} skipped",
-        )
-    finished = finalize_if_done(batch, now)
-    publisher.batch_changed(batch, status_changed=finished)
+# --- liveness ---------------------------------------------------------------------------------
 
 
-def operation_heartbeat(*, operation_ids: list[int]) -> None:
+def operation_heartbeat(*, operation_ids: Sequence[int]) -> None:
     """Mark running operations as alive; no counters change, so no batch lock is needed."""
     if operation_ids:
-        Operation.objects.filter(pk__in=operation_ids, status=OperationStatus.RUNNING).update(
+        Operation.objects.filter(pk__in=list(operation_ids), status=OperationStatus.RUNNING).update(
             heartbeat_at=timezone.now()
         )
 
 
 def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool:
-    """A running operation whose worker stopped heartbeating: pending again if automatic retries
-    are left, else failed with "worker lost". False if it turned out alive or already moved on."""
+    """A running operation whose worker stopped heartbeating was lost with it: pending again at
+    once, without spending an automatic retry (the work may not have failed at all), until it has
+    been lost BATCHSITE_MAX_LOST times, then failed as WorkerLost (a poison operation that kills
+    its workers must end). False if it turned out alive or already moved on."""
     batch_id = Operation.objects.filter(pk=operation_id).values_list("batch_id", flat=True).first()
     if batch_id is None:
         return False
-    with locked_batch(batch_id, missing_ok=True) as batch:
+    with locked_batch_or_none(batch_id) as batch:
         if batch is None:
             return False
         now = timezone.now()
@@ -292,24 +374,56 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
         ).first()
         if operation is None:
             return False
-        record_event(batch, BatchEventKind.REAPED, None, f"#{operation.seq} {operation.label}: worker lost")
-        _record_failure(
-            batch,
-            operation,
-            now,
-            f"worker lost: no heartbeat from {operation.worker or 'its worker'} since "
-            f"{operation.heartbeat_at:%H:%M:%S}",
-            WORKER_LOST,
-            None,
-            retryable=True,
+        lost = operation.lost + 1
+        message = (
+            f"worker lost: no heartbeat from {operation.worker or 'its worker'} since {operation.heartbeat_at:%H:%M:%S}"
         )
+        record_event(batch, BatchEventKind.REAPED, None, f"#{operation.seq} {operation.label}: worker lost")
+        claim = Claim(
+            str(batch.pk), operation.pk, operation.attempts, operation.seq, operation.label, batch.type, {}, 0
+        )
+        if lost >= settings.BATCHSITE_MAX_LOST:
+            message = f"{message} ({lost} times; not tried again)"
+            _record_locked(
+                batch, [Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST, retryable=False)], now
+            )
+        else:
+            values = {
+                "status": OperationStatus.PENDING,
+                "not_before": None,
+                "error": message,
+                "error_type": WORKER_LOST,
+            }
+            rawsql.update(Operation, where={"pk": operation.pk}, values=values)
+            update_batch(batch, running=-1, pending=+1)
+            publisher.batch_changed(batch)
+        rawsql.update(Operation, where={"pk": operation.pk}, values={"lost": lost})
     return True
 
 
-def _attempt_fence(claim: Claim) -> dict[str, Any]:
-    """The claimed operation, only while this attempt is still the running one (the fence)."""
-    return {"pk": claim.operation_id, "status": OperationStatus.RUNNING, "attempts": claim.attempt}
+def running_operations_of(operation_ids: Sequence[int]) -> set[int]:
+    """Which of these operations are still running (a worker's check after a cancel)."""
+    return set(
+        Operation.objects.filter(pk__in=list(operation_ids), status=OperationStatus.RUNNING).values_list(
+            "pk", flat=True
+        )
+    )
 
 
-def _current_attempt(claim: Claim):
-    return Operation.objects.filter(**_attempt_fence(claim))
+__all__ = [
+    "WORKER_LOST",
+    "Claim",
+    "GroupRecorded",
+    "NoClaim",
+    "Outcome",
+    "Recorded",
+    "operation_claim_next",
+    "operation_complete",
+    "operation_fail",
+    "operation_heartbeat",
+    "operation_recover_lost",
+    "operation_reschedule",
+    "operations_claim",
+    "operations_record",
+    "running_operations_of",
+]

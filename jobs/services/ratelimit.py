@@ -19,7 +19,7 @@ def creation_wait_seconds(user) -> int:
     connection = dispatch.redis_connection()
     with connection.pipeline() as pipe:
         pipe.incr(key)
-        pipe.expire(key, window + 1)
+        pipe.expire(key, int(window) + 1)
         count, _ = pipe.execute()
     if count <= limit:
         return 0

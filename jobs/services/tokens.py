@@ -18,13 +18,16 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def token_create(*, user, name: str) -> tuple[ApiToken, str]:
-    """A new token and its key; only the key's hash is stored, so this is the one time it is seen."""
+def token_create(*, user, name: str, token: ApiToken | None = None) -> tuple[ApiToken, str]:
+    """A new token and its key; only the key's hash is stored, so this is the one time it is seen.
+    `token`: an unsaved token to fill and save (the admin's add form), else a new one."""
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput({"name": ["A name of 1 to 100 characters is required."]})
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, prefix=key[:12], key_hash=_hash(key))
+    token = token if token is not None else ApiToken()
+    token.user, token.name, token.prefix, token.key_hash = user, name, key[:12], _hash(key)
+    token.save(force_insert=True)
     return token, key
 
 

@@ -57,14 +57,24 @@ COUNTERS = frozenset(
 
 
 @contextmanager
-def locked_batch(batch_id, *, missing_ok: bool = False) -> Iterator[Batch | None]:
-    """One transition: a transaction holding the batch row's lock; the changes `_update` collected
-    are written as a single UPDATE when the block ends without an error."""
+def locked_batch_or_none(batch_id) -> Iterator[Batch | None]:
+    """One transition: a transaction holding the batch row's lock (None when the batch is gone);
+    the changes `update_batch` collected are written as a single UPDATE when the block ends
+    without an error."""
     with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=missing_ok)
+        batch = _lock_batch(batch_id, missing_ok=True)
         yield batch
         if batch is not None:
             flush_batch(batch)
+
+
+@contextmanager
+def locked_batch(batch_id) -> Iterator[Batch]:
+    """As locked_batch_or_none, for a batch that must exist (Batch.DoesNotExist otherwise)."""
+    with locked_batch_or_none(batch_id) as batch:
+        if batch is None:
+            raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
+        yield batch
 
 
 def update_batch(batch: Batch, **changes: Any) -> None:
@@ -144,7 +154,13 @@ def cancel_outside_work_on_commit(batch: Batch, statuses: tuple) -> None:
         transaction.on_commit(lambda: dispatch.enqueue_outside_cancel(batch_id, waiting))
 
 
-def enqueue_lanes_on_commit(batch: Batch, count: int, at: datetime | None = None) -> None:
+def enqueue_lanes_on_commit(batch: Batch, count: int, *, lanes: bool = False) -> None:
+    """After commit, lanes for `count` operations that may now run (dispatch.lanes_for), or
+    `count` lanes exactly with `lanes=True`."""
     if count > 0:
         batch_id, priority = str(batch.pk), batch.priority
-        transaction.on_commit(lambda: dispatch.enqueue_lanes(batch_id, count=count, priority=priority, at=at))
+
+        def enqueue() -> None:
+            dispatch.enqueue_lanes(batch_id, count=count if lanes else dispatch.lanes_for(count), priority=priority)
+
+        transaction.on_commit(enqueue)

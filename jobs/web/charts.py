@@ -9,10 +9,11 @@ from datetime import datetime
 
 from jobs.selectors.analytics import nice_width
 
-OK = "#12805c"
-BAD = "#c0362c"
-ACCENT = "#3056d3"
-MUTED = "#667085"
+# The palette of static/css/status.css, where the colours are defined; SVG fills take CSS variables.
+OK = "var(--ok)"
+BAD = "var(--bad)"
+ACCENT = "var(--accent)"
+MUTED = "var(--muted)"
 
 WIDTH = 640
 HEIGHT = 240
@@ -268,7 +269,11 @@ def throughput_24h(stats: dict) -> dict:
     )
     total = sum(h["completed"] + h["failed"] for h in hours)
     busiest = max(hours, key=lambda h: h["completed"] + h["failed"], default=None)
-    peak = f"; busiest hour {_format_time(busiest['start'], 'hour')} with {busiest['completed'] + busiest['failed']}"
+    peak = (
+        f"; busiest hour {_format_time(busiest['start'], 'hour')} with {busiest['completed'] + busiest['failed']}"
+        if busiest is not None
+        else ""
+    )
     return {
         **chart,
         **columns,

@@ -11,9 +11,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors, services
-from jobs.errors import IllegalTransition, InvalidInput
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.forms import BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
@@ -23,13 +24,19 @@ BATCHES_PER_PAGE = 25
 PARAMS_PREFIX = "params"
 
 
+class HtmxHttpRequest(HttpRequest):
+    """A request as django-htmx's middleware leaves it (the annotation the type checker reads)."""
+
+    htmx: HtmxDetails
+
+
 @login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/dashboard.html", selectors.dashboard_context(request.user))
 
 
 @login_required
-def batch_list(request: HttpRequest) -> HttpResponse:
+def batch_list(request: HtmxHttpRequest) -> HttpResponse:
     filters = {
         key: request.GET.get(key, "").strip() for key in ("status", "type", "q", "created_after", "created_before")
     }
@@ -60,12 +67,12 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def batch_new(request: HttpRequest) -> HttpResponse:
+def batch_new(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/batch_new.html", {"types": all_types()})
 
 
 @login_required
-def batch_create(request: HttpRequest, type_key: str) -> HttpResponse:
+def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     try:
         optype = get_type(type_key)
     except InvalidInput:
@@ -73,8 +80,7 @@ def batch_create(request: HttpRequest, type_key: str) -> HttpResponse:
     if request.method != "POST":
         options = BatchOptionsForm(initial=BatchOptionsForm.defaults(), label_suffix="")
         params = optype.form(prefix=PARAMS_PREFIX, label_suffix="")
-        items = ItemsForm(label_suffix="")
-        return _render_create(request, optype, options, params, items)
+        return _render_create(request, optype, options, params, ItemsForm(label_suffix=""))
 
     options = BatchOptionsForm(request.POST, label_suffix="")
     params = optype.form(request.POST, prefix=PARAMS_PREFIX, label_suffix="")
@@ -104,6 +110,9 @@ def batch_create(request: HttpRequest, type_key: str) -> HttpResponse:
             )
         except InvalidInput as exc:
             _add_service_errors(exc, options, params, items_form)
+        except RateLimited as exc:
+            options.add_error(None, str(exc))
+            return _render_create(request, optype, options, params, items_form, status=429)
         else:
             messages.success(request, f"Batch {batch.name} created with {batch.total} operations.")
             return redirect("batch_detail", batch_id=batch.pk)
@@ -158,7 +167,7 @@ RESULTS_PER_PAGE = 50
 
 
 @login_required
-def batch_detail(request: HttpRequest, batch_id) -> HttpResponse:
+def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     batch = selectors.batch_get_visible(request.user, batch_id)
     tab = request.GET.get("tab", "")
     context = batch_panel_context(batch, tab=tab if tab in TABS else "operations", query=request.GET)
@@ -208,14 +217,14 @@ ACTIONS: dict[str, Any] = {
 
 @login_required
 @require_POST
-def batch_action(request: HttpRequest, batch_id, action: str) -> HttpResponse:
+def batch_action(request: HtmxHttpRequest, batch_id, action: str) -> HttpResponse:
     batch = selectors.batch_get_visible(request.user, batch_id)
     if action == "delete":
         return _delete(request, batch)
     if action == "run-again":
         try:
             new_batch = services.batch_run_again(batch=batch, by=request.user)
-        except InvalidInput as exc:
+        except (InvalidInput, RateLimited) as exc:
             messages.error(request, f"Could not run it again: {exc}")
             return _to(request, reverse("batch_detail", args=[batch.pk]))
         messages.success(request, f"Started batch {new_batch.name} again with {new_batch.total} operations.")
@@ -234,7 +243,7 @@ def batch_action(request: HttpRequest, batch_id, action: str) -> HttpResponse:
     return redirect("batch_detail", batch_id=batch.pk)
 
 
-def _delete(request: HttpRequest, batch: Batch) -> HttpResponse:
+def _delete(request: HtmxHttpRequest, batch: Batch) -> HttpResponse:
     try:
         services.batch_delete(batch=batch, by=request.user)
     except IllegalTransition as exc:
@@ -246,7 +255,7 @@ def _delete(request: HttpRequest, batch: Batch) -> HttpResponse:
     return _to(request, reverse("dashboard"))
 
 
-def _to(request: HttpRequest, url: str) -> HttpResponse:
+def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
     """A redirect that htmx follows as a full page load."""
     if request.htmx:
         response = HttpResponse(status=204)
@@ -256,5 +265,5 @@ def _to(request: HttpRequest, url: str) -> HttpResponse:
 
 
 @login_required
-def stats(request: HttpRequest) -> HttpResponse:
+def stats(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/stats.html", {"stats": selectors.batch_stats(request.user), "types": all_types()})

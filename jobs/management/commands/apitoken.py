@@ -9,10 +9,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from jobs import services
 from jobs.errors import InvalidInput
 from jobs.management.pipes import QuietBrokenPipeMixin
 from jobs.models import ApiToken
-from jobs.services import tokens
 
 BAD_USAGE = 2
 
@@ -42,7 +42,7 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
     # --- verbs ---
 
     def handle_create(self, options) -> None:
-        token, key = tokens.token_create(user=self._user(options["user"]), name=options["name"])
+        token, key = services.token_create(user=self._user(options["user"]), name=options["name"])
         self.stdout.write(key)
         self.stderr.write(
             f"Created token {token.pk} ({token.name}) for {token.user.username}. "
@@ -71,7 +71,7 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
         if not token.is_active:
             self.stdout.write(f"Token {token.pk} ({token.name}) was already revoked.")
             return
-        tokens.token_revoke(token=token)
+        services.token_revoke(token=token)
         self.stdout.write(f"Revoked token {token.pk} ({token.name}) of {token.user.username}.")
 
     # --- helpers ---

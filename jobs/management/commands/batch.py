@@ -8,23 +8,34 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO, cast
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import BooleanField, CharField, FloatField
 from django.utils import timezone
 
 from jobs import selectors, services
 from jobs.engine import reaper
-from jobs.errors import IllegalTransition, InvalidInput
+from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.management.pipes import QuietBrokenPipeMixin
-from jobs.models import Batch, BatchStatus, DatabaseInstance
+from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
 
 FAILED = 1
 BAD_USAGE = 2
 INTERRUPTED = 130
+# `create` flags of the batch options (names kept from the first release) and their model fields.
+OPTION_FLAGS = {
+    "--max-parallel": "max_parallel",
+    "--stop-on-error": "stop_on_error",
+    "--retries": "max_retries",
+    "--retry-backoff": "retry_backoff_s",
+    "--timeout": "timeout_s",
+    "--priority": "priority",
+}
 WAIT_POLL_S = 0.25
 MAX_PAGE = 1000
 BATCH_FIELDS = (
@@ -48,12 +59,14 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
         create.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
         create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
-        create.add_argument("--max-parallel", type=int, default=4)
-        create.add_argument("--stop-on-error", action="store_true")
-        create.add_argument("--retries", type=int, default=0, help="Automatic retries per operation.")
-        create.add_argument("--retry-backoff", type=float, default=1.0, help="Base seconds, doubled per retry.")
-        create.add_argument("--timeout", type=int, default=300, help="Seconds per operation.")
-        create.add_argument("--priority", default="default", help="high, default or low.")
+        for flag, field in OPTION_FLAGS.items():
+            model_field = option_field(field)
+            if isinstance(model_field, BooleanField):
+                create.add_argument(flag, dest=field, action="store_const", const=True, help=str(model_field.help_text))
+            else:
+                kind = {FloatField: float, CharField: str}.get(type(model_field), int)
+                help_text = f"{model_field.help_text} Default: {model_field.default}."
+                create.add_argument(flag, dest=field, type=kind, help=help_text)
         create.add_argument("--user", help="Owner username (default: the first superuser).")
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
 
@@ -111,7 +124,7 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
             getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
-        except IllegalTransition as exc:
+        except (IllegalTransition, RateLimited) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (Batch.DoesNotExist, Batch.MultipleObjectsReturned) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
@@ -142,12 +155,8 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
             description=options["description"],
             items=items,
             params=parse_key_values(options["param"]),
-            max_parallel=options["max_parallel"],
-            stop_on_error=options["stop_on_error"],
-            max_retries=options["retries"],
-            retry_backoff_s=options["retry_backoff"],
-            timeout_s=options["timeout"],
-            priority=options["priority"],
+            # Options not given take the model's defaults in the service.
+            **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
         )
         try:
             self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
@@ -355,7 +364,7 @@ class Command(QuietBrokenPipeMixin, BaseCommand):
 
         from jobs.management.progress import progress_columns
 
-        console = Console(file=self.stdout._out, force_terminal=None)
+        console = Console(file=cast(TextIO, self.stdout._out), force_terminal=None)
         columns = progress_columns(console.width)
         with Progress(*columns, console=console, transient=False, expand=False) as progress:
             task = progress.add_task(escape(batch.name[:30]), total=batch.total, counts="", eta="")

@@ -116,7 +116,7 @@ class WorkbenchJobForm(forms.Form):
     timeout_s = http.timeout_field()
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         for name in ("status_url", "cancel_url"):
             if cleaned.get(name) and "job_id" not in http.placeholders(cleaned[name]):
                 self.add_error(name, "Must contain the {job_id} placeholder.")

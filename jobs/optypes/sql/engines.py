@@ -6,7 +6,6 @@ process by (name, url): a lane runs many operations against the same instances, 
 simply gets a fresh engine. RQ forks a work horse per lane job, so each horse builds its own.
 """
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,27 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-# Query-string keys that may hold a secret (libpq, MySQL and ODBC spellings).
-SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
-MASK = "***"
+from jobs.secrets import MASK
+
 CONNECT_TIMEOUT_S = 10
 
 
 class InstanceUnavailable(Exception):
     """An instance could not be reached; the message never contains the password."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (and secret query parameters) replaced by ***."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError, TypeError):
-        return MASK
-    if parsed.query:
-        parsed = parsed.set(
-            query={key: (MASK if SECRET_QUERY_KEYS.search(key) else value) for key, value in parsed.query.items()}
-        )
-    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", MASK)
 
 
 def engine_url(url: str) -> URL:

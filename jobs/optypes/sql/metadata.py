@@ -56,8 +56,9 @@ def run_metadata_extract(ctx) -> dict[str, Any]:
                 foreign = inspector.get_multi_foreign_keys(schema=schema_arg, kind=kinds)
                 for (_, table), table_columns in sorted(columns.items(), key=lambda entry: entry[0][1]):
                     tables += 1
-                    primary = set((keys.get((schema_arg, table)) or {}).get("constrained_columns") or [])
-                    references = {}
+                    primary_key: dict[str, Any] = dict(keys.get((schema_arg, table)) or {})
+                    primary = set(primary_key.get("constrained_columns") or [])
+                    references: dict[str, str] = {}
                     for key in foreign.get((schema_arg, table)) or []:
                         for local, remote in zip(key["constrained_columns"], key["referred_columns"], strict=False):
                             references[local] = f"{key['referred_table']}.{remote}"

@@ -38,7 +38,7 @@ class DataValidateForm(forms.Form):
     max_age_hours = forms.FloatField(required=False, min_value=0, label="Max age (hours)")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         low, high = data.get("min_rows"), data.get("max_rows")
         if low is not None and high is not None and low > high:
             self.add_error("max_rows", "Must be at least min_rows.")

@@ -1,0 +1,23 @@
+"""Secrets shown back to people: connection URLs masked wherever they are displayed."""
+
+import re
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+# Query-string keys that may hold a secret (libpq, MySQL and ODBC spellings).
+SECRET_QUERY_KEYS = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (and secret query parameters) replaced by ***."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        return MASK
+    if parsed.query:
+        parsed = parsed.set(
+            query={key: (MASK if SECRET_QUERY_KEYS.search(key) else value) for key, value in parsed.query.items()}
+        )
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", MASK)
