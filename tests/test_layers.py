@@ -17,7 +17,16 @@ PACKAGE = ROOT / "jobs"
 # Bottom first. The features (notifications, schedules) sit above the whole core, which never
 # imports them; the fronts (pages, API, consumers, admin, commands) sit on top of everything.
 LAYERS: list[tuple[str, ...]] = [
-    ("jobs.errors", "jobs.secrets", "jobs.items", "jobs.migrations", "jobs.models", "jobs.forms", "jobs.artifacts"),
+    (
+        "jobs.errors",
+        "jobs.secrets",
+        "jobs.nul",
+        "jobs.items",
+        "jobs.migrations",
+        "jobs.models",
+        "jobs.forms",
+        "jobs.artifacts",
+    ),
     ("jobs.optypes.base",),
     ("jobs.optypes",),
     ("jobs.engine.dispatch", "jobs.live.publisher"),

@@ -3,10 +3,12 @@
 import os
 import sys
 
+from django.core.management.base import BaseCommand
 
-class QuietBrokenPipeMixin:
-    """Mixed into a BaseCommand: a closed standard output ends the command with exit code 141
-    (128 + SIGPIPE, as a shell tool killed by the signal) and no traceback."""
+
+class QuietPipeCommand(BaseCommand):
+    """A BaseCommand whose closed standard output ends it with exit code 141 (128 + SIGPIPE, as a
+    shell tool killed by the signal) and no traceback."""
 
     BROKEN_PIPE_EXIT = 141
 

@@ -104,6 +104,7 @@ def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
     try:
         if day is not None:
             moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+        assert moment is not None
         if timezone.is_naive(moment):
             moment = timezone.make_aware(moment)
         # In UTC: PostgreSQL refuses offsets past ±15:59 ("+17:11"), which ISO 8601 allows.

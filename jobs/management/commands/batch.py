@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO, cast
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, CharField, FloatField
 from django.utils import timezone
@@ -20,7 +20,7 @@ from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
-from jobs.management.pipes import QuietBrokenPipeMixin
+from jobs.management.pipes import QuietPipeCommand
 from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
 
@@ -46,7 +46,7 @@ BATCH_FIELDS = (
 OPERATION_FIELDS = "seq label status attempts error_type error duration_ms started_at finished_at".split()
 
 
-class Command(QuietBrokenPipeMixin, BaseCommand):
+class Command(QuietPipeCommand):
     help = "Create, list, inspect and control batches of operations."
 
     def add_arguments(self, parser: CommandParser) -> None:
