@@ -188,6 +188,8 @@ BATCHSITE_MAX_LOST = env_number("BATCHSITE_MAX_LOST", 3, int, minimum=1)
 BATCHSITE_MAX_ABANDONED = env_number("BATCHSITE_MAX_ABANDONED", 16, int, minimum=1)
 # Seconds a stopping worker lets its running operations finish before it hands them back.
 BATCHSITE_STOP_GRACE_S = env_number("BATCHSITE_STOP_GRACE_S", 10.0, float, minimum=0.0)
+# Workers' PostgreSQL transactions commit without waiting for the WAL flush (jobs.engine.worker).
+BATCHSITE_RELAXED_COMMIT = env_bool("BATCHSITE_RELAXED_COMMIT", True)
 # Seconds between the ETA's throughput marks.
 BATCHSITE_ETA_WINDOW_S = env_number("BATCHSITE_ETA_WINDOW_S", 10.0, float, minimum=0.5)
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)

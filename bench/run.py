@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = Path("/tmp/batchsite-bench")
 BENCH_ENV = {
     "DJANGO_SETTINGS_MODULE": "batchsite.settings",
-    "REDIS_URL": "redis://127.0.0.1:6379/12",
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
     "BATCHSITE_VAR_DIR": str(VAR_DIR),
     "BATCHSITE_REDIS_PREFIX": "batchsite-bench",
     "CHANNELS_PREFIX": "batchsite-bench",

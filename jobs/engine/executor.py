@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.25  # heartbeat thread: stop flags and timeouts are looked at this often
 FULL_RECHECK_S = 0.2  # a batch at its max_parallel: other workers may free room
 IDLE_RECHECK_S = 5.0  # at most this long between looks at a served batch
+GATHER_S = 0.002  # how long the dispatcher lets outcomes gather before it records them
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
@@ -239,6 +240,10 @@ class Executor:
             while not self.stopping.is_set():
                 self.wake.clear()
                 try:
+                    if self.outcomes and len(self.outcomes) < len(self.running):
+                        # Operations claimed together tend to end together: a moment's wait
+                        # records them in one transaction instead of several.
+                        time.sleep(GATHER_S)
                     self._flush_outcomes()
                     self._dispatch_round()
                 except DATABASE_ERRORS:

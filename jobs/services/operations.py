@@ -136,25 +136,12 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
     room = min(limit, batch.max_parallel - batch.running)
     if room <= 0:
         return NoClaim("full")
-    found = rawsql.select_for_update(
-        Operation,
-        "WHERE {batch} = %s AND {status} = %s AND ({not_before} IS NULL OR {not_before} <= %s) ORDER BY {seq} LIMIT %s",
-        [
-            rawsql.prep(Operation, "batch", batch.pk),
-            OperationStatus.PENDING.value,
-            rawsql.prep(Operation, "not_before", now),
-            room,
-        ],
-        skip_locked=True,
-    )
+    found = rawsql.claim_due_operations(Operation, batch_pk=batch.pk, now=now, limit=room, worker=worker[:200])
     if not found:
         next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
         return NoClaim("not_due", next_due)
-    claimed = rawsql.claim_operations(Operation, [operation.pk for operation in found], now=now, worker=worker[:200])
-    if claimed != len(found):  # cannot happen under the batch lock; never count what was not taken
-        raise RuntimeError(f"claimed {claimed} of {len(found)} operations of batch {batch.pk}")
     started = batch.status == BatchStatus.QUEUED
-    changes: dict[str, Any] = {"current_operation": found[-1].label}
+    changes: dict[str, Any] = {"current_operation": found[-1]["label"]}
     if started:
         changes["status"] = BatchStatus.RUNNING
         if batch.started_at is None:
@@ -165,16 +152,15 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
     return [
         Claim(
             batch_id=str(batch.pk),
-            operation_id=operation.pk,
-            attempt=operation.attempts + 1,
-            seq=operation.seq,
-            label=operation.label,
+            operation_id=operation["pk"],
+            attempt=operation["attempts"],
+            seq=operation["seq"],
+            label=operation["label"],
             type=batch.type,
-            params={**batch.params, **operation.params},
+            params={**batch.params, **operation["params"]},
             timeout_s=batch.timeout_s,
-            state=operation.state,
-            # An operation resuming outside work it started earlier keeps its start.
-            started_at=operation.started_at if operation.state is not None and operation.started_at else now,
+            state=operation["state"],
+            started_at=operation["started_at"],
         )
         for operation in found
     ]
@@ -200,10 +186,10 @@ def operations_record(
 def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> list[bool]:
     ids = [outcome.claim.operation_id for outcome in outcomes]
     current = {
-        pk: (attempts, auto_retries, seq, label)
-        for pk, attempts, auto_retries, seq, label in Operation.objects.filter(
-            pk__in=ids, status=OperationStatus.RUNNING
-        ).values_list("pk", "attempts", "auto_retries", "seq", "label")
+        row[0]: row[1:]
+        for row in rawsql.select_values(
+            Operation, ("pk", "attempts", "auto_retries", "seq", "label"), pks=ids, status=OperationStatus.RUNNING
+        )
     }
     accepted: list[bool] = []
     completed: list[tuple[Outcome, dict[str, Any]]] = []
@@ -253,10 +239,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
                 deltas["failed"] += 1
     if not any(accepted):
         return accepted
-    for outcome, values in completed:
-        rawsql.update(Operation, where={"pk": outcome.claim.operation_id}, values=values)
-    for operation_id, values in updates:
-        rawsql.update(Operation, where={"pk": operation_id}, values=values)
+    rawsql.update_each(Operation, [(outcome.claim.operation_id, values) for outcome, values in completed] + updates)
     rows = [
         ResultRow(batch_id=batch.pk, operation_id=outcome.claim.operation_id, data=data)
         for outcome, _ in completed

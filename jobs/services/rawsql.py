@@ -7,10 +7,14 @@ two thirds of a no-op operation). Values still go through the model fields' own 
 so types are adapted exactly as the ORM would for SQLite and PostgreSQL.
 """
 
+import json
+from datetime import UTC
 from typing import Any
 
 from django.db import connection
 from django.db.models import Field, Model
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 
 def _column(model: type[Model], name: str) -> tuple[str, Any]:
@@ -75,33 +79,89 @@ def prep(model: type[Model], name: str, value: Any) -> Any:
     return field.get_db_prep_value(value, connection)
 
 
-def claim_operations(model: type[Model], ids: list[int], *, now: Any, worker: str) -> int:
-    """Move these pending operations to running for a new attempt (attempts + 1), in one UPDATE.
-    An operation resuming outside work it started earlier (it saved state) keeps its start."""
-    column = {
-        name: _column(model, name)[0]
-        for name in (
-            "pk",
-            "status",
-            "started_at",
-            "state",
-            "heartbeat_at",
-            "finished_at",
-            "not_before",
-            "worker",
-            "attempts",
-        )
-    }
+def claim_due_operations(model: type[Model], *, batch_pk: Any, now: Any, limit: int, worker: str) -> list[dict]:
+    """Move up to `limit` due pending operations of a batch, in sequence order, to running for a
+    new attempt (attempts + 1) in one statement, and return them (pk, seq, label, params,
+    attempts, state, started_at), in sequence order. An operation resuming outside work it started
+    earlier (it saved state) keeps its start. PostgreSQL skips rows another transaction locked."""
+    names = ("pk", "batch", "status", "started_at", "state", "heartbeat_at", "finished_at", "not_before", "worker")
+    column = {name: _column(model, name)[0] for name in (*names, "seq", "label", "params", "attempts")}
     moment = _column(model, "started_at")[1].get_db_prep_save(now, connection)
-    placeholders = ", ".join(["%s"] * len(ids))
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    table = _table(model)
     sql = (
-        f"UPDATE {_table(model)} SET {column['status']} = %s, "
+        f"UPDATE {table} SET {column['status']} = %s, "
         f"{column['started_at']} = CASE WHEN {column['state']} IS NOT NULL AND {column['started_at']} IS NOT NULL "
         f"THEN {column['started_at']} ELSE %s END, "
         f"{column['heartbeat_at']} = %s, {column['finished_at']} = NULL, {column['not_before']} = NULL, "
         f"{column['worker']} = %s, {column['attempts']} = {column['attempts']} + 1 "
-        f"WHERE {column['pk']} IN ({placeholders}) AND {column['status']} = %s"
+        f"WHERE {column['pk']} IN (SELECT {column['pk']} FROM {table} WHERE {column['batch']} = %s "
+        f"AND {column['status']} = %s AND ({column['not_before']} IS NULL OR {column['not_before']} <= %s) "
+        f"ORDER BY {column['seq']} LIMIT %s{lock}) "
+        f"RETURNING {column['pk']}, {column['seq']}, {column['label']}, {column['params']}, {column['attempts']}, "
+        f"{column['state']}, {column['started_at']}"
     )
+    params = ["running", moment, moment, worker, prep(model, "batch", batch_pk), "pending", moment, limit]
     with connection.cursor() as cursor:
-        cursor.execute(sql, ["running", moment, moment, worker, *ids, "pending"])
-        return cursor.rowcount
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    found = [
+        {
+            "pk": pk,
+            "seq": seq,
+            "label": label,
+            "params": _json(params_value) or {},
+            "attempts": attempts,
+            "state": _json(state),
+            "started_at": _moment(started_at),
+        }
+        for pk, seq, label, params_value, attempts, state, started_at in rows
+    ]
+    return sorted(found, key=lambda row: row["seq"])
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _moment(value: Any) -> Any:
+    """A datetime as the raw cursor gives it (SQLite: text in UTC) as an aware datetime."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
+def update_each(model: type[Model], rows: list[tuple[Any, dict[str, Any]]]) -> None:
+    """UPDATE each row (pk, {column: value}) by its pk: one executemany per set of columns, which
+    the PostgreSQL driver pipelines. The caller knows every pk is current (it holds the lock)."""
+    by_columns: dict[tuple[str, ...], list[tuple[Any, dict[str, Any]]]] = {}
+    for pk, values in rows:
+        by_columns.setdefault(tuple(values), []).append((pk, values))
+    pk_column, pk_field = _column(model, "pk")
+    for names, group in by_columns.items():
+        columns = [_column(model, name) for name in names]
+        assignments = ", ".join(f"{column} = %s" for column, _ in columns)
+        sql = f"UPDATE {_table(model)} SET {assignments} WHERE {pk_column} = %s"
+        params = [
+            [field.get_db_prep_save(values[name], connection) for name, (_, field) in zip(names, columns, strict=True)]
+            + [pk_field.get_db_prep_value(pk, connection)]
+            for pk, values in group
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+def select_values(model: type[Model], names: tuple[str, ...], *, pks: list[Any], status: str) -> list[tuple]:
+    """The named columns of the rows with these pks and this status (the fence read of a group of
+    outcomes, in plain SQL: the ORM's compilation cost more than the query)."""
+    if not pks:
+        return []
+    columns = ", ".join(_column(model, name)[0] for name in names)
+    placeholders = ", ".join(["%s"] * len(pks))
+    pk_column, status_column = _column(model, "pk")[0], _column(model, "status")[0]
+    sql = f"SELECT {columns} FROM {_table(model)} WHERE {pk_column} IN ({placeholders}) AND {status_column} = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*pks, status])
+        return cursor.fetchall()
