@@ -240,6 +240,7 @@ def test_a_date_filter_at_the_edges_answers_without_a_server_error(as_alice, ali
 
 def test_an_unknown_type_filter_and_an_empty_date_are_422s(as_alice):
     assert_error(as_alice.get(BATCHES, {"type": "nope"}), 422, "type")
+    assert_error(as_alice.get(BATCHES, {"type": ""}), 422, "type")
     assert_error(as_alice.get(BATCHES, {"created_before": ""}), 422, "created_before")
 
 

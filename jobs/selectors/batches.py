@@ -126,7 +126,7 @@ def batch_search(
     batches = batches_visible_to(user)
     if status:
         batches = batches.filter(status=status)
-    if type:
+    if type is not None:
         if type not in {optype.key for optype in all_types()}:
             raise InvalidInput({"type": [f"Unknown operation type {type!r}."]})
         batches = batches.filter(type=type)
