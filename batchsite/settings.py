@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "template_partials",
     "axes",
     "jobs",
+    "jobs.schedules",
+    "jobs.notifications",
 ]
 
 MIDDLEWARE = [
@@ -196,11 +198,59 @@ BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2,
 # Modules that register a project's own operation types, imported by every process at start-up.
 BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYPES", "").split(",") if m.strip()]
 
+# Verbs of `manage.py batch` added by feature apps: functions called with the verbs' subparsers.
+BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
+# Templates of feature apps rendered in the core's pages, by slot ({% slot "name" %} in templates/).
+BATCHSITE_TEMPLATE_SLOTS = {
+    "nav": ["schedules/slots/nav.html"],
+    "batch_actions": ["schedules/slots/batch_actions.html"],
+    "batch_info": ["schedules/slots/batch_info.html"],
+    "create_actions": ["schedules/slots/create_actions.html"],
+}
+# Templates and schedules: a cron slot found later than this (workers were down) counts as missed.
+BATCHSITE_SCHEDULE_MISSED_AFTER_S = env_number("BATCHSITE_SCHEDULE_MISSED_AFTER_S", 300, int, minimum=1)
+
 # Operation types that reach registered database instances.
 # sql.workflow runs only SELECT/WITH statements in read-only transactions unless this is on.
 BATCHSITE_SQL_ALLOW_WRITES = env_bool("BATCHSITE_SQL_ALLOW_WRITES", False)
 # Files operations produce (data.generate's CSV output), one directory per batch.
 BATCHSITE_ARTIFACTS_DIR = Path(env_str("BATCHSITE_ARTIFACTS_DIR", str(VAR_DIR / "artifacts")))
+
+# Features the core calls without importing them (dotted paths).
+# Functions every RQ worker calls on a timer of their own, every BATCHSITE_TICK_INTERVAL_S (the
+# schedules' tick, the notifications outbox and deliveries): jobs.engine.ticks.
+BATCHSITE_WORKER_TICKS = ["jobs.schedules.tick.run", "jobs.notifications.tick.run"]
+BATCHSITE_TICK_INTERVAL_S = env_number("BATCHSITE_TICK_INTERVAL_S", 1.0, float, minimum=0.05)
+# Extra tabs of the batch page: key -> label, template, context function (batch, query) -> dict.
+BATCHSITE_BATCH_TABS = {
+    "notifications": {
+        "label": "Notifications",
+        "template": "notifications/_batch_tab.html",
+        "context": "jobs.notifications.views.batch_tab_context",
+    }
+}
+# Checks of a batch's webhook_url at creation; each raises django.forms.ValidationError.
+BATCHSITE_WEBHOOK_URL_VALIDATORS = ["jobs.notifications.policy.validate_webhook_url"]
+
+# Notifications (jobs.notifications). Webhook targets on private, loopback or link-local addresses
+# are refused outside DEBUG unless their host or a CIDR holding their address is listed here.
+BATCHSITE_WEBHOOK_ALLOW = [h.strip() for h in env_str("BATCHSITE_WEBHOOK_ALLOW", "").split(",") if h.strip()]
+# Allow every private or loopback target (local development). Follows DEBUG unless set; scripts/run
+# hands the web server's DEBUG to its workers here, since they always run with DEBUG off.
+BATCHSITE_WEBHOOK_ALLOW_PRIVATE = env_bool("BATCHSITE_WEBHOOK_ALLOW_PRIVATE", DEBUG)
+BATCHSITE_WEBHOOK_TIMEOUT_S = env_number("BATCHSITE_WEBHOOK_TIMEOUT_S", 10.0, float, minimum=0.1)
+# Failed deliveries are retried with exponential backoff from this base, for this long.
+BATCHSITE_WEBHOOK_BACKOFF_S = env_number("BATCHSITE_WEBHOOK_BACKOFF_S", 10.0, float, minimum=0.0)
+BATCHSITE_WEBHOOK_RETRY_FOR_S = env_number("BATCHSITE_WEBHOOK_RETRY_FOR_S", 86_400, int, minimum=0)
+# Links in notification emails.
+BATCHSITE_BASE_URL = env_str("BATCHSITE_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_number("EMAIL_PORT", 25, int, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "batchsite@localhost")
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,8 @@
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from jobs.models import Priority, option_field, option_field_bounds
 
@@ -27,6 +29,16 @@ class BatchOptionsForm(forms.Form):
     retry_backoff_s = _option_field("retry_backoff_s")
     timeout_s = _option_field("timeout_s")
     priority = _option_field("priority", choices=Priority.choices)
+    webhook_url = _option_field("webhook_url", required=False, assume_scheme="https")
+
+    def clean_webhook_url(self) -> str:
+        # Which targets are allowed is the notifications feature's policy, named by a setting so
+        # the core does not import it.
+        url = self.cleaned_data.get("webhook_url") or ""
+        if url:
+            for path in settings.BATCHSITE_WEBHOOK_URL_VALIDATORS:
+                import_string(path)(url)
+        return url
 
     @classmethod
     def defaults(cls) -> dict:

@@ -92,6 +92,13 @@ class Batch(models.Model):
         default=Priority.DEFAULT,
         help_text="The RQ queue its lanes wait on: high, default or low.",
     )
+    webhook_url = models.URLField(
+        "webhook URL",
+        max_length=2000,
+        blank=True,
+        default="",
+        help_text="Optional: receives a signed POST when the batch ends (delivered by jobs.notifications).",
+    )
 
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     total = models.PositiveIntegerField(default=0)
@@ -191,6 +198,7 @@ BATCH_OPTIONS = (
     "retry_backoff_s",
     "timeout_s",
     "priority",
+    "webhook_url",
 )
 
 
@@ -277,13 +285,15 @@ class BatchEventKind(models.TextChoices):
     STOPPED = "stopped", "Stopped on error"
     FINISHED = "finished", "Finished"
     REAPED = "reaped", "Reaped"
+    # An operation failed with no automatic retries left (the notifications outbox reads it).
+    OPERATION_FAILED_FINAL = "operation_failed_final", "Operation failed"
 
 
 class BatchEvent(models.Model):
     """Append-only timeline of a batch."""
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=20, choices=BatchEventKind.choices)
+    kind = models.CharField(max_length=30, choices=BatchEventKind.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -5,9 +5,9 @@ import time
 import django_rq
 import pytest
 from django.core.management import call_command
-from rq.registry import StartedJobRegistry
 
 from jobs import services
+from jobs.engine import dispatch
 from jobs.models import Batch, Operation
 from tests.conftest import wait_for
 from tests.invariants import assert_counters_match_rows, finished_events
@@ -20,6 +20,10 @@ def sleep_batch(owner, count=6, duration_ms=100, item_params=None, **options) ->
     params = {"duration_ms": duration_ms, **options.pop("params", {})}
     items = [{"label": f"op-{i}", "params": (item_params or {}).get(i, {})} for i in range(1, count + 1)]
     return services.batch_create(owner=owner, type="demo.sleep", items=items, params=params, **options)
+
+
+def running_in_workers() -> int:
+    return sum(info["running"] for info in dispatch.live_workers().values())
 
 
 def wait_until_finished(batch: Batch, timeout: float = 60) -> Batch:
@@ -46,8 +50,6 @@ def test_workers_never_run_more_operations_than_max_parallel(alice, workers):
     """Four workers and six lanes compete; the claim must hold the line at three."""
     workers.start(4)
     batch = sleep_batch(alice, count=24, duration_ms=150, max_parallel=3)
-    from jobs.engine import dispatch
-
     dispatch.enqueue_lanes(str(batch.pk), count=3, priority="default")
     peak_rows = peak_counter = 0
     while True:
@@ -108,10 +110,12 @@ def test_cancel_stops_running_operations_not_only_pending_ones(alice, workers):
     workers.start(2)
     batch = sleep_batch(alice, count=6, duration_ms=20_000, max_parallel=2)
     wait_for(lambda: Batch.objects.get(pk=batch.pk).running == 2, 30)
+    cancelled_at = time.monotonic()
     services.batch_cancel(batch=batch, by=alice)
-    registries = [StartedJobRegistry(queue=django_rq.get_queue(name)) for name in ("default",)]
-    # Without preemption the lanes would sleep for 20 s; stopped, they end within a second or two.
-    wait_for(lambda: all(registry.count == 0 for registry in registries), 8, message="lanes to stop")
+    # The operations would sleep for 20 s; stopped, their slots are free within a second or so
+    # (the workers' registry shows what each runs, refreshed every heartbeat).
+    wait_for(lambda: running_in_workers() == 0, 8, message="the workers to stop the operations")
+    assert time.monotonic() - cancelled_at < 3
     batch.refresh_from_db()
     assert (batch.status, batch.skipped, batch.completed) == ("cancelled", 6, 0)
     assert_counters_match_rows(batch)
@@ -188,3 +192,52 @@ def test_a_long_operation_that_heartbeats_is_not_reaped(alice, workers):
     operation = batch.operations.get()
     assert (batch.status, operation.attempts) == ("completed", 1)
     assert not batch.events.filter(kind="reaped").exists()
+
+
+def test_one_worker_runs_many_operations_at_once(alice, workers):
+    """max_parallel 8 on one worker process: 8 operations overlap (BATCHSITE_WORKER_CONCURRENCY 8)."""
+    workers.start(1)
+    batch = wait_until_finished(sleep_batch(alice, count=16, duration_ms=500, max_parallel=8))
+    spans = [(op.started_at, op.finished_at) for op in batch.operations.all()]
+    overlap = max(sum(1 for start, end in spans if start <= moment < end) for moment, _ in spans)
+    assert overlap == 8
+    assert len({op.worker for op in batch.operations.all()}) == 1
+    assert_counters_match_rows(batch)
+
+
+def test_a_batch_started_later_is_not_starved_by_a_wide_one(alice, workers):
+    """A batch with max_parallel 100 fills both workers; one started after it on the same queue
+    still gets slots as they free up, long before the wide one ends."""
+    workers.start(2)
+    wide = sleep_batch(alice, count=200, duration_ms=300, max_parallel=100, name="wide")
+    wait_for(lambda: Batch.objects.get(pk=wide.pk).running >= 16, 30, message="the wide batch to fill the workers")
+    narrow = wait_until_finished(sleep_batch(alice, count=4, duration_ms=100, max_parallel=4, name="narrow"), 60)
+    wide.refresh_from_db()
+    assert narrow.status == "completed"
+    assert not wide.is_terminal, "the narrow batch waited for the wide one to end"
+    wait_until_finished(wide, 120)
+    assert_counters_match_rows(wide)
+
+
+def test_high_priority_batches_go_first_when_slots_free(alice, workers):
+    workers.start(1)
+    low = sleep_batch(alice, count=40, duration_ms=300, max_parallel=40, name="low", priority="low")
+    wait_for(lambda: Batch.objects.get(pk=low.pk).running >= 8, 30, message="the low batch to fill the worker")
+    high = sleep_batch(alice, count=8, duration_ms=100, max_parallel=8, name="high", priority="high")
+    high = wait_until_finished(high, 60)
+    low.refresh_from_db()
+    # Every slot that freed went to the high batch until it was done: it ran 8 operations while
+    # the low one had 32 still waiting.
+    assert low.pending >= 16, low.pending
+    wait_until_finished(low, 60)
+
+
+def test_a_worker_with_too_many_overrunning_threads_recycles_itself(alice, workers):
+    """Operations that ignore their timeout (a blocking sleep) are failed as Timeout at once and
+    their threads abandoned; past BATCHSITE_MAX_ABANDONED such threads the worker stops itself
+    (warm shutdown; a supervisor starts it again)."""
+    workers.env["BATCHSITE_MAX_ABANDONED"] = "1"
+    (worker,) = workers.start(1)
+    batch = wait_until_finished(sleep_batch(alice, count=2, duration_ms=60_000, timeout_s=1, max_parallel=2), 30)
+    assert (batch.status, set(batch.operations.values_list("error_type", flat=True))) == ("failed", {"Timeout"})
+    wait_for(lambda: worker.poll() is not None, 30, message="the worker to recycle itself")

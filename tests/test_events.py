@@ -146,7 +146,8 @@ def test_events_from_worker_processes_reach_subscribers(alice, workers, listen):
     # Processes publish independently, so arrival order may differ from commit order: the
     # version (bumped by every transition) gives the order subscribers rely on.
     statuses = [m["status"] for m in sorted(listener.of_type("batch.status"), key=lambda m: m["version"])]
-    assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "completed"
+    seen = [(m["type"], m["status"], m["version"]) for m in listener.messages]
+    assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "completed", seen
     assert listener.of_type("batch.progress"), "no progress event from the workers"
     span = listener.messages[-1]["received_at"] - listener.messages[0]["received_at"]
     progress = listener.of_type("batch.progress")

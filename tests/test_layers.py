@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "jobs"
 
 # Bottom first. The features (notifications, schedules) sit above the whole core, which never
-# imports them; the fronts (pages, API, consumers, admin, commands) sit on top of everything.
+# imports them; the fronts (pages, API, consumers, admin, commands) sit on top of everything,
+# a feature's own fronts too (they build on the core's: its API object, schemas, form helpers).
+FEATURE_FRONTS = tuple(f"jobs.schedules.{front}" for front in ("api", "views", "urls", "admin", "cli", "apps"))
 LAYERS: list[tuple[str, ...]] = [
     (
         "jobs.errors",
@@ -34,7 +36,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("jobs.selectors",),
     ("jobs.engine",),
     ("jobs.notifications", "jobs.schedules"),
-    ("jobs.live", "jobs.api", "jobs.web", "jobs.templatetags", "jobs.admin", "jobs.management", "jobs.apps", "jobs"),
+    ("jobs.live", "jobs.api", "jobs.web", "jobs.templatetags", "jobs.admin", "jobs.management", "jobs.apps", "jobs")
+    + FEATURE_FRONTS,
 ]
 
 

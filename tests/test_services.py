@@ -166,7 +166,13 @@ def test_stop_on_error_skips_the_rest(alice):
     services.operation_complete(claim=second, duration_ms=5)
     batch.refresh_from_db()
     assert batch.status == "partial_success"
-    assert list(batch.events.values_list("kind", flat=True)) == ["created", "started", "stopped", "finished"]
+    assert list(batch.events.values_list("kind", flat=True)) == [
+        "created",
+        "started",
+        "operation_failed_final",
+        "stopped",
+        "finished",
+    ]
     assert_counters_match_rows(batch)
 
 

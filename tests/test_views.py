@@ -417,3 +417,14 @@ def test_the_create_form_over_the_rate_limit_says_when_to_try_again_and_keeps_th
     assert re.search(r"Too many batches created; try again in \d+ s\.", content)
     assert 'value="second"' in content
     assert list(Batch.objects.values_list("name", flat=True)) == ["first"]
+
+
+def test_the_batch_page_says_when_max_parallel_exceeds_what_the_live_workers_can_run(as_alice, alice, redis_clean):
+    from jobs.engine import dispatch
+
+    batch = services.batch_create(owner=alice, type="noop", name="wide", items=["a"], max_parallel=20)
+    dispatch.worker_register("w1:1", {"concurrency": 8})
+    content = as_alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert "Max parallel is 20, but the live workers can run at most 8 operations at once" in content
+    dispatch.worker_register("w2:2", {"concurrency": 16})
+    assert "the live workers can run" not in as_alice.get(f"/batches/{batch.pk}/").content.decode()

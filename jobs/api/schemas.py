@@ -67,6 +67,7 @@ class BatchIn(Schema):
     retry_backoff_s: StrictFloat = _option("retry_backoff_s")
     timeout_s: Integer = _option("timeout_s")
     priority: Literal["high", "default", "low"] = _option("priority")
+    webhook_url: str = _option("webhook_url")
 
 
 class ProgressOut(Schema):
@@ -97,6 +98,7 @@ class BatchOut(ProgressOut):
     retry_backoff_s: float
     timeout_s: int
     priority: str
+    webhook_url: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

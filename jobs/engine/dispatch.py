@@ -45,15 +45,18 @@ def lane_ttl_s() -> float:
 
 
 def lanes_for(operations: int) -> int:
-    """Lanes to enqueue for `operations` that may run at once: one per live worker (each serves
-    many operations), never more than the operations, at least one."""
+    """Lanes to enqueue for `operations` that may run at once: enough for every live worker to
+    join, and for that many operations at BATCHSITE_WORKER_CONCURRENCY each (a worker that takes
+    a lane of a batch it already serves lets it go, so extra lanes cost little, and they let a
+    worker that frees up join in); never more than the operations."""
     if operations <= 0:
         return 0
     try:
         workers = len(live_workers())
     except Exception:  # Redis unreachable: the reaper starts lanes again later
         workers = 0
-    return max(1, min(operations, workers or 1))
+    per_worker = -(-operations // int(settings.BATCHSITE_WORKER_CONCURRENCY))
+    return max(1, min(operations, max(workers, per_worker)))
 
 
 def _workers_key() -> str:

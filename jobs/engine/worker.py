@@ -13,7 +13,7 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from rq.worker import SimpleWorker
 
-from jobs.engine import dispatch, executor, reaper
+from jobs.engine import dispatch, executor, reaper, ticks
 from jobs.engine.lane import worker_name
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class BatchsiteWorker(SimpleWorker):
         stop = threading.Event()
         ticker = threading.Thread(target=self._tick, args=(stop,), name="batchsite-reaper", daemon=True)
         ticker.start()
+        ticks.start(stop)
         try:
             return super().work(*args, **kwargs)
         finally:

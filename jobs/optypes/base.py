@@ -72,6 +72,10 @@ ValidateFunction = Callable[[dict[str, Any]], None]
 # Called from a worker for each operation skipped while its outside work was under way (it had
 # saved state): `cancel(label=..., params=..., state=...)` asks the outside system to stop it.
 CancelFunction = Callable[..., None]
+# Called once in a worker after each finish of a batch of this type (completed, failed, partial,
+# cancelled, expired) with the batch as the API shows it plus `event`; what it raises is logged in
+# the batch's delivery log and never changes the batch.
+BatchFinishedHook = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class OperationType:
     check_items: ItemsCheck | None = None
     validate_operation: ValidateFunction | None = None
     cancel: CancelFunction | None = None
+    on_batch_finished: BatchFinishedHook | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:

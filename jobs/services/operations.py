@@ -24,6 +24,7 @@ from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
     Batch,
+    BatchEvent,
     BatchEventKind,
     BatchStatus,
     Operation,
@@ -248,6 +249,17 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     if rows:
         ResultRow.objects.bulk_create(rows, batch_size=CREATE_CHUNK)
     update_batch(batch, **{name: delta for name, delta in deltas.items() if delta})
+    if failed:
+        # One event per operation failed for good (the notifications outbox reads them); the
+        # message starts with "#<seq> " so readers find the operation.
+        BatchEvent.objects.bulk_create(
+            BatchEvent(
+                batch=batch,
+                kind=BatchEventKind.OPERATION_FAILED_FINAL,
+                message=f"#{seq} {label}: {outcome.error_type or outcome.error}"[:500],
+            )
+            for outcome, seq, label in failed
+        )
     stopped = False
     if failed and batch.stop_on_error and batch.pending and batch.status in ACTIVE_STATUSES:
         _, seq, label = failed[0]
@@ -391,22 +403,3 @@ def running_operations_of(operation_ids: Sequence[int]) -> set[int]:
             "pk", flat=True
         )
     )
-
-
-__all__ = [
-    "WORKER_LOST",
-    "Claim",
-    "GroupRecorded",
-    "NoClaim",
-    "Outcome",
-    "Recorded",
-    "operation_claim_next",
-    "operation_complete",
-    "operation_fail",
-    "operation_heartbeat",
-    "operation_recover_lost",
-    "operation_reschedule",
-    "operations_claim",
-    "operations_record",
-    "running_operations_of",
-]

@@ -4,12 +4,14 @@ templates, rendered the same way for htmx responses and for WebSocket pushes (jo
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -163,6 +165,18 @@ def _render_create(request, optype, options, params, items, status: int = 200) -
 
 
 TABS = {"operations": "Operations", "results": "Results", "analytics": "Analytics", "timeline": "Timeline"}
+
+
+def _feature_tabs() -> dict[str, dict[str, str]]:
+    """Tabs that features add to the batch page (settings.BATCHSITE_BATCH_TABS: key -> label,
+    template, and the dotted path of `context(batch, query) -> dict`), so the core imports none."""
+    return settings.BATCHSITE_BATCH_TABS
+
+
+def _tabs() -> dict[str, str]:
+    return {**TABS, **{key: tab["label"] for key, tab in _feature_tabs().items()}}
+
+
 RESULTS_PER_PAGE = 50
 
 
@@ -170,7 +184,7 @@ RESULTS_PER_PAGE = 50
 def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     batch = selectors.batch_get_visible(request.user, batch_id)
     tab = request.GET.get("tab", "")
-    context = batch_panel_context(batch, tab=tab if tab in TABS else "operations", query=request.GET)
+    context = batch_panel_context(batch, tab=tab if tab in _tabs() else "operations", query=request.GET)
     if request.htmx and request.htmx.target == "tab-panel":
         return render(request, "jobs/batch_detail.html#panel", context)
     return render(request, "jobs/batch_detail.html", context)
@@ -178,8 +192,12 @@ def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
 
 def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
     """What the batch page's tab shows; the page and its WebSocket consumer both render from it."""
-    context: dict[str, Any] = {"batch": batch, "tab": tab, "tab_labels": TABS.items(), "status": "", "page": None}
-    if tab == "operations":
+    context: dict[str, Any] = {"batch": batch, "tab": tab, "tab_labels": _tabs().items(), "status": "", "page": None}
+    if tab in _feature_tabs():
+        feature = _feature_tabs()[tab]
+        context["feature_template"] = feature["template"]
+        context.update(import_string(feature["context"])(batch, query))
+    elif tab == "operations":
         status = query.get("status", "")
         context["status"] = status if status in OperationStatus.values else ""
         context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))

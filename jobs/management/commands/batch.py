@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import TextIO, cast
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, CharField, FloatField
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from jobs import selectors, services
 from jobs.engine import reaper
@@ -67,6 +69,9 @@ class Command(QuietPipeCommand):
                 kind = {FloatField: float, CharField: str}.get(type(model_field), int)
                 help_text = f"{model_field.help_text} Default: {model_field.default}."
                 create.add_argument(flag, dest=field, type=kind, help=help_text)
+        create.add_argument(
+            "--webhook", default="", metavar="URL", help="POST a signed notification here when the batch ends."
+        )
         create.add_argument("--user", help="Owner username (default: the first superuser).")
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
 
@@ -119,9 +124,18 @@ class Command(QuietPipeCommand):
         remove = instance_verbs.add_parser("remove", help="Forget a registered instance.")
         remove.add_argument("name")
 
+        # Verbs of feature apps, named by dotted path so this command imports none of them: each is
+        # called with the subparsers and adds its verbs with set_defaults(handler=fn(command, options)).
+        for path in settings.BATCHSITE_COMMAND_VERBS:
+            import_string(path)(verbs)
+
     def handle(self, *args, **options) -> None:
         try:
-            getattr(self, f"handle_{options['verb']}")(options)
+            handler = options.get("handler")
+            if handler is not None:
+                handler(self, options)
+            else:
+                getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (IllegalTransition, RateLimited) as exc:
@@ -157,6 +171,7 @@ class Command(QuietPipeCommand):
             params=parse_key_values(options["param"]),
             # Options not given take the model's defaults in the service.
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
+            webhook_url=options["webhook"],
         )
         try:
             self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
