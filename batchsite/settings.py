@@ -4,6 +4,7 @@ A bad value fails loudly at start-up instead of being silently replaced by a def
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "ninja",
     "template_partials",
+    "axes",
     "jobs",
     "jobs.schedules",
     "jobs.notifications",
@@ -71,6 +73,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "jobs.web.middleware.RefuseNulMiddleware",
+    "jobs.api.middleware.ApiJsonErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -78,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "batchsite.urls"
@@ -120,6 +126,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+
+# Sign-in throttling (django-axes), for /accounts/login/ and /admin/login/ alike: after
+# LOGIN_FAILURE_LIMIT failed sign-ins for one username, or from one client address, further attempts
+# are refused for LOGIN_LOCKOUT_MINUTES (each failure while locked out restarts the wait). Unlock
+# early in the admin (Axes: access attempts) or with `manage.py axes_reset`. The client address is
+# REMOTE_ADDR: behind a reverse proxy, see django-axes' AXES_IPWARE_* settings.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, int, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_number("LOGIN_LOCKOUT_MINUTES", 15, float, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "jobs.web.signin.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 LOGIN_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "en-us"
@@ -145,6 +168,10 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNELS_PREFIX", "batchsite")},
     }
 }
+
+# Largest request body read into memory (the API's JSON bodies, form fields; uploaded files are
+# not counted): a larger one is a 413 in the API.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_number("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, int, minimum=1024)
 
 # Batch limits and engine timing.
 BATCH_MAX_OPERATIONS = env_number("BATCH_MAX_OPERATIONS", 100_000, int, minimum=1)

@@ -25,6 +25,10 @@ class TooManyOperations(InvalidInput):
     """More items than BATCH_MAX_OPERATIONS (the API answers 413)."""
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """An Idempotency-Key sent again with another request body (the API answers 409, as Stripe does)."""
+
+
 class IllegalTransition(Exception):
     """The batch's status does not allow the requested action (the API answers 409)."""
 

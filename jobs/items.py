@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs import nul
 from jobs.errors import InvalidInput
 
 LABEL_MAX_LENGTH = 255
@@ -49,6 +50,9 @@ def normalize_items(raw: Any, path: str = "items") -> list[Item]:
             errors[f"{where}.label" if isinstance(entry, dict) else where] = ["A non-empty text label is required."]
             continue
         label = label.strip()
+        if nul.NUL in label:
+            errors[f"{where}.label" if isinstance(entry, dict) else where] = [nul.MESSAGE]
+            continue
         if len(label) > LABEL_MAX_LENGTH:
             errors[f"{where}.label"] = [f"At most {LABEL_MAX_LENGTH} characters."]
             continue
@@ -97,6 +101,14 @@ def parse_items_text(text: str, filename: str = "", path: str = "items") -> list
 
 
 def _parse_csv(text: str, path: str) -> list[Item]:
+    try:
+        return _read_csv(text, path)
+    except csv.Error as exc:
+        # e.g. a cell longer than csv.field_size_limit() (131,072 characters): a bad file, not a crash.
+        raise InvalidInput({path: [f"Not a readable CSV file: {exc}."]}) from None
+
+
+def _read_csv(text: str, path: str) -> list[Item]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "label" not in [f.strip() for f in reader.fieldnames]:
         raise InvalidInput({path: ["A CSV items file needs a 'label' column (or give a JSON array)."]})

@@ -340,9 +340,11 @@ def test_the_same_key_and_body_replays_the_first_batch(as_alice):
     assert Operation.objects.count() == 3
 
 
-def test_the_same_key_with_another_body_is_a_422(as_alice):
+def test_the_same_key_with_another_body_is_a_409_that_says_so(as_alice):
     assert as_alice.post(BATCHES, body(), HTTP_IDEMPOTENCY_KEY="k").status_code == 201
-    assert_error(as_alice.post(BATCHES, body(name="other"), HTTP_IDEMPOTENCY_KEY="k"), 422, "Idempotency-Key")
+    error = assert_error(as_alice.post(BATCHES, body(name="other"), HTTP_IDEMPOTENCY_KEY="k"), 409, "Idempotency-Key")
+    assert error["message"] == "Idempotency-Key reused with another request body."
+    assert Batch.objects.count() == 1
     assert Batch.objects.count() == 1
     assert Batch.objects.get().name == "nightly"
 

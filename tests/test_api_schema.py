@@ -1,23 +1,24 @@
-"""Schemathesis against the served OpenAPI schema: generated requests to every endpoint get no
-server error, only documented status codes, and bodies that match the schema."""
+"""Schemathesis against the served OpenAPI schema, with every check it has: generated requests to
+every endpoint get no server error, only documented status codes, and bodies that match the
+schema. Paths with a batch id get a real batch of the caller's, with operations, a failure and
+result rows, so the endpoints behind the access check are fuzzed too, not only their 404."""
+
+import uuid
 
 import pytest
 import schemathesis
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
+from django.utils import timezone
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import positive_data_acceptance
 
+from jobs import services
+from jobs.models import Batch, BatchStatus, OperationStatus, ResultRow
 from jobs.services import tokens
 
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +38,74 @@ def bearer(alice, redis_clean):
     return {"Authorization": f"Bearer {key}"}
 
 
+def finished_batch(owner) -> Batch:
+    """A partially successful batch: one operation completed with result rows, one failed."""
+    batch = services.batch_create(owner=owner, type="demo.sleep", name="fuzzed", items=["a", "b"], start=False)
+    now = timezone.now()
+    first, second = batch.operations.order_by("seq")
+    first.__class__.objects.filter(pk=first.pk).update(
+        status=OperationStatus.COMPLETED, attempts=1, duration_ms=12, started_at=now, finished_at=now
+    )
+    second.__class__.objects.filter(pk=second.pk).update(
+        status=OperationStatus.FAILED, attempts=1, duration_ms=30, error="boom", error_type="Boom", finished_at=now
+    )
+    ResultRow.objects.bulk_create(
+        [ResultRow(batch=batch, operation=first, data={"n": n, "word": f"w{n}"}) for n in range(3)]
+    )
+    Batch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.PARTIAL_SUCCESS, pending=0, completed=1, failed=1, started_at=now, finished_at=now
+    )
+    return batch
+
+
+# Unknown query parameters are ignored, as by most HTTP APIs (a client's `?_=cache-buster` works),
+# so schemathesis does not send them as negative cases.
+schema.config.generation.update(allow_extra_parameters=False)
+RESULT_COLUMNS = ["operation", "n", "word"]
+
+
+def with_real_batch(case, owner) -> None:
+    """Point a generated case at a real batch of `owner` (fresh for each example, as a DELETE or
+    cancel may have changed the last one), and its `sort` at a real column. Values schemathesis
+    made invalid on purpose (not a UUID, a sort over 300 characters) are left as they are."""
+    path = case.path_parameters or {}
+    if "batch_id" in path:
+        try:
+            uuid.UUID(str(path["batch_id"]))
+        except ValueError:
+            return
+        path["batch_id"] = str(finished_batch(owner).pk)
+    sort = (case.query or {}).get("sort")
+    if isinstance(sort, str) and len(sort) <= 300 and sort.lstrip("-") not in RESULT_COLUMNS:
+        column = RESULT_COLUMNS[len(sort) % len(RESULT_COLUMNS)]
+        case.query["sort"] = f"-{column}" if sort.startswith("-") else column
+
+
+# Bodies validated by what the schema cannot state, where a schema-valid body may be a documented
+# 422: a batch's `params` and `items` are checked by the chosen type (its parameter form, registered
+# instances for database types), and so are a template's, its run's and a schedule's (cron).
+# Subscriptions and save-as-template (notifications and templates features) do not yet state
+# their minimum lengths and known event names in the schema: off for them until they do. Every other
+# check still runs on all of these.
+POSITIVE_ACCEPTANCE_OFF = {
+    ("POST", "/api/batches"),
+    ("POST", "/api/templates"),
+    ("PATCH", "/api/templates/{template_id}"),
+    ("POST", "/api/templates/{template_id}/run"),
+    ("POST", "/api/batches/{batch_id}/save-as-template"),
+    ("POST", "/api/schedules"),
+    ("PATCH", "/api/schedules/{schedule_id}"),
+    ("POST", "/api/subscriptions"),
+    ("PATCH", "/api/subscriptions/{subscription_id}"),
+}
+
+
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @pytest.mark.django_db
-def test_every_endpoint_answers_as_its_schema_says(case, bearer):
-    case.call_and_validate(headers=bearer, checks=CHECKS)
+def test_every_endpoint_answers_as_its_schema_says(case, bearer, alice):
+    with_real_batch(case, alice)
+    excluded = []
+    if (case.operation.method.upper(), case.operation.path) in POSITIVE_ACCEPTANCE_OFF:
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(headers=bearer, excluded_checks=excluded)

@@ -19,7 +19,16 @@ PACKAGE = ROOT / "jobs"
 # a feature's own fronts too (they build on the core's: its API object, schemas, form helpers).
 FEATURE_FRONTS = tuple(f"jobs.schedules.{front}" for front in ("api", "views", "urls", "admin", "cli", "apps"))
 LAYERS: list[tuple[str, ...]] = [
-    ("jobs.errors", "jobs.secrets", "jobs.items", "jobs.migrations", "jobs.models", "jobs.forms", "jobs.artifacts"),
+    (
+        "jobs.errors",
+        "jobs.secrets",
+        "jobs.nul",
+        "jobs.items",
+        "jobs.migrations",
+        "jobs.models",
+        "jobs.forms",
+        "jobs.artifacts",
+    ),
     ("jobs.optypes.base",),
     ("jobs.optypes",),
     ("jobs.engine.dispatch", "jobs.live.publisher"),

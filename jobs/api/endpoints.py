@@ -6,6 +6,7 @@ Auth: `Authorization: Bearer <token>` or the session (CSRF enforced). Another us
 
 import hashlib
 import json
+from typing import Annotated
 from uuid import UUID
 
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
@@ -15,6 +16,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from ninja.security import HttpBearer, SessionAuth
+from pydantic import Field
 
 from jobs import artifacts, selectors, services
 from jobs.api import exports
@@ -30,11 +32,12 @@ from jobs.api.schemas import (
     OperationList,
     OperationTypeOut,
     ProgressOut,
+    RegisteredTypeKeys,
     ResultList,
     RetryOut,
     StatsOut,
 )
-from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
+from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
 
@@ -88,7 +91,7 @@ def _error(request, status: int, message: str, errors: dict | None = None, heade
 
 @api.exception_handler(InvalidInput)
 def on_invalid_input(request, exc: InvalidInput):
-    status = 413 if isinstance(exc, TooManyOperations) else 422
+    status = 413 if isinstance(exc, TooManyOperations) else 409 if isinstance(exc, IdempotencyKeyReused) else 422
     return _error(request, status, exc.message, exc.errors)
 
 
@@ -166,15 +169,29 @@ def _page(limit: int, offset: int) -> slice:
 
 # --- batches ----------------------------------------------------------------------------------
 
+IDEMPOTENCY_KEY_HEADER = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "Up to 255 characters of your choosing. Sent again by the same user within 24 hours "
+    "with the same body, it returns the batch the first request created instead of a second one; with "
+    "another body it is a 409 (use a new key for a new request); a key whose batch was deleted is a 409 too.",
+}
+DATE_OR_DATETIME = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
+}
+
 
 @batches.post(
     "",
     response={201: BatchOut, 409: Error, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
     summary="Create a batch and start it",
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_HEADER]},
 )
 def create_batch(request, payload: BatchIn):
     """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
-    returns the first batch; the same key with another body is a 422."""
+    returns the first batch (201 again); the same key with another body is a 409."""
     body = payload.dict()
     options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
     key = request.headers.get("Idempotency-Key", "").strip()
@@ -195,10 +212,18 @@ def create_batch(request, payload: BatchIn):
 def list_batches(
     request,
     status: BatchStatus | None = None,
-    type: str | None = None,
-    created_after: str | None = Query(None, description="ISO date or datetime"),
-    created_before: str | None = Query(None, description="ISO date or datetime"),
-    q: str | None = Query(None, description="Text in the name or description"),
+    type: Annotated[str | None, RegisteredTypeKeys()] = Query(
+        None, description="A registered operation type key; another is a 422."
+    ),
+    created_after: Annotated[str | None, Field(json_schema_extra=DATE_OR_DATETIME)] = Query(
+        None,
+        description="An ISO 8601 date-time (naive means the server's time zone), or a date: from the start "
+        "of that day. Inclusive.",
+    ),
+    created_before: Annotated[str | None, Field(json_schema_extra=DATE_OR_DATETIME)] = Query(
+        None, description="An ISO 8601 date-time, or a date: up to the end of that day. Inclusive."
+    ),
+    q: str | None = Query(None, max_length=200, description="Text in the name or description (case-insensitive)."),
     limit: int = LIMIT,
     offset: int = OFFSET,
 ):
@@ -251,8 +276,9 @@ def list_results(
     sort: str = Query(
         "",
         max_length=300,
-        description="A column to sort by (`operation` or a row key), `-column` for descending. Numbers sort "
-        "before strings; rows without the column come last. Unknown columns are a 422.",
+        description="Free-form: a column of this batch's results (`operation`, or any key of the rows, as "
+        "listed in `columns`), `-column` for descending; empty keeps the operations' order. Numbers sort "
+        "before strings; rows without the column come last. A column the batch's results do not have is a 422.",
     ),
     limit: int = LIMIT,
     offset: int = OFFSET,
@@ -280,7 +306,9 @@ CSV_RESPONSE = {"content": {"text/csv": {"schema": {"type": "string"}}}}
 def results_csv(
     request,
     batch_id: UUID,
-    sort: str = Query("", max_length=300, description="As for /results."),
+    sort: str = Query(
+        "", max_length=300, description="Free-form, as for /results: a column, `-column` for descending."
+    ),
 ):
     return exports.results_csv_response(selectors.batch_get_visible(request.user, batch_id), sort)
 

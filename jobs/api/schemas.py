@@ -1,39 +1,72 @@
 """Request and response shapes of the JSON API (SPEC §6); they generate the OpenAPI schema."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import ConfigDict
+from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from jobs.models import BatchStatus, option_field
+from jobs.models import BatchStatus, option_field, option_field_bounds
+
+
+class RegisteredTypeKeys:
+    """In the OpenAPI schema, an enum of the registered operation types' keys, read when the schema
+    is built (so types a project registers at start-up are in it); validation stays with the service."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler) -> dict[str, Any]:
+        from jobs.optypes import all_types
+
+        schema = handler(core_schema)
+        schema["enum"] = [optype.key for optype in all_types()]
+        return schema
+
+
+TypeKey = Annotated[str, RegisteredTypeKeys()]
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer: 3 and 3.0, not true (pydantic's lax mode reads `false` as 0) nor "3"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Booleans and strings are not numbers here: strict types.
+Integer = Annotated[StrictInt, BeforeValidator(_json_integer)]
+# A label is text or a number; true, false and null are refused, not turned into "1" or "None".
+ItemIn = StrictStr | StrictInt | StrictFloat | dict[str, Any]
 
 
 def _option(name: str) -> Any:
-    """A body field of a Batch option: its default and description from the model field."""
+    """A body field of a Batch option: its default, limits (in the OpenAPI schema too) and
+    description from the model field."""
     field = option_field(name)
-    return Field(field.default, description=str(field.help_text))
+    low, high = option_field_bounds(name)
+    return Field(field.default, ge=low, le=high, description=str(field.help_text))
 
 
 class BatchIn(Schema):
     # A misspelt option ("max_paralel") is an error, not silently the default.
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(..., description="A registered operation type key (see GET /api/operation-types).")
-    name: str = Field(..., description="1 to 200 characters.")
+    type: TypeKey = Field(..., description="A registered operation type key (see GET /api/operation-types).")
+    name: str = Field(..., min_length=1, max_length=200, description="Required: 1 to 200 characters.")
     description: str = ""
     # Objects are checked by the service, which names the failing field as `items[3].label`.
-    items: list[str | int | float | dict[str, Any]] = Field(
-        ..., description='Labels, or objects {"label": "...", "params": {...}} whose params override `params`.'
+    items: list[ItemIn] = Field(
+        ...,
+        min_length=1,
+        description='Labels (text or numbers), or objects {"label": "...", "params": {...}} whose params '
+        "override `params`. Booleans and null are refused.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
-    max_parallel: int = _option("max_parallel")
-    stop_on_error: bool = _option("stop_on_error")
-    max_retries: int = _option("max_retries")
-    retry_backoff_s: float = _option("retry_backoff_s")
-    timeout_s: int = _option("timeout_s")
-    priority: str = _option("priority")
+    max_parallel: Integer = _option("max_parallel")
+    stop_on_error: StrictBool = _option("stop_on_error")
+    max_retries: Integer = _option("max_retries")
+    retry_backoff_s: StrictFloat = _option("retry_backoff_s")
+    timeout_s: Integer = _option("timeout_s")
+    priority: Literal["high", "default", "low"] = _option("priority")
     webhook_url: str = _option("webhook_url")
 
 
@@ -120,8 +153,12 @@ class RetryOut(Schema):
 class CleanupIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    days_to_keep: int = Field(
-        ..., ge=0, le=36_500, description="Finished batches older than this many days are deleted."
+    days_to_keep: Integer = Field(
+        ...,
+        ge=0,
+        le=36_500,
+        description="An integer from 0 to 36500: finished batches older than this many days are deleted "
+        "(0: every finished batch). Booleans are refused.",
     )
 
 

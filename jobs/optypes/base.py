@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from django import forms
 
+from jobs import nul
 from jobs.errors import InvalidInput
 
 
@@ -118,6 +119,10 @@ class OperationType:
         cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
         if self.allow_extra_params:
             cleaned.update({k: raw[k] for k in unknown})
+        # After cleaning: a JSON field's text "\\u0000" only becomes a NUL once parsed.
+        where = nul.nul_path(cleaned, path)
+        if where is not None:
+            raise InvalidInput({where: [nul.MESSAGE]})
         return cleaned
 
     def check_operation(self, params: dict[str, Any], path: str = "params") -> None:

@@ -1,7 +1,7 @@
 """Reads of batches: who may see which, finding, searching, the dashboard, stats, operation pages."""
 
 import uuid
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.errors import BatchNotFound, InvalidInput
 from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Batch, BatchStatus, Operation, OperationStatus
+from jobs.optypes import all_types
 from jobs.selectors import analytics
 from jobs.selectors.analytics import FINISHED
 
@@ -55,9 +56,14 @@ def batch_find(reference: str, user=None) -> Batch:
     batches = batches_visible_to(user)
     reference = reference.strip().lower()
     try:
-        return batches.get(pk=uuid.UUID(reference))
+        pk = uuid.UUID(reference)
     except ValueError:
         pass
+    else:
+        batch = batches.filter(pk=pk).first()
+        if batch is None:  # never was, deleted, or another user's: the same answer
+            raise Batch.DoesNotExist(f"No batch {reference!r}.")
+        return batch
     if not 4 <= len(reference) <= 8 or any(c not in "0123456789abcdef" for c in reference):
         raise Batch.DoesNotExist(f"No batch {reference!r}: give its id or short id.")
     # The first 8 hex digits carry no dash in either database's text form of a UUID.
@@ -73,6 +79,19 @@ def batch_find(reference: str, user=None) -> Batch:
     return batches.get(pk=matches[0])
 
 
+def batches_to_prune_by_owner(*, days: int) -> dict[str, int]:
+    """What `services.batch_prune(days=days)` would delete: finished batches whose finished_at is
+    older than `days` days, counted by owner's username (largest first)."""
+    cutoff = timezone.now() - timedelta(days=days)
+    rows = (
+        Batch.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+        .values("owner__username")
+        .annotate(count=Count("id"))
+        .order_by("-count", "owner__username")
+    )
+    return {row["owner__username"]: row["count"] for row in rows}
+
+
 def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
     """An ISO datetime, or a date meaning the start of that day (or the end of it for `before`)."""
     try:
@@ -80,13 +99,18 @@ def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
         moment = None if day else parse_datetime(value)
     except ValueError:  # well-formed but impossible, like 2024-13-45
         day = moment = None
-    if day is not None:
-        moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
-    elif moment is None:
+    if day is None and moment is None:
         raise InvalidInput({field: [f"Expected an ISO date or datetime, got {value!r}."]})
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment
+    try:
+        if day is not None:
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+        assert moment is not None
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        # In UTC: PostgreSQL refuses offsets past ±15:59 ("+17:11"), which ISO 8601 allows.
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):  # 9999-12-31 as an end of day, year 1 west of UTC
+        raise InvalidInput({field: [f"Out of the supported range of dates: {value!r}."]}) from None
 
 
 def batch_search(
@@ -102,11 +126,14 @@ def batch_search(
     batches = batches_visible_to(user)
     if status:
         batches = batches.filter(status=status)
-    if type:
+    if type is not None:
+        if type not in {optype.key for optype in all_types()}:
+            raise InvalidInput({"type": [f"Unknown operation type {type!r}."]})
         batches = batches.filter(type=type)
-    if created_after:
+    # An empty date is an error, not "no filter": fronts pass None for a filter left out.
+    if created_after is not None:
         batches = batches.filter(created_at__gte=_parse_moment(created_after, "created_after", False))
-    if created_before:
+    if created_before is not None:
         before = _parse_moment(created_before, "created_before", True)
         batches = (
             batches.filter(created_at__lt=before)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from jobs import artifacts
 from jobs.engine import dispatch
-from jobs.errors import IllegalTransition, InvalidInput, RateLimited, TooManyOperations
+from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
 from jobs.live import publisher
@@ -156,7 +156,7 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 def idempotent_batch(*, user, key: str, request_hash: str) -> Batch | None:
     """The batch an earlier request with this Idempotency-Key created within 24 hours, or None.
 
-    Raises InvalidInput if that request had another body, IllegalTransition if its batch is gone."""
+    Raises IdempotencyKeyReused if that request had another body, IllegalTransition if its batch is gone."""
     if len(key) > 255:
         raise InvalidInput({"Idempotency-Key": ["At most 255 characters."]})
     record = (
@@ -167,9 +167,9 @@ def idempotent_batch(*, user, key: str, request_hash: str) -> Batch | None:
     if record is None:
         return None
     if record.request_hash != request_hash:
-        raise InvalidInput(
-            {"Idempotency-Key": ["This key was used with a different request body."]},
-            message="Idempotency key reused with another body.",
+        raise IdempotencyKeyReused(
+            {"Idempotency-Key": ["This key was already used with another request body: use a new key."]},
+            message="Idempotency-Key reused with another request body.",
         )
     if record.batch is None:
         raise IllegalTransition("The batch created with this Idempotency-Key has been deleted.", "deleted")

@@ -127,8 +127,9 @@ def _items_from(form: ItemsForm) -> list[Item]:
         try:
             text = upload.read().decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise InvalidInput({"items": ["The file is not UTF-8 text."]}) from None
-        return parse_items_text(text, filename=upload.name)
+            raise InvalidInput({"items_file": ["The file is not UTF-8 text."]}) from None
+        # What is wrong with the file shows on the file field.
+        return parse_items_text(text, filename=upload.name, path="items_file")
     text = form.cleaned_data.get("items", "").strip()
     if not text:
         raise InvalidInput({"items": ["Give at least one item: one label per line, or upload a file."]})
@@ -147,9 +148,9 @@ def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Fo
             target, name = params, (field if field in params.fields else None)
         elif head in options.fields:
             target, name = options, head
-        elif head == "items":
-            target, name = items, "items"
-            field_messages = [f"{path}: {m}" if path != "items" else m for m in field_messages]
+        elif head in ("items", "items_file"):
+            target, name = items, head
+            field_messages = [f"{path}: {m}" if path != head else m for m in field_messages]
         else:
             target, name = options, None
         for message in field_messages:

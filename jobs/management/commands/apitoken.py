@@ -6,17 +6,18 @@ Exit codes: 0 success, 2 bad usage (unknown user or token, bad name).
 """
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from jobs import services
 from jobs.errors import InvalidInput
+from jobs.management.pipes import QuietPipeCommand
 from jobs.models import ApiToken
 
 BAD_USAGE = 2
 
 
-class Command(BaseCommand):
+class Command(QuietPipeCommand):
     help = "Create, list and revoke API tokens."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -4,13 +4,16 @@ Exit codes scripts can trust: 0 success (for `create --wait`: completed), 1 the 
 failed, partially or cancelled, 2 bad usage or an action the batch's status does not allow.
 """
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import TextIO, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, CharField, FloatField
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -19,11 +22,13 @@ from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
+from jobs.management.pipes import QuietPipeCommand
 from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
 
 FAILED = 1
 BAD_USAGE = 2
+INTERRUPTED = 130
 # `create` flags of the batch options (names kept from the first release) and their model fields.
 OPTION_FLAGS = {
     "--max-parallel": "max_parallel",
@@ -34,9 +39,16 @@ OPTION_FLAGS = {
     "--priority": "priority",
 }
 WAIT_POLL_S = 0.25
+MAX_PAGE = 1000
+BATCH_FIELDS = (
+    "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s timeout_s "
+    "priority total pending running completed failed skipped percent_complete eta_seconds current_operation "
+    "created_at started_at finished_at cancel_reason"
+).split()
+OPERATION_FIELDS = "seq label status attempts error_type error duration_ms started_at finished_at".split()
 
 
-class Command(BaseCommand):
+class Command(QuietPipeCommand):
     help = "Create, list, inspect and control batches of operations."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -67,10 +79,17 @@ class Command(BaseCommand):
         listing.add_argument("--status", choices=BatchStatus.values)
         listing.add_argument("--type")
         listing.add_argument("--user", help="Only this owner's batches.")
-        listing.add_argument("--limit", type=int, default=20)
+        listing.add_argument("--limit", type=int, default=20, help=f"Batches per page, 1 to {MAX_PAGE} (default 20).")
+        listing.add_argument("--offset", type=int, default=0, help="Batches to skip (paging).")
+        listing.add_argument("--json", action="store_true", help="Print JSON: {items, count, limit, offset}.")
 
         show = verbs.add_parser("show", help="Show a batch: counters, timeline, failures.")
         show.add_argument("batch", help="Batch id or short id.")
+        show.add_argument(
+            "--limit", type=int, default=10, help=f"Failed operations per page, 1 to {MAX_PAGE} (default 10)."
+        )
+        show.add_argument("--offset", type=int, default=0, help="Failed operations to skip (paging).")
+        show.add_argument("--json", action="store_true", help="Print the batch, its timeline and failures as JSON.")
 
         for verb, text in (
             ("cancel", "Cancel a batch: skip pending operations and stop running ones."),
@@ -84,8 +103,10 @@ class Command(BaseCommand):
             if verb == "cancel":
                 sub.add_argument("--reason", default="")
 
-        prune = verbs.add_parser("prune", help="Delete finished batches older than N days.")
+        prune = verbs.add_parser("prune", help="Delete finished batches older than N days, every user's.")
         prune.add_argument("--days", type=int, required=True)
+        prune.add_argument("--dry-run", action="store_true", help="Only say what would be deleted.")
+        prune.add_argument("--yes", action="store_true", help="Do not ask for confirmation on a terminal.")
 
         verbs.add_parser("stats", help="Totals by status and type.")
         verbs.add_parser("reap", help="Recover lost operations and restart lanes of stuck batches, once.")
@@ -152,14 +173,21 @@ class Command(BaseCommand):
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
             webhook_url=options["webhook"],
         )
-        self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
-        if options["wait"]:
+        try:
+            self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
+            if not options["wait"]:
+                return
             batch = self._wait(batch)
-            self.stdout.write(self._summary(batch))
-            if batch.status != BatchStatus.COMPLETED:
-                raise SystemExit(1)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the following, not the batch: say so, and exit as an interrupted command does.
+            self.stderr.write(f"stopped following; batch {batch.id} keeps running (batch show {batch.short_id})")
+            raise SystemExit(INTERRUPTED) from None
+        self.stdout.write(self._summary(batch))
+        if batch.status != BatchStatus.COMPLETED:
+            raise SystemExit(1)
 
     def handle_list(self, options) -> None:
+        limit, offset = self._page(options)
         batches = Batch.objects.select_related("owner")
         if options["status"]:
             batches = batches.filter(status=options["status"])
@@ -167,7 +195,12 @@ class Command(BaseCommand):
             batches = batches.filter(type=options["type"])
         if options["user"]:
             batches = batches.filter(owner=self._owner(options["user"]))
-        rows = list(batches[: max(1, options["limit"])])
+        total = batches.count()
+        rows = list(batches[offset : offset + limit])
+        if options["json"]:
+            page = {"items": [_batch_json(b) for b in rows], "count": total, "limit": limit, "offset": offset}
+            self.stdout.write(json.dumps(page, cls=DjangoJSONEncoder, indent=2))
+            return
         self.stdout.write(
             f"{'ID':8}  {'STATUS':15}  {'PROGRESS':>8}  {'DONE/TOTAL':>13}  {'TYPE':14}  {'OWNER':10}  NAME"
         )
@@ -176,10 +209,34 @@ class Command(BaseCommand):
                 f"{batch.short_id:8}  {batch.status:15}  {batch.percent_complete:>7}%  "
                 f"{batch.finished_count:>6}/{batch.total:<6}  {batch.type[:14]:14}  {batch.owner.username[:10]:10}  {batch.name}"
             )
-        self.stdout.write(f"{len(rows)} batch(es).")
+        self.stdout.write(_page_footer("batch(es)", len(rows), total, offset))
 
     def handle_show(self, options) -> None:
+        limit, offset = self._page(options)
         batch = selectors.batch_find(options["batch"])
+        failed = batch.operations.filter(status="failed")
+        failed_count = failed.count()
+        failures = list(failed[offset : offset + limit])
+        events = list(batch.events.select_related("actor")[:50])
+        if options["json"]:
+            data = _batch_json(batch)
+            data["events"] = [
+                {
+                    "kind": e.kind,
+                    "message": e.message,
+                    "created_at": e.created_at,
+                    "actor": e.actor and e.actor.username,
+                }
+                for e in events
+            ]
+            data["failed_operations"] = {
+                "items": [{name: getattr(o, name) for name in OPERATION_FIELDS} for o in failures],
+                "count": failed_count,
+                "limit": limit,
+                "offset": offset,
+            }
+            self.stdout.write(json.dumps(data, cls=DjangoJSONEncoder, indent=2))
+            return
         self.stdout.write(f"Batch {batch.id}: {batch.name}")
         self.stdout.write(f"  type {batch.type}, owner {batch.owner.username}, priority {batch.priority}")
         self.stdout.write(
@@ -193,15 +250,18 @@ class Command(BaseCommand):
         if batch.eta_seconds is not None:
             self.stdout.write(f"  ETA {batch.eta_seconds:.0f} s, current operation {batch.current_operation or '-'}")
         self.stdout.write("  timeline:")
-        for event in batch.events.all()[:50]:
+        for event in events:
             self.stdout.write(
                 f"    {timezone.localtime(event.created_at):%Y-%m-%d %H:%M:%S}  {event.kind:10} {event.message}"
             )
-        failures = batch.operations.filter(status="failed")[:10]
         if failures:
-            self.stdout.write("  failed operations (first 10):")
+            self.stdout.write(f"  failed operations ({offset + 1}-{offset + len(failures)} of {failed_count}):")
             for operation in failures:
                 self.stdout.write(f"    #{operation.seq} {operation.label}: {operation.error_type}: {operation.error}")
+            if offset + len(failures) < failed_count:
+                self.stdout.write(f"  more: --offset {offset + len(failures)}")
+        elif failed_count:
+            self.stdout.write(f"  no failed operations past {offset} (of {failed_count}).")
 
     def handle_cancel(self, options) -> None:
         batch = services.batch_cancel(batch=selectors.batch_find(options["batch"]), reason=options["reason"])
@@ -226,8 +286,27 @@ class Command(BaseCommand):
         self.stdout.write(f"Deleted batch {batch.short_id} ({batch.name}).")
 
     def handle_prune(self, options) -> None:
-        count = services.batch_prune(days=options["days"])
-        self.stdout.write(f"Pruned {count} finished batch(es) older than {options['days']} day(s).")
+        days = options["days"]
+        if days < 0:
+            raise CommandError("--days must be zero or more.", returncode=BAD_USAGE)
+        by_owner = selectors.batches_to_prune_by_owner(days=days)
+        total = sum(by_owner.values())
+        if not total:
+            self.stdout.write(f"Pruned 0 finished batch(es) older than {days} day(s).")
+            return
+        self.stdout.write(f"Finished batches older than {days} day(s), by owner:")
+        for owner, count in by_owner.items():
+            self.stdout.write(f"  {owner:20} {count}")
+        if options["dry_run"]:
+            self.stdout.write(f"Dry run: would prune {total} finished batch(es); nothing deleted.")
+            return
+        if not options["yes"] and sys.stdin.isatty():
+            self.stdout.flush()
+            answer = input(f"Delete these {total} batch(es)? Type 'yes' to confirm: ")
+            if answer.strip().lower() != "yes":
+                raise CommandError("Nothing deleted.", returncode=FAILED)
+        count = services.batch_prune(days=days)
+        self.stdout.write(f"Pruned {count} finished batch(es) older than {days} day(s).")
 
     def handle_stats(self, options) -> None:
         stats = selectors.batch_stats()
@@ -272,6 +351,14 @@ class Command(BaseCommand):
 
     # --- helpers ---
 
+    def _page(self, options) -> tuple[int, int]:
+        limit, offset = options["limit"], options["offset"]
+        if not 1 <= limit <= MAX_PAGE:
+            raise CommandError(f"--limit must be from 1 to {MAX_PAGE}, got {limit}.", returncode=BAD_USAGE)
+        if offset < 0:
+            raise CommandError(f"--offset must be zero or more, got {offset}.", returncode=BAD_USAGE)
+        return limit, offset
+
     def _owner(self, username: str | None):
         users = get_user_model().objects
         if username:
@@ -288,25 +375,20 @@ class Command(BaseCommand):
         """Redraw a progress bar from the database until the batch reaches a terminal status."""
         from rich.console import Console
         from rich.markup import escape
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress
+
+        from jobs.management.progress import progress_columns
 
         console = Console(file=cast(TextIO, self.stdout._out), force_terminal=None)
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[eta]}"),
-        )
-        with Progress(*columns, console=console, transient=False) as progress:
+        columns = progress_columns(console.width)
+        with Progress(*columns, console=console, transient=False, expand=False) as progress:
             task = progress.add_task(escape(batch.name[:30]), total=batch.total, counts="", eta="")
             while True:
                 batch.refresh_from_db()
                 progress.update(
                     task,
                     completed=batch.finished_count,
-                    description=escape(f"{batch.name[:30]} [{batch.status}]"),
+                    description=escape(f"[{batch.status}] {batch.name[:30]}"),
                     counts=f"✓{batch.completed} ✗{batch.failed} ⤼{batch.skipped} ▶{batch.running}",
                     eta=f"ETA {batch.eta_seconds:.0f}s" if batch.eta_seconds is not None else "",
                 )
@@ -320,3 +402,19 @@ class Command(BaseCommand):
             f"Batch {batch.short_id} {batch.status}: {batch.completed} completed, {batch.failed} failed, "
             f"{batch.skipped} skipped of {batch.total} in {elapsed:.1f} s."
         )
+
+
+def _batch_json(batch: Batch) -> dict:
+    """A batch as the API shows it (GET /api/batches/{id})."""
+    data = {name: getattr(batch, name) for name in BATCH_FIELDS}
+    data["owner"] = batch.owner.get_username()
+    return data
+
+
+def _page_footer(noun: str, shown: int, total: int, offset: int) -> str:
+    if offset == 0 and shown == total:
+        return f"{total} {noun}."
+    if not shown:
+        return f"None past {offset} of {total} {noun}."
+    more = f"; --offset {offset + shown} for more" if offset + shown < total else ""
+    return f"Showing {offset + 1}-{offset + shown} of {total} {noun}{more}."

@@ -136,7 +136,9 @@ def check_connection(name: str, url: str) -> ConnectionCheck:
     except (SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
         engine.dispose()
         elapsed = int((time.perf_counter() - started) * 1000)
-        return ConnectionCheck(False, error_message(exc, url) or type(exc).__name__, elapsed)
+        # psycopg's own message starts with "connection failed:", which the fronts already say.
+        message = " ".join(error_message(exc, url).split()).removeprefix("connection failed:").strip()
+        return ConnectionCheck(False, message or type(exc).__name__, elapsed)
     engine.dispose()
     elapsed = int((time.perf_counter() - started) * 1000)
     dialect = engine_url(url).get_backend_name()

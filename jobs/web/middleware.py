@@ -1,0 +1,64 @@
+"""Requests whose address or headers hold a NUL character are refused before any view runs.
+
+Every text filter (`?q=`, `?status=`, the admin's search, ...) ends up in a database query, and
+PostgreSQL refuses NUL in text (a 500), while SQLite matches nothing: a 400 on both instead.
+Form fields refuse NUL themselves (Django's CharField validator), JSON bodies of the API are checked
+by jobs.api.middleware, and the services check items and parameters (jobs.nul).
+"""
+
+from collections.abc import Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound, JsonResponse
+
+from jobs import nul
+
+
+def nul_in_request(request: HttpRequest) -> str:
+    """Where a NUL is ("query parameter q"), or ""."""
+    if nul.NUL in request.path:
+        return "the address"
+    for key, values in request.GET.lists():
+        if nul.NUL in key or any(nul.NUL in value for value in values):
+            return f"query parameter {key.replace(nul.NUL, '')!r}"
+    for key, value in request.META.items():
+        if key.startswith("HTTP_") and isinstance(value, str) and nul.NUL in value:
+            return f"header {key[5:].replace('_', '-').title()}"
+    return ""
+
+
+def refusal(request: HttpRequest, where: str) -> HttpResponse:
+    """A NUL in the path matches no page: 404. In a query parameter: 422 in the API (as other bad
+    query values), 400 on pages. In a header: 400."""
+    api = request.path.startswith("/api/")
+    if where == "the address":
+        if api:
+            return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
+        return HttpResponseNotFound("Not found.", content_type="text/plain; charset=utf-8")
+    message = f"{nul.MESSAGE} Found in {where}."
+    if api:
+        query = where.startswith("query parameter ")
+        field = where.removeprefix("query parameter ").strip("'") if query else "headers"
+        return JsonResponse({"message": message, "errors": {field: [nul.MESSAGE]}}, status=422 if query else 400)
+    return HttpResponseBadRequest(f"Bad request: {message}", content_type="text/plain; charset=utf-8")
+
+
+class RefuseNulMiddleware:
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self.__acall__(request)
+        where = nul_in_request(request)
+        return refusal(request, where) if where else self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest):
+        where = nul_in_request(request)
+        return refusal(request, where) if where else await self.get_response(request)
