@@ -3,15 +3,14 @@ outside an endpoint: a body over the size limit (413), a method the path does no
 NUL character in a JSON body (422), a server error (500)."""
 
 import json
-from collections.abc import Callable
 from http import HTTPStatus
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from jobs import nul
+from jobs.web.middleware import SyncAndAsyncMiddleware
 
 API_PREFIX = "/api/"
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -68,16 +67,7 @@ def as_json(response: HttpResponse) -> HttpResponse:
     return converted
 
 
-class ApiJsonErrorsMiddleware:
-    async_capable = True
-    sync_capable = True
-
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
+class ApiJsonErrorsMiddleware(SyncAndAsyncMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)

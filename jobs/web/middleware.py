@@ -7,6 +7,7 @@ by jobs.api.middleware, and the services check items and parameters (jobs.nul).
 """
 
 from collections.abc import Callable
+from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound, JsonResponse
@@ -43,7 +44,10 @@ def refusal(request: HttpRequest, where: str) -> HttpResponse:
     return HttpResponseBadRequest(f"Bad request: {message}", content_type="text/plain; charset=utf-8")
 
 
-class RefuseNulMiddleware:
+class SyncAndAsyncMiddleware:
+    """A middleware that runs in the request's own mode (WSGI or ASGI); subclasses define
+    `__call__` (and `__acall__` for the ASGI path)."""
+
     async_capable = True
     sync_capable = True
 
@@ -51,8 +55,10 @@ class RefuseNulMiddleware:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
-            markcoroutinefunction(self)
+            markcoroutinefunction(cast(Any, self))  # the instance is the callable Django awaits
 
+
+class RefuseNulMiddleware(SyncAndAsyncMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)
