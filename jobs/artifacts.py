@@ -7,6 +7,7 @@ commits). Paths given by people are resolved here and refused when they leave th
 import logging
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 
@@ -39,6 +40,11 @@ def resolve(batch_id: str, relative: str) -> Path | None:
     if not candidate.is_relative_to(root) or candidate == root or not candidate.is_file():
         return None
     return candidate
+
+
+def download_url(batch_id: str, relative: str) -> str:
+    """Where the API serves the file `relative` of a batch (GET /api/batches/{id}/artifacts/{path})."""
+    return f"/api/batches/{batch_id}/artifacts/{quote(relative)}"
 
 
 def list_files(batch_id: str) -> list[dict]:

@@ -50,3 +50,10 @@ class RateLimited(Exception):
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"Too many batches created; try again in {retry_after_s} s.")
         self.retry_after_s = retry_after_s
+
+
+class OperationNotFound(Http404):
+    """No operation with this sequence number in the batch (pages and the API answer 404)."""
+
+    def __init__(self, message: str = "No such operation.") -> None:
+        super().__init__(message)

@@ -261,6 +261,49 @@ class Operation(models.Model):
         return f"#{self.seq} {self.label}"
 
 
+class AttemptOutcome(models.TextChoices):
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    # Waiting on outside work (an external job it polls): the run ended, the operation goes on later.
+    RESCHEDULED = "rescheduled", "Waiting"
+    # Handed back unfinished by a worker that stopped; another worker runs it again.
+    RELEASED = "released", "Handed back"
+    # Its worker stopped heartbeating (killed, out of memory, machine gone).
+    LOST = "lost", "Worker lost"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class OperationAttempt(models.Model):
+    """One run of an operation (SPEC §10), written when the run's outcome is recorded: in bulk with
+    the group of outcomes the engine records together, by the reaper for a lost run, by a cancel
+    for a stopped one. The running attempt is the operation row itself (its worker, started_at and
+    attempts); `number` is that attempts value, the claim's fence."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="attempt_records")
+    # DO_NOTHING, as ResultRow: deleting a batch stays a few DELETE statements (the batch cascade
+    # removes these rows in the same transaction).
+    operation = models.ForeignKey(
+        Operation, on_delete=models.DO_NOTHING, related_name="attempt_records", db_index=False
+    )
+    number = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, choices=AttemptOutcome.choices)
+    error_type = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    # Kept server-side: the operation page and API show it to the batch's owner only.
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["operation", "number", "id"]
+        indexes = [models.Index(fields=["operation", "number"], name="attempt_operation_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of operation {self.operation_id}: {self.outcome}"
+
+
 class ResultRow(models.Model):
     """One row of an operation's output, kept apart so a batch's results page and stream."""
 
@@ -287,6 +330,8 @@ class BatchEventKind(models.TextChoices):
     REAPED = "reaped", "Reaped"
     # An operation failed with no automatic retries left (the notifications outbox reads it).
     OPERATION_FAILED_FINAL = "operation_failed_final", "Operation failed"
+    # A person cancelled one operation; the batch goes on (not the batch's "cancelled").
+    OPERATION_CANCELLED = "operation_cancelled", "Operation cancelled"
 
 
 class BatchEvent(models.Model):

@@ -21,3 +21,10 @@ def mask_url(url: str) -> str:
             query={key: (MASK if SECRET_QUERY_KEYS.search(key) else value) for key, value in parsed.query.items()}
         )
     return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", MASK)
+
+
+def mask_params(optype, params: dict) -> dict:
+    """The params with the values of the type's secret parameters (`secret_params`, names of
+    params) replaced by ***, for showing them back (operation page and API)."""
+    secret = set(getattr(optype, "secret_params", ()))
+    return {key: (MASK if key in secret and value not in (None, "") else value) for key, value in params.items()}

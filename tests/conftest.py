@@ -37,7 +37,10 @@ def run_operation(type_key: str, label: str = "item", *, state: dict | None = No
     from jobs.optypes import get_type
 
     optype = get_type(type_key)
-    context = SimpleNamespace(label=label, params=optype.clean_params(params), state=state, attempt=attempt)
+    rows: list[dict] = []
+    context = SimpleNamespace(
+        label=label, params=optype.clean_params(params), state=state, attempt=attempt, rows=rows, add_rows=rows.extend
+    )
     return optype.run(context)
 
 

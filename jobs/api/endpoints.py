@@ -11,7 +11,7 @@ from uuid import UUID
 
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI, Query, Router
+from ninja import NinjaAPI, Path, Query, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
@@ -29,7 +29,10 @@ from jobs.api.schemas import (
     CleanupIn,
     CleanupOut,
     Error,
+    OperationDetailOut,
     OperationList,
+    OperationOneOut,
+    OperationOut,
     OperationTypeOut,
     ProgressOut,
     RegisteredTypeKeys,
@@ -263,6 +266,68 @@ def list_operations(
     if status:
         operations = operations.filter(status=status)
     return {"items": list(operations[_page(limit, offset)]), "count": operations.count()}
+
+
+@batches.get(
+    "/{uuid:batch_id}/operations/{seq}",
+    response={200: OperationDetailOut, **INPUT_ERRORS, **ERRORS},
+    summary="One operation: effective params, attempts, result rows, files, external job",
+)
+def get_operation(
+    request,
+    batch_id: UUID,
+    seq: int = Path(..., ge=1, le=2**31 - 1, description="The operation's sequence number in its batch (1..total)."),
+    limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Result rows per page, 1 to 200."),
+    offset: int = OFFSET,
+):
+    """Secret parameters are masked; tracebacks are shown to the batch's owner only."""
+    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
+    rows = selectors.operation_rows(operation)
+    page = list(rows[_page(limit, offset)])
+    detail = selectors.operation_detail(request.user, batch, operation, rows=page)
+    return {
+        **_operation_fields(operation),
+        "params": selectors.operation_params_masked(batch, operation),
+        "effective_params": detail["params"],
+        "attempt_records": detail["attempts"],
+        "external_job": detail["external"],
+        "result_rows": {"items": page, "count": rows.count()},
+        "artifacts": detail["artifacts"],
+    }
+
+
+def _operation_fields(operation) -> dict:
+    return {name: getattr(operation, name) for name in OperationOut.model_fields}
+
+
+@batches.post(
+    "/{uuid:batch_id}/operations/{seq}/retry",
+    response={200: OperationOneOut, 409: Error, **INPUT_ERRORS, **ERRORS},
+    summary="Retry one failed or skipped operation",
+)
+def retry_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31 - 1)):
+    """Back to pending as a new attempt; a finished batch reopens. 409 unless it failed or was skipped."""
+    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq)
+    operation = services.operation_retry(batch=batch, seq=seq, by=request.user)
+    return _one_operation(request, batch_id, operation)
+
+
+@batches.post(
+    "/{uuid:batch_id}/operations/{seq}/cancel",
+    response={200: OperationOneOut, 409: Error, **INPUT_ERRORS, **ERRORS},
+    summary="Cancel one pending or running operation",
+)
+def cancel_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31 - 1)):
+    """Skipped (a running one is stopped in its worker); the batch goes on, or finishes if nothing
+    else is open. 409 unless it is pending or running."""
+    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq)
+    operation = services.operation_cancel(batch=batch, seq=seq, by=request.user)
+    return _one_operation(request, batch_id, operation)
+
+
+def _one_operation(request, batch_id: UUID, operation) -> dict:
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    return {"operation": _operation_fields(operation), "batch": batch_out(batch)}
 
 
 @batches.get(

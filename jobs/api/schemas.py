@@ -287,3 +287,57 @@ class ArtifactOut(Schema):
 class ArtifactList(Schema):
     items: list[ArtifactOut]
     count: int
+
+
+class AttemptOut(Schema):
+    number: int = Field(..., description="The attempt number (the operation's `attempts` when it ran).")
+    worker: str
+    started_at: datetime | None = Field(
+        ..., description="When this run was claimed; null when unknown (a lost run of an operation following outside work)."
+    )
+    finished_at: datetime | None = Field(..., description="Null for the attempt running now.")
+    duration_ms: int | None
+    outcome: str = Field(
+        ...,
+        description="completed, failed, rescheduled (waiting on outside work), released (handed back by a "
+        "stopping worker), lost (its worker died), cancelled, or running (the attempt under way).",
+    )
+    error_type: str
+    error: str
+    traceback: str | None = Field(
+        ..., description="The exception's traceback of a failed run; shown to the batch's owner only (null otherwise)."
+    )
+
+
+class ExternalJobOut(Schema):
+    job_id: Any
+    state: str = Field(..., description="The state its last poll saw.")
+    polls: int
+    last_error: str
+
+
+class RowsPage(Schema):
+    items: list[dict[str, Any]]
+    count: int
+
+
+class OperationDetailOut(OperationOut):
+    """One operation with its effective parameters (secrets masked), every attempt, result rows
+    (paged with `limit`/`offset`), the files it produced and, for an external job, its id and state."""
+
+    effective_params: dict[str, Any] = Field(
+        ..., description="The batch's params overlaid with the operation's own; secret parameters masked."
+    )
+    attempt_records: list[AttemptOut] = Field(
+        ..., description="Every attempt, oldest first, the one running now last (`attempts` counts them)."
+    )
+    external_job: ExternalJobOut | None
+    result_rows: RowsPage
+    artifacts: list[ArtifactOut]
+
+
+class OperationOneOut(Schema):
+    """The answer to a retry or cancel of one operation: the operation and its batch after it."""
+
+    operation: OperationOut
+    batch: BatchOut

@@ -176,5 +176,28 @@ def stop_requested(batch_id: str) -> bool:
     return bool(redis_connection().exists(_stop_key(str(batch_id))))
 
 
+def _operation_stop_key(operation_id: int) -> str:
+    return f"{settings.BATCHSITE_REDIS_PREFIX}:stop-operation:{operation_id}"
+
+
+def request_operation_stop(operation_id: int) -> None:
+    """Ask the worker running this operation (cancelled on its own) to interrupt it; workers
+    look every quarter second, so an hour is plenty even for one that was busy."""
+    redis_connection().set(_operation_stop_key(operation_id), 1, ex=3600)
+
+
+def clear_operation_stop(operation_id: int) -> None:
+    """A cancelled operation runs again (retried): its next attempt must not be stopped."""
+    redis_connection().delete(_operation_stop_key(operation_id))
+
+
+def operations_stop_requested(operation_ids: list[int]) -> set[int]:
+    """Which of these operations were cancelled one by one (one round trip for all of them)."""
+    if not operation_ids:
+        return set()
+    flags = redis_connection().mget([_operation_stop_key(pk) for pk in operation_ids])
+    return {pk for pk, flag in zip(operation_ids, flags, strict=True) if flag}
+
+
 def forget(batch_id: str) -> None:
     redis_connection().delete(_lanes_key(str(batch_id)), _stop_key(str(batch_id)))

@@ -434,17 +434,24 @@ class Executor:
 
     def _stop_cancelled(self) -> None:
         with self.lock:
-            batches = {task.claim.batch_id for task in self.running.values() if not task.abandoned}
-        if not batches:
+            live = [task for task in self.running.values() if not task.abandoned]
+        if not live:
             return
+        batches = {task.claim.batch_id for task in live}
         try:
             stopped = [batch_id for batch_id in batches if dispatch.stop_requested(batch_id)]
+            # Operations cancelled one by one (their batch goes on).
+            single = dispatch.operations_stop_requested([task.claim.operation_id for task in live])
         except Exception:
             return  # Redis unavailable: the cancel's effect on the rows holds regardless
-        if not stopped:
+        if not stopped and not single:
             return
         with self.lock:
-            tasks = [t for t in self.running.values() if t.claim.batch_id in stopped and not t.abandoned]
+            tasks = [
+                t
+                for t in self.running.values()
+                if (t.claim.batch_id in stopped or t.claim.operation_id in single) and not t.abandoned
+            ]
         # The cancel recorded them as skipped; the check keeps a running one of a batch cancelled
         # long ago (the stop flag lives a day) from being stopped by mistake.
         still_running = services.running_operations_of([t.claim.operation_id for t in tasks])

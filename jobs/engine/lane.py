@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -82,9 +83,18 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
     lane's SIGALRM); without one, an overrun is judged when the function returns."""
     started = time.perf_counter()
 
-    def failed(error: str, error_type: str, retryable: bool = True) -> services.Outcome:
+    def failed(error: str, error_type: str, retryable: bool = True, trace: str = "") -> services.Outcome:
         duration = _duration_ms(claim, started)
-        return services.Outcome(claim, "failed", duration, error=error, error_type=error_type, retryable=retryable)
+        return services.Outcome(
+            claim,
+            "failed",
+            duration,
+            error=error,
+            error_type=error_type,
+            retryable=retryable,
+            run_ms=_elapsed_ms(started),
+            traceback=trace,
+        )
 
     timed_out = f"Timed out after {claim.timeout_s} s."
     try:
@@ -107,10 +117,13 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
             json.dumps(request.state, cls=DjangoJSONEncoder)
         except (TypeError, ValueError) as exc:
             return failed(f"Reschedule state is not JSON-serialisable: {exc}", "BadResult", retryable=False)
-        return services.Outcome(claim, "rescheduled", after_s=request.after_s, state=request.state)
+        return services.Outcome(
+            claim, "rescheduled", after_s=request.after_s, state=request.state, run_ms=_elapsed_ms(started)
+        )
     except Exception as exc:
         error_type = exc.error_type if isinstance(exc, OperationFailure) else type(exc).__name__
-        return failed(str(exc) or repr(exc), error_type, retryable=not isinstance(exc, PermanentFailure))
+        retryable = not isinstance(exc, PermanentFailure)
+        return failed(str(exc) or repr(exc), error_type, retryable, trace=traceback.format_exc())
     if _elapsed_ms(started) > claim.timeout_s * 1000:
         return failed(timed_out, "Timeout")
     if result is not None and not isinstance(result, dict):
@@ -128,6 +141,7 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
         result=result,
         rows=context.rows,
         quality_score=context.quality_score,
+        run_ms=_elapsed_ms(started),
     )
 
 
@@ -229,7 +243,11 @@ class Lane:
                 )
                 self.current = None
                 if outcome is None:
-                    return "inactive"
+                    # Stopped by a cancel: of the batch (the next claim says inactive) or of
+                    # this operation alone (the lane goes on with the next one).
+                    self.cancelled.clear()
+                    claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
+                    continue
                 group = services.operations_record(
                     batch_id=self.batch_id, outcomes=[outcome], claim_for=self.worker, claim_limit=1
                 )
@@ -248,6 +266,16 @@ class Lane:
             publisher.flush()
             connections.close_all()
 
+    @staticmethod
+    def _stop_requested(claim: services.Claim) -> bool:
+        """The batch was cancelled, or this operation alone (then the check of the row, which a
+        cancel marked skipped, keeps a stale flag from stopping a later attempt)."""
+        if dispatch.stop_requested(claim.batch_id):
+            return True
+        if not dispatch.operations_stop_requested([claim.operation_id]):
+            return False
+        return not services.running_operations_of([claim.operation_id])
+
     def _beat(self) -> None:
         """Heartbeat thread: keeps the lane registered, the running operation fresh, and turns a
         cancel request into an interrupt of the running operation."""
@@ -256,7 +284,7 @@ class Lane:
             while not self.halt.wait(STOP_POLL_S):
                 current = self.current
                 try:
-                    if current is not None and not self.cancelled.is_set() and dispatch.stop_requested(self.batch_id):
+                    if current is not None and not self.cancelled.is_set() and self._stop_requested(current):
                         self.cancelled.set()
                         self.interrupter.stop()
                     if time.monotonic() - last_beat >= dispatch.heartbeat_s():

@@ -12,12 +12,14 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import Http404
 from django.template.loader import render_to_string
 
 from jobs import selectors
 from jobs.errors import BatchNotFound
 from jobs.live import publisher
 from jobs.models import Batch, Operation
+from jobs.web.views import operation_page_context
 
 FORBIDDEN = 4403
 ANALYTICS_REFRESH_S = 3.0
@@ -116,6 +118,74 @@ class BatchConsumer(AsyncWebsocketConsumer):
             context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
             parts.append(oob(render_to_string("jobs/batch_detail.html#analytics", context)))
         return "".join(parts)
+
+
+class OperationConsumer(AsyncWebsocketConsumer):
+    """One operation's page: its live block (status, attempts, result, files) and, when it
+    changed, its first page of result rows. It follows the batch's events (there are no events
+    per operation) and sends only when the operation itself changed."""
+
+    group = ""
+
+    async def connect(self) -> None:
+        await self.accept()
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.batch_id, self.seq = str(kwargs["batch_id"]), kwargs["seq"]
+        self.shown: tuple | None = None
+        if not await self._may_see():
+            await self.close(code=FORBIDDEN)
+            return
+        self.group = publisher.batch_group(self.batch_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._send_state(rows=False)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def batch_progress(self, event: dict) -> None:
+        await self._send_state()
+
+    async def batch_status(self, event: dict) -> None:
+        await self._send_state()
+
+    async def _send_state(self, rows: bool = True) -> None:
+        message = await self._render(rows)
+        if message is None:  # deleted meanwhile
+            await self.close(code=FORBIDDEN)
+        elif message:
+            await self.send(text_data=message)
+
+    @database_sync_to_async
+    def _may_see(self) -> bool:
+        return self._visible() is not None
+
+    def _visible(self) -> tuple[Batch, Operation] | None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return None
+        try:
+            return selectors.operation_get_visible(user, self.batch_id, self.seq)
+        except Http404:
+            return None
+
+    @database_sync_to_async
+    def _render(self, rows: bool) -> str | None:
+        """The live block when the operation or its batch's status changed since it was last
+        sent ("" when nothing did); with `rows`, its result rows too (they come with a finish)."""
+        found = self._visible()
+        if found is None:
+            return None
+        batch, operation = found
+        version = (batch.status, operation.status, operation.attempts, operation.state, operation.error)
+        if version == self.shown:
+            return ""
+        self.shown = version
+        context = operation_page_context(self.scope["user"], batch, operation)
+        html = oob(render_to_string("jobs/operation_detail.html#live", context))
+        if rows:
+            html += oob(render_to_string("jobs/operation_detail.html#rows", context))
+        return html
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):

@@ -4,5 +4,6 @@ from jobs.live import consumers
 
 websocket_urlpatterns = [
     path("ws/batches/<uuid:batch_id>/", consumers.BatchConsumer.as_asgi()),
+    path("ws/batches/<uuid:batch_id>/operations/<int:seq>/", consumers.OperationConsumer.as_asgi()),
     path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
 ]

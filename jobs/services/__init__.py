@@ -25,6 +25,7 @@ from jobs.services.instances import (
     instance_update,
     instance_validate,
 )
+from jobs.services.operation_actions import operation_cancel, operation_retry
 from jobs.services.operations import (
     WORKER_LOST,
     Claim,
@@ -68,12 +69,14 @@ __all__ = [
     "instance_test_connection",
     "instance_update",
     "instance_validate",
+    "operation_cancel",
     "operation_claim_next",
     "operation_complete",
     "operation_fail",
     "operation_heartbeat",
     "operation_recover_lost",
     "operation_reschedule",
+    "operation_retry",
     "operations_claim",
     "operations_record",
     "running_operations_of",

@@ -34,6 +34,7 @@ from jobs.services.transitions import (
     flush_batch,
     locked_batch,
     locked_batch_or_none,
+    record_cancelled_attempts,
     record_event,
     require_status,
     skip_pending,
@@ -233,6 +234,7 @@ def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
         now = timezone.now()
         require_status(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
         cancel_outside_work_on_commit(locked, (OperationStatus.RUNNING, OperationStatus.PENDING))
+        record_cancelled_attempts(locked, now, "Cancelled while running.")
         stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
             status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
         )

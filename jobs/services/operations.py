@@ -26,8 +26,10 @@ from jobs.models import (
     Batch,
     BatchEvent,
     BatchEventKind,
+    AttemptOutcome,
     BatchStatus,
     Operation,
+    OperationAttempt,
     OperationStatus,
     ResultRow,
 )
@@ -61,6 +63,10 @@ class Claim:
     # work began: the first claim of an operation that waits spans all its later runs.
     state: dict[str, Any] | None = None
     started_at: datetime | None = None
+    # Who claimed this attempt and when: the attempt's record (OperationAttempt) is written with
+    # its outcome, in the same group insert, so the claim carries what the record needs.
+    worker: str = ""
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ class NoClaim:
 class Outcome:
     """How one attempt ended: `completed` (result, rows, quality), `failed` (error; `retryable`
     says whether automatic retries may apply), `rescheduled` (due again in `after_s`, with
-    `state` for the next run) or `released` (handed back unfinished by a worker that stops)."""
+    `state` for the next run) or `released` (handed back unfinished by a worker that stops).
+    `run_ms` is this run's own time (`duration_ms` of an operation waiting on outside work spans
+    all its runs) and `traceback` the exception's, for the attempt's record."""
 
     claim: Claim
     kind: str
@@ -88,6 +96,8 @@ class Outcome:
     retryable: bool = True
     after_s: float = 0.0
     state: dict[str, Any] | None = None
+    run_ms: int | None = None
+    traceback: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,7 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
             record_event(batch, BatchEventKind.STARTED, None, "")
     update_batch(batch, pending=-len(found), running=+len(found), **changes)
     publisher.batch_changed(batch, status_changed=started)
+    worker = worker[:200]
     return [
         Claim(
             batch_id=str(batch.pk),
@@ -162,6 +173,8 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
             timeout_s=batch.timeout_s,
             state=operation["state"],
             started_at=operation["started_at"],
+            worker=worker,
+            claimed_at=now,
         )
         for operation in found
     ]
@@ -193,6 +206,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
         )
     }
     accepted: list[bool] = []
+    attempts: list[tuple[Any, ...]] = []
     completed: list[tuple[Outcome, dict[str, Any]]] = []
     updates: list[tuple[int, dict[str, Any]]] = []
     failed: list[tuple[Outcome, int, str]] = []
@@ -204,6 +218,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
             accepted.append(False)
             continue
         accepted.append(True)
+        attempts.append(_attempt_values(batch, outcome, now))
         deltas["running"] -= 1
         if outcome.duration_ms is not None and outcome.kind in ("completed", "failed"):
             deltas["duration_total_ms"] += outcome.duration_ms
@@ -248,6 +263,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     ]
     if rows:
         ResultRow.objects.bulk_create(rows, batch_size=CREATE_CHUNK)
+    rawsql.insert_rows(OperationAttempt, ATTEMPT_COLUMNS, attempts)
     update_batch(batch, **{name: delta for name, delta in deltas.items() if delta})
     if failed:
         # One event per operation failed for good (the notifications outbox reads them); the
@@ -271,6 +287,52 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     finished = finalize_if_done(batch, now)
     publisher.batch_changed(batch, status_changed=finished or stopped)
     return accepted
+
+
+ATTEMPT_COLUMNS = (
+    "batch",
+    "operation",
+    "number",
+    "worker",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "outcome",
+    "error_type",
+    "error",
+    "traceback",
+)
+ATTEMPT_OUTCOMES = {
+    "completed": AttemptOutcome.COMPLETED,
+    "failed": AttemptOutcome.FAILED,
+    "rescheduled": AttemptOutcome.RESCHEDULED,
+    "released": AttemptOutcome.RELEASED,
+}
+TRACEBACK_CHARS = 20_000
+
+
+def _attempt_values(batch: Batch, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+    """The OperationAttempt row of an accepted outcome, as ATTEMPT_COLUMNS values."""
+    claim = outcome.claim
+    kind = ATTEMPT_OUTCOMES[outcome.kind]
+    if kind == AttemptOutcome.FAILED and outcome.error_type == WORKER_LOST:
+        kind = AttemptOutcome.LOST
+    duration = outcome.run_ms if outcome.run_ms is not None else outcome.duration_ms
+    if duration is None and claim.claimed_at is not None:
+        duration = max(0, int((now - claim.claimed_at).total_seconds() * 1000))
+    return (
+        batch.pk,
+        claim.operation_id,
+        claim.attempt,
+        claim.worker,
+        claim.claimed_at,
+        now,
+        duration,
+        kind,
+        outcome.error_type[:100],
+        outcome.error[:10_000],
+        outcome.traceback[-TRACEBACK_CHARS:],
+    )
 
 
 def _completed_values(outcome: Outcome, now: datetime) -> dict[str, Any]:
@@ -375,7 +437,17 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
         )
         record_event(batch, BatchEventKind.REAPED, None, f"#{operation.seq} {operation.label}: worker lost")
         claim = Claim(
-            str(batch.pk), operation.pk, operation.attempts, operation.seq, operation.label, batch.type, {}, 0
+            str(batch.pk),
+            operation.pk,
+            operation.attempts,
+            operation.seq,
+            operation.label,
+            batch.type,
+            {},
+            0,
+            worker=operation.worker,
+            # An operation waiting on outside work keeps its first start; this run's is unknown.
+            claimed_at=operation.started_at if operation.state is None else None,
         )
         if lost >= settings.BATCHSITE_MAX_LOST:
             message = f"{message} ({lost} times; not tried again)"
@@ -390,6 +462,8 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
                 "error_type": WORKER_LOST,
             }
             rawsql.update(Operation, where={"pk": operation.pk}, values=values)
+            lost_run = Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST)
+            rawsql.insert_rows(OperationAttempt, ATTEMPT_COLUMNS, [_attempt_values(batch, lost_run, now)])
             update_batch(batch, running=-1, pending=+1)
             publisher.batch_changed(batch)
         rawsql.update(Operation, where={"pk": operation.pk}, values={"lost": lost})

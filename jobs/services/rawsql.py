@@ -165,3 +165,24 @@ def select_values(model: type[Model], names: tuple[str, ...], *, pks: list[Any],
     with connection.cursor() as cursor:
         cursor.execute(sql, [*pks, status])
         return cursor.fetchall()
+
+
+def insert_rows(model: type[Model], names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT the rows (values in the order of `names`, foreign keys as pks) in as few multi-row
+    statements as the database's parameter limit allows; no objects are built and nothing is
+    returned (the outcome records' attempt rows: one statement per group)."""
+    if not rows:
+        return
+    columns = [_column(model, name) for name in names]
+    per_statement = max(1, (connection.features.max_query_params or 10_000) // len(names))
+    one = "(" + ", ".join(["%s"] * len(names)) + ")"
+    head = f"INSERT INTO {_table(model)} ({', '.join(column for column, _ in columns)}) VALUES "
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [
+                field.get_db_prep_save(value, connection)
+                for row in chunk
+                for value, (_, field) in zip(row, columns, strict=True)
+            ]
+            cursor.execute(head + ", ".join([one] * len(chunk)), params)

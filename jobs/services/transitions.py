@@ -22,10 +22,12 @@ from jobs.engine import dispatch
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.models import (
     ACTIVE_STATUSES,
+    AttemptOutcome,
     Batch,
     BatchEvent,
     BatchEventKind,
     BatchStatus,
+    OperationAttempt,
     OperationStatus,
 )
 from jobs.optypes import get_type
@@ -110,6 +112,33 @@ def skip_pending(batch: Batch, now: datetime, reason: str) -> int:
     )
     update_batch(batch, pending=-skipped, skipped=+skipped)
     return skipped
+
+
+def record_cancelled_attempts(batch: Batch, now: datetime, reason: str, **operation_filter: Any) -> None:
+    """The attempt records of running operations a person stops (call it before they are marked
+    skipped): the run ended cancelled, whatever its worker reports later (fenced out)."""
+    running = batch.operations.filter(status=OperationStatus.RUNNING, **operation_filter).values_list(
+        "pk", "attempts", "worker", "started_at", "state"
+    )
+    OperationAttempt.objects.bulk_create(
+        (
+            OperationAttempt(
+                batch=batch,
+                operation_id=pk,
+                number=attempts,
+                worker=worker,
+                # An operation waiting on outside work keeps its first start; this run's is unknown.
+                started_at=started_at if state is None else None,
+                finished_at=now,
+                duration_ms=int((now - started_at).total_seconds() * 1000) if started_at and state is None else None,
+                outcome=AttemptOutcome.CANCELLED,
+                error_type="Cancelled",
+                error=reason,
+            )
+            for pk, attempts, worker, started_at, state in running.iterator(CREATE_CHUNK)
+        ),
+        batch_size=CREATE_CHUNK,
+    )
 
 
 def finalize_if_done(batch: Batch, now: datetime) -> bool:

@@ -8,6 +8,12 @@ urlpatterns = [
     path("batches/new/", views.batch_new, name="batch_new"),
     path("batches/new/<str:type_key>/", views.batch_create, name="batch_create"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),
+    path("batches/<uuid:batch_id>/operations/<int:seq>/", views.operation_detail, name="operation_detail"),
+    path(
+        "batches/<uuid:batch_id>/operations/<int:seq>/<slug:action>/",
+        views.operation_action,
+        name="operation_action",
+    ),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
 ]

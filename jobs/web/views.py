@@ -222,7 +222,14 @@ def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
         [label if column == selectors.LABEL_COLUMN else (data or {}).get(column, "") for column in columns]
         for label, data in results
     ]
-    return {"columns": columns, "results": results, "result_table": table, "sort": sort}
+    return {
+        "columns": columns,
+        "results": results,
+        "result_table": table,
+        "sort": sort,
+        # Cells that name one of the batch's files become download links.
+        "artifact_urls": selectors.batch_artifact_urls(batch),
+    }
 
 
 ACTIONS: dict[str, Any] = {
@@ -280,6 +287,58 @@ def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
         response["HX-Redirect"] = url
         return response
     return redirect(url)
+
+
+@login_required
+def operation_detail(request: HtmxHttpRequest, batch_id, seq: int) -> HttpResponse:
+    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
+    context = operation_page_context(request.user, batch, operation, rows_page=request.GET.get("page"))
+    if request.htmx and request.htmx.target == f"operation-{operation.pk}-rows":
+        return render(request, "jobs/operation_detail.html#rows", context)
+    return render(request, "jobs/operation_detail.html", context)
+
+
+def operation_page_context(user, batch: Batch, operation, *, rows_page=None) -> dict[str, Any]:
+    """What the operation page shows; its WebSocket consumer renders the same partials from it."""
+    rows = selectors.operation_rows_page(operation, rows_page)
+    row_data = list(rows)
+    columns = selectors.row_columns(row_data)
+    detail = selectors.operation_detail(user, batch, operation, rows=row_data)
+    return {
+        **detail,
+        "artifact_urls": {file["path"]: file["url"] for file in detail["artifacts"]},
+        "rows": rows,
+        "row_columns": columns,
+        "row_table": [[(data or {}).get(column, "") for column in columns] for data in row_data],
+    }
+
+
+OPERATION_ACTIONS: dict[str, Any] = {
+    "retry": services.operation_retry,
+    "cancel": services.operation_cancel,
+}
+
+
+@login_required
+@require_POST
+def operation_action(request: HtmxHttpRequest, batch_id, seq: int, action: str) -> HttpResponse:
+    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
+    if action not in OPERATION_ACTIONS:
+        raise Http404("No such action.")
+    status = 200
+    try:
+        OPERATION_ACTIONS[action](batch=batch, seq=operation.seq, by=request.user)
+    except IllegalTransition as exc:
+        messages.error(request, str(exc))
+        status = 409
+    else:
+        verb = "back in the queue" if action == "retry" else "cancelled"
+        messages.success(request, f"Operation #{operation.seq} {operation.label} {verb}.")
+    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
+    if request.htmx:
+        context = {**operation_page_context(request.user, batch, operation), "flash": True}
+        return render(request, "jobs/operation_detail.html#live", context, status=status)
+    return redirect("operation_detail", batch_id=batch.pk, seq=operation.seq)
 
 
 @login_required

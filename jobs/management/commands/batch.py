@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 
 from jobs import selectors, services
 from jobs.engine import reaper
-from jobs.errors import IllegalTransition, InvalidInput, RateLimited
+from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
@@ -45,6 +45,10 @@ BATCH_FIELDS = (
     "priority total pending running completed failed skipped percent_complete eta_seconds current_operation "
     "created_at started_at finished_at cancel_reason"
 ).split()
+ONE_OPERATION = {
+    "cancel": "skip it if pending, stop it if running; the batch goes on.",
+    "retry": "run it again if it failed or was skipped; a finished batch reopens.",
+}
 OPERATION_FIELDS = "seq label status attempts error_type error duration_ms started_at finished_at".split()
 
 
@@ -102,6 +106,13 @@ class Command(QuietPipeCommand):
             sub.add_argument("batch", help="Batch id or short id.")
             if verb == "cancel":
                 sub.add_argument("--reason", default="")
+            if verb in ("cancel", "retry"):
+                sub.add_argument(
+                    "--op",
+                    type=int,
+                    metavar="SEQ",
+                    help=f"Only this operation (its # in the batch): {ONE_OPERATION[verb]}",
+                )
 
         prune = verbs.add_parser("prune", help="Delete finished batches older than N days, every user's.")
         prune.add_argument("--days", type=int, required=True)
@@ -142,6 +153,10 @@ class Command(QuietPipeCommand):
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (Batch.DoesNotExist, Batch.MultipleObjectsReturned) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
+        except OperationNotFound:
+            raise CommandError(
+                f"Batch {options.get('batch')} has no operation #{options.get('op')}.", returncode=BAD_USAGE
+            ) from None
         except DatabaseInstance.DoesNotExist:
             raise CommandError(f"No database instance named {options.get('name')!r}.", returncode=BAD_USAGE) from None
 
@@ -264,6 +279,8 @@ class Command(QuietPipeCommand):
             self.stdout.write(f"  no failed operations past {offset} (of {failed_count}).")
 
     def handle_cancel(self, options) -> None:
+        if options.get("op") is not None:
+            return self._one_operation(options, services.operation_cancel, "cancelled")
         batch = services.batch_cancel(batch=selectors.batch_find(options["batch"]), reason=options["reason"])
         self.stdout.write(f"Cancelled batch {batch.short_id}: {batch.skipped} operations skipped.")
 
@@ -276,9 +293,20 @@ class Command(QuietPipeCommand):
         self.stdout.write(f"Resumed batch {batch.short_id}; {batch.pending} operation(s) pending.")
 
     def handle_retry(self, options) -> None:
+        if options.get("op") is not None:
+            return self._one_operation(options, services.operation_retry, "back in the queue")
         batch = selectors.batch_find(options["batch"])
         count = services.batch_retry_failed(batch=batch)
         self.stdout.write(f"Retrying {count} failed operation(s) of batch {batch.short_id}.")
+
+    def _one_operation(self, options, action, done: str) -> None:
+        batch = selectors.batch_find(options["batch"])
+        operation = action(batch=batch, seq=options["op"])
+        batch.refresh_from_db()
+        self.stdout.write(
+            f"Operation #{operation.seq} {operation.label} of batch {batch.short_id} {done}; "
+            f"the batch is {batch.get_status_display().lower()}."
+        )
 
     def handle_delete(self, options) -> None:
         batch = selectors.batch_find(options["batch"])

@@ -28,6 +28,9 @@ RETRYABLE_4XX = frozenset((408, 425, 429))
 EXCERPT_CHARS = 300
 TEXT_RESULT_CHARS = 2000
 JSON_RESULT_MAX_BYTES = 256 * 1024
+# A result row keeps at most this many fields of an answer, each text cut to this length.
+ROW_FIELDS_MAX = 20
+ROW_TEXT_CHARS = 200
 
 # --- templates ----------------------------------------------------------------------------------
 
@@ -327,6 +330,37 @@ def response_result(response: httpx.Response) -> dict[str, Any]:
             result["truncated"] = True
         return result
     return data if isinstance(data, dict) else {"value": data}
+
+
+def scalar_fields(data: Any, *, prefix: str = "", limit: int = ROW_FIELDS_MAX) -> dict[str, Any]:
+    """The top-level scalar fields (text, numbers, booleans, null) of a JSON object, in order, at
+    most `limit` of them, texts cut to ROW_TEXT_CHARS: what a result row keeps of an answer."""
+    fields: dict[str, Any] = {}
+    if not isinstance(data, dict):
+        return fields
+    for key, value in data.items():
+        if len(fields) >= limit:
+            break
+        if isinstance(value, str):
+            fields[f"{prefix}{key}"] = value[:ROW_TEXT_CHARS]
+        elif value is None or isinstance(value, bool | int | float):
+            fields[f"{prefix}{key}"] = value
+    return fields
+
+
+def response_row(response: httpx.Response) -> dict[str, Any]:
+    """The result row of one call: its status code, how long the answer took, and the answer's
+    top-level scalar fields when it is a JSON object (bounded: scalar_fields)."""
+    row: dict[str, Any] = {
+        "status_code": response.status_code,
+        "elapsed_ms": round(response.elapsed.total_seconds() * 1000),
+    }
+    try:
+        data = response_json(response)
+    except ValueError:
+        return row
+    fields = scalar_fields(data)
+    return row | {key: value for key, value in fields.items() if key not in row}
 
 
 def dig(data: Any, path: str) -> Any:

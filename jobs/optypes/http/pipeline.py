@@ -39,7 +39,8 @@ def validate_pipeline_call(params: dict[str, Any]) -> None:
     key="pipeline.http",
     label="Pipeline: HTTP call",
     form=HttpPipelineForm,
-    description="Runs a pipeline per item by calling an HTTP endpoint; its JSON answer is the result. "
+    description="Runs a pipeline per item by calling an HTTP endpoint; its JSON answer is the result, and a "
+    "result row holds the status code, the time it took and the answer's top-level fields. "
     "4xx answers fail at once, 5xx and network errors are retried while retries last.",
     items_help="One pipeline id per line: it fills {label} in the URL, headers and body. Per-item params "
     "(CSV columns, or JSON items with params) fill other placeholders and override the batch's params.",
@@ -54,4 +55,6 @@ def run_pipeline_call(ctx) -> dict[str, Any]:
     body = http.render_json(params["body"], values) if params.get("body") is not None else None
     response = http.send(params["method"], url, headers=headers, body=body, timeout_s=params["timeout_s"])
     http.check_status(response, http.parse_status_codes(params["expected_status"]))
+    # One row per call (status, time, the answer's scalar fields): a batch's calls side by side.
+    ctx.add_rows([http.response_row(response)])
     return http.response_result(response)

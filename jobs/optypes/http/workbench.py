@@ -191,7 +191,8 @@ def _give_up(ctx, params: dict[str, Any], state: dict[str, Any], why: str) -> No
     label="Workbench: submit and follow a job",
     form=WorkbenchJobForm,
     description="Submits a job per item to an external API, then polls its status with backoff until it "
-    "ends, without holding a worker between polls. The result is the job's final status answer; "
+    "ends, without holding a worker between polls. The result is the job's final status answer (a result "
+    "row: the job id, its final state and what it reported); "
     "a failed job fails the operation with the job's own message.",
     items_help="One item per job to submit (e.g. a pipeline run id): it fills {label} in the URLs and body. "
     "Per-item params fill other placeholders.",
@@ -225,7 +226,7 @@ def _submit(ctx, params: dict[str, Any]) -> dict[str, Any]:
     if http.dig(data, params["state_key"]) is not None:
         state["last_state"] = _judge(data, params, job_id)
         if state["last_state"] == "completed":
-            return data
+            return _finished(ctx, params, state, data)
     raise Reschedule(interval, state)
 
 
@@ -254,7 +255,7 @@ def _poll(ctx, params: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     data = _json_object(response, "status")
     state["last_state"] = _judge(data, params, job_id)
     if state["last_state"] == "completed":
-        return data
+        return _finished(ctx, params, state, data)
     if time.time() >= deadline:
         _give_up(
             ctx,
@@ -263,6 +264,30 @@ def _poll(ctx, params: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
             f"Gave up on job {job_id} after {params['deadline_s']:g} s; it was still {state['last_state']}.",
         )
     _wait(params, state, deadline)
+
+
+OUTPUT_KEYS = ("outputs", "output", "results", "result")
+
+
+def _finished(ctx, params: dict[str, Any], state: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A completed job: its status answer is the result; its result row holds the job id, its
+    final state as the workbench said it, the polls it took and what the job reported (the
+    answer's scalar fields, and those of an `outputs`-like object as `outputs.<key>`)."""
+    row: dict[str, Any] = {
+        "job_id": state["job_id"],
+        "state": str(http.dig(data, params["state_key"])),
+        "polls": state.get("polls", 0),
+    }
+    reported = http.scalar_fields(data)
+    for key in OUTPUT_KEYS:
+        reported |= http.scalar_fields(data.get(key), prefix=f"{key}.")
+    room = http.ROW_FIELDS_MAX
+    for key, value in reported.items():
+        if key not in row and room > 0:
+            row[key] = value
+            room -= 1
+    ctx.add_rows([row])
+    return data
 
 
 def _wait(params: dict[str, Any], state: dict[str, Any], deadline: float) -> NoReturn:

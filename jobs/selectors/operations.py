@@ -1,0 +1,169 @@
+"""Reads of one operation: what its page and `GET /api/batches/{id}/operations/{seq}` show."""
+
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+
+from jobs import artifacts
+from jobs.errors import InvalidInput, OperationNotFound
+from jobs.models import Batch, Operation, OperationAttempt, OperationStatus, ResultRow
+from jobs.optypes import get_type
+from jobs.secrets import mask_params
+from jobs.selectors.batches import batch_get_visible
+
+ROWS_PER_PAGE = 50
+# Strings of a result looked at for artifact paths: a result is small JSON, this bounds a big one.
+ARTIFACT_SCAN_LIMIT = 500
+
+
+def operation_get_visible(user, batch_id: Any, seq: Any) -> tuple[Batch, Operation]:
+    """The batch (batch_get_visible: the one access check) and its operation number `seq`;
+    OperationNotFound (a 404) when it has none."""
+    batch = batch_get_visible(user, batch_id)
+    try:
+        number = int(seq)
+    except (TypeError, ValueError):
+        raise OperationNotFound() from None
+    operation = batch.operations.filter(seq=number).first() if 0 < number < 2**31 else None
+    if operation is None:
+        raise OperationNotFound()
+    return batch, operation
+
+
+def may_see_traceback(user, batch: Batch) -> bool:
+    """Tracebacks stay with the batch's owner (they may quote data or the code's internals);
+    staff who look at another's batch see the error type and message only."""
+    return user is not None and user.pk == batch.owner_id
+
+
+def _secret_holder(batch: Batch):
+    try:
+        return get_type(batch.type)
+    except InvalidInput:  # its type was removed: nothing says which params are secret
+        return None
+
+
+def effective_params(batch: Batch, operation: Operation) -> dict[str, Any]:
+    """The batch's params overlaid with the operation's own, secrets masked."""
+    return mask_params(_secret_holder(batch), {**batch.params, **operation.params})
+
+
+def operation_params_masked(batch: Batch, operation: Operation) -> dict[str, Any]:
+    """The operation's own params (its item's overrides), secrets masked."""
+    return mask_params(_secret_holder(batch), operation.params)
+
+
+def operation_attempts(operation: Operation, *, with_traceback: bool) -> list[dict[str, Any]]:
+    """Every recorded attempt, oldest first, then the running one (the operation row itself)."""
+    attempts = [
+        {
+            "number": attempt.number,
+            "worker": attempt.worker,
+            "started_at": attempt.started_at,
+            "finished_at": attempt.finished_at,
+            "duration_ms": attempt.duration_ms,
+            "outcome": attempt.outcome,
+            "outcome_label": attempt.get_outcome_display(),
+            "error_type": attempt.error_type,
+            "error": attempt.error,
+            "traceback": attempt.traceback if with_traceback else None,
+        }
+        for attempt in OperationAttempt.objects.filter(operation=operation).order_by("number", "id")
+    ]
+    if operation.status == OperationStatus.RUNNING:
+        attempts.append(
+            {
+                "number": operation.attempts,
+                "worker": operation.worker,
+                # An operation following outside work keeps its first start on the row.
+                "started_at": operation.started_at if operation.state is None else None,
+                "finished_at": None,
+                "duration_ms": None,
+                "outcome": "running",
+                "outcome_label": "Running",
+                "error_type": "",
+                "error": "",
+                "traceback": None,
+            }
+        )
+    return attempts
+
+
+def external_job(operation: Operation) -> dict[str, Any] | None:
+    """For an operation that follows an external job (it saved a `job_id` in its state, as
+    workbench.job does): the job's id, the state its last poll saw, and the polls so far."""
+    state = operation.state or {}
+    if state.get("job_id") in (None, ""):
+        return None
+    return {
+        "job_id": state["job_id"],
+        "state": state.get("last_state") or ("completed" if operation.status == OperationStatus.COMPLETED else ""),
+        "polls": state.get("polls", 0),
+        "last_error": state.get("last_error", ""),
+    }
+
+
+def operation_rows(operation: Operation):
+    """The data of the operation's result rows, in the order they were added."""
+    return ResultRow.objects.filter(operation=operation).order_by("id").values_list("data", flat=True)
+
+
+def operation_rows_page(operation: Operation, page: Any = None, *, per_page: int = ROWS_PER_PAGE) -> Page:
+    return Paginator(operation_rows(operation), per_page).get_page(page)
+
+
+def row_columns(rows: Any) -> list[str]:
+    """The keys of these rows in order of first appearance."""
+    columns: dict[str, None] = {}
+    for data in rows:
+        for key in data or {}:
+            columns.setdefault(key, None)
+    return list(columns)
+
+
+def _strings(value: Any, found: list[str]) -> None:
+    if len(found) >= ARTIFACT_SCAN_LIMIT:
+        return
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, found)
+
+
+def batch_artifact_urls(batch: Batch) -> dict[str, str]:
+    """The download URL of each of the batch's files, by path."""
+    return {file["path"]: artifacts.download_url(str(batch.pk), file["path"]) for file in artifacts.list_files(str(batch.pk))}
+
+
+def operation_artifacts(batch: Batch, operation: Operation, rows: Any = ()) -> list[dict[str, Any]]:
+    """The batch's files this operation's result (or these rows of it) names by path, with
+    their download URLs (data.generate lists its CSV files so)."""
+    files = {file["path"]: file for file in artifacts.list_files(str(batch.pk))}
+    if not files:
+        return []
+    named: list[str] = []
+    _strings(operation.result, named)
+    for data in rows:
+        _strings(data, named)
+    seen: dict[str, dict[str, Any]] = {}
+    for text in named:
+        if text in files and text not in seen:
+            seen[text] = {**files[text], "url": artifacts.download_url(str(batch.pk), text)}
+    return list(seen.values())
+
+
+def operation_detail(user, batch: Batch, operation: Operation, *, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the operation page and the API show of one operation, read for `user`; `rows` are
+    the result rows on show (a page of them), whose artifact paths count too."""
+    return {
+        "batch": batch,
+        "operation": operation,
+        "params": effective_params(batch, operation),
+        "attempts": operation_attempts(operation, with_traceback=may_see_traceback(user, batch)),
+        "external": external_job(operation),
+        "artifacts": operation_artifacts(batch, operation, rows),
+    }
