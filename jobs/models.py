@@ -279,11 +279,15 @@ class OperationAttempt(models.Model):
     for a stopped one. The running attempt is the operation row itself (its worker, started_at and
     attempts); `number` is that attempts value, the claim's fence."""
 
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="attempt_records")
+    # No database constraints: these rows are inserted on the engine's hot path, under the batch's
+    # lock, where PostgreSQL's per-row foreign key checks (a locking read of the batch and of the
+    # operation for each row) cost more than the insert. The rows come from the operations the
+    # same transaction just updated, and the batch's deletion removes them (Django's cascade).
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="attempt_records", db_constraint=False)
     # DO_NOTHING, as ResultRow: deleting a batch stays a few DELETE statements (the batch cascade
     # removes these rows in the same transaction).
     operation = models.ForeignKey(
-        Operation, on_delete=models.DO_NOTHING, related_name="attempt_records", db_index=False
+        Operation, on_delete=models.DO_NOTHING, related_name="attempt_records", db_index=False, db_constraint=False
     )
     number = models.PositiveIntegerField()
     worker = models.CharField(max_length=200, blank=True)

@@ -34,14 +34,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
 def run_operation(type_key: str, label: str = "item", *, state: dict | None = None, attempt: int = 1, **params):
     """Run one operation of a type in this process, as a lane would (params cleaned by the type's
     form first); returns its result or raises what it raises."""
+    return run_operation_with_rows(type_key, label, state=state, attempt=attempt, **params)[0]
+
+
+def run_operation_with_rows(
+    type_key: str, label: str = "item", *, state: dict | None = None, attempt: int = 1, **params
+):
+    """run_operation, returning (result, the result rows it added)."""
     from jobs.optypes import get_type
 
     optype = get_type(type_key)
     rows: list[dict] = []
     context = SimpleNamespace(
-        label=label, params=optype.clean_params(params), state=state, attempt=attempt, rows=rows, add_rows=rows.extend
+        label=label, params=optype.clean_params(params), state=state, attempt=attempt, add_rows=rows.extend
     )
-    return optype.run(context)
+    return optype.run(context), rows
 
 
 @pytest.fixture

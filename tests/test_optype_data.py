@@ -140,6 +140,22 @@ def test_artifacts_download_with_owner_isolation_and_no_traversal(
     assert client.get(base).status_code == 404
 
 
+def test_generated_files_are_download_links_on_the_batch_and_operation_pages(
+    transactional_db, redis_clean, client, alice, artifacts_dir
+):
+    """The results tab showed the generated CSV files' paths as plain text."""
+    batch = run_inline(generate(alice, ["healthcare"], rows=20, seed=3))
+    url = f"/api/batches/{batch.pk}/artifacts/00001-healthcare/patients.csv"
+    link = f'<a href="{url}" download>00001-healthcare/patients.csv</a>'
+    client.force_login(alice)
+    results = client.get(f"/batches/{batch.pk}/?tab=results").content.decode()
+    assert results.count("download>00001-healthcare/") == 3 and link in results
+    page = client.get(f"/batches/{batch.pk}/operations/1/").content.decode()
+    assert page.count(link) == 2  # the files list and the rows table
+    assert "healthcare" in page and ">Files<" in page
+    assert client.get(url).status_code == 200
+
+
 def test_deleting_or_pruning_a_batch_removes_its_artifacts(transactional_db, redis_clean, alice, artifacts_dir):
     kept, deleted = (run_inline(generate(alice, ["retail"], rows=20, seed=s)) for s in (1, 2))
     services.batch_delete(batch=deleted)

@@ -1,6 +1,7 @@
 """`pipeline.http` (SPEC §8: HTTP pipeline call): templates, status codes, failures that say what
 went wrong, validation at creation, and whole batches on real workers and from the command line."""
 
+import re
 import socket
 import time
 
@@ -12,7 +13,8 @@ from jobs.errors import InvalidInput
 from jobs.optypes import load_builtin_types
 from jobs.optypes.base import OperationFailure, PermanentFailure
 from jobs.optypes.http import client as http
-from tests.conftest import run_operation
+from tests.conftest import run_operation, run_operation_with_rows
+from tests.databases import run_inline
 from tests.invariants import assert_counters_match_rows
 from tests.test_commands import created_batch, run_batch
 from tests.test_engine import wait_until_finished
@@ -121,6 +123,43 @@ def test_an_unreachable_endpoint_fails_with_a_retryable_connect_error():
     assert not isinstance(caught.value, PermanentFailure)
     assert caught.value.error_type == "ConnectError"
     assert str(caught.value).startswith(f"POST {url}: cannot connect (")
+
+
+def test_each_call_adds_a_result_row_with_status_time_and_the_answers_scalar_fields(httpserver):
+    answer = {"run_id": 7, "state": "started", "note": "x" * 500, "ok": True, "nested": {"a": 1}, "tags": [1]}
+    answer |= {f"extra_{n}": n for n in range(30)}
+    httpserver.expect_request("/run").respond_with_json(answer, status=201)
+    result, rows = run_operation_with_rows("pipeline.http", "p1", url=httpserver.url_for("/run"))
+    assert result == answer
+    [row] = rows
+    assert row["status_code"] == 201 and isinstance(row["elapsed_ms"], int) and row["elapsed_ms"] >= 0
+    # Scalars only, in order, bounded in number and length.
+    assert list(row)[:6] == ["status_code", "elapsed_ms", "run_id", "state", "note", "ok"]
+    assert row["note"] == "x" * http.ROW_TEXT_CHARS and "nested" not in row and "tags" not in row
+    assert len(row) == 2 + http.ROW_FIELDS_MAX
+    httpserver.expect_request("/text").respond_with_data("plain words", status=200)
+    _, [plain] = run_operation_with_rows("pipeline.http", "p2", url=httpserver.url_for("/text"), method="GET")
+    assert set(plain) == {"status_code", "elapsed_ms"}
+
+
+def test_a_finished_pipeline_batch_shows_its_result_rows_on_the_batch_page(
+    transactional_db, redis_clean, alice, client, httpserver
+):
+    """It showed "No result rows yet": calls kept their answer as the result and added no row."""
+    httpserver.expect_request(re.compile(r"^/pipelines/.+")).respond_with_json({"run_id": 9, "state": "done"})
+    batch = services.batch_create(
+        owner=alice,
+        type="pipeline.http",
+        name="pipelines",
+        items=["dim_a", "dim_b"],
+        params={"url": httpserver.url_for("/pipelines/{label}")},
+    )
+    batch = run_inline(batch)
+    assert batch.status == "completed"
+    client.force_login(alice)
+    page = client.get(f"/batches/{batch.pk}/?tab=results").content.decode()
+    assert "No result rows yet" not in page
+    assert "2 rows from the operations" in page and ">status_code<" in page and ">dim_b<" in page
 
 
 def test_a_slow_endpoint_fails_after_the_http_timeout(httpserver):

@@ -15,7 +15,8 @@ from jobs import services
 from jobs.errors import InvalidInput
 from jobs.models import Operation
 from jobs.optypes.base import OperationFailure, PermanentFailure, Reschedule
-from tests.conftest import run_operation, wait_for
+from tests.conftest import run_operation, run_operation_with_rows, wait_for
+from tests.databases import run_inline
 from tests.invariants import assert_counters_match_rows
 from tests.test_api import ApiClient
 from tests.test_engine import wait_until_finished
@@ -109,6 +110,42 @@ def test_it_submits_then_polls_with_doubling_intervals_until_the_job_succeeds(wo
     assert waits == [1, 2, 3, 3]
     assert (state["job_id"], state["polls"], state["last_state"]) == ("wb-run-1", 3, "running")
     assert outcome == {"job_id": "wb-run-1", "status": "succeeded", "output": "s3://out/run-1", "polls": 4}
+
+
+def test_a_finished_job_adds_a_row_with_its_id_final_state_and_what_it_reported(httpserver):
+    httpserver.expect_request("/submit").respond_with_json({"job_id": "j-9"})
+    final = {"status": "SUCCEEDED", "rows_written": 120, "outputs": {"path": "s3://out/j-9", "files": ["a"]}}
+    httpserver.expect_request("/jobs/j-9").respond_with_json(final)
+    params = {"submit_url": httpserver.url_for("/submit"), "status_url": httpserver.url_for("/jobs/{job_id}")}
+    waiting = step("run-9", None, **params)
+    result, [row] = run_operation_with_rows("workbench.job", "run-9", state=waiting.state, **params)
+    assert result == final
+    assert row == {
+        "job_id": "j-9",
+        "state": "SUCCEEDED",
+        "polls": 1,
+        "status": "SUCCEEDED",
+        "rows_written": 120,
+        "outputs.path": "s3://out/j-9",
+    }
+
+
+def test_a_finished_workbench_batch_shows_its_result_rows_on_the_batch_page(
+    transactional_db, redis_clean, alice, client, workbench
+):
+    """It showed "No result rows yet": the final status answer was the result and no row was added."""
+    batch = workbench_batch(alice, workbench, ["run-a", "run-b"], params={"poll_interval_s": 0.1})
+    workbench.polls_needed = 0
+    deadline = time.monotonic() + 20
+    while not batch.is_terminal:
+        assert time.monotonic() < deadline, "the batch did not finish"
+        batch = run_inline(batch)  # one lane in this process: submits, then polls when due
+        time.sleep(0.05)
+    assert batch.status == "completed"
+    client.force_login(alice)
+    page = client.get(f"/batches/{batch.pk}/?tab=results").content.decode()
+    assert "No result rows yet" not in page
+    assert ">wb-run-a<" in page and ">succeeded<" in page and ">s3://out/run-b<" in page
 
 
 def test_the_job_id_and_state_keys_may_be_dotted_paths(httpserver):

@@ -293,7 +293,8 @@ class AttemptOut(Schema):
     number: int = Field(..., description="The attempt number (the operation's `attempts` when it ran).")
     worker: str
     started_at: datetime | None = Field(
-        ..., description="When this run was claimed; null when unknown (a lost run of an operation following outside work)."
+        ...,
+        description="When this run was claimed; null when unknown (a lost run of an operation following outside work).",
     )
     finished_at: datetime | None = Field(..., description="Null for the attempt running now.")
     duration_ms: int | None

@@ -136,7 +136,10 @@ def _strings(value: Any, found: list[str]) -> None:
 
 def batch_artifact_urls(batch: Batch) -> dict[str, str]:
     """The download URL of each of the batch's files, by path."""
-    return {file["path"]: artifacts.download_url(str(batch.pk), file["path"]) for file in artifacts.list_files(str(batch.pk))}
+    return {
+        file["path"]: artifacts.download_url(str(batch.pk), file["path"])
+        for file in artifacts.list_files(str(batch.pk))
+    }
 
 
 def operation_artifacts(batch: Batch, operation: Operation, rows: Any = ()) -> list[dict[str, Any]]:

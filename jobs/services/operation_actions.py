@@ -58,8 +58,8 @@ def operation_retry(*, batch: Batch, seq: int, by=None) -> Operation:
     """A failed or skipped operation back to pending, afresh (no saved outside-work state, a new
     automatic-retry budget); its next run is a new attempt. A finished batch reopens (queued)."""
     with locked_batch(batch.pk) as locked:
-        require_status(locked, (*ACTIVE_STATUSES, *TERMINAL_STATUSES), "retry an operation of")
         operation = _operation(locked, seq)
+        require_status(locked, (*ACTIVE_STATUSES, *TERMINAL_STATUSES), "retry an operation of")
         if operation.status not in RETRYABLE:
             raise IllegalTransition(
                 f"Only a failed or skipped operation can be retried; #{seq} is {operation.get_status_display().lower()}.",
@@ -103,8 +103,8 @@ def operation_cancel(*, batch: Batch, seq: int, by=None) -> Operation:
     nothing else is open."""
     with locked_batch(batch.pk) as locked:
         now = timezone.now()
-        require_status(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel an operation of")
         operation = _operation(locked, seq)
+        require_status(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel an operation of")
         if operation.status not in CANCELLABLE:
             raise IllegalTransition(
                 f"Only a pending or running operation can be cancelled; #{seq} is "

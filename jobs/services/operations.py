@@ -29,13 +29,13 @@ from jobs.models import (
     AttemptOutcome,
     BatchStatus,
     Operation,
-    OperationAttempt,
     OperationStatus,
     ResultRow,
 )
 from jobs.services import rawsql
 from jobs.services.transitions import (
     CREATE_CHUNK,
+    add_attempts,
     cancel_outside_work_on_commit,
     finalize_if_done,
     locked_batch_or_none,
@@ -263,7 +263,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     ]
     if rows:
         ResultRow.objects.bulk_create(rows, batch_size=CREATE_CHUNK)
-    rawsql.insert_rows(OperationAttempt, ATTEMPT_COLUMNS, attempts)
+    add_attempts(batch, attempts)
     update_batch(batch, **{name: delta for name, delta in deltas.items() if delta})
     if failed:
         # One event per operation failed for good (the notifications outbox reads them); the
@@ -289,19 +289,6 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     return accepted
 
 
-ATTEMPT_COLUMNS = (
-    "batch",
-    "operation",
-    "number",
-    "worker",
-    "started_at",
-    "finished_at",
-    "duration_ms",
-    "outcome",
-    "error_type",
-    "error",
-    "traceback",
-)
 ATTEMPT_OUTCOMES = {
     "completed": AttemptOutcome.COMPLETED,
     "failed": AttemptOutcome.FAILED,
@@ -312,7 +299,7 @@ TRACEBACK_CHARS = 20_000
 
 
 def _attempt_values(batch: Batch, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
-    """The OperationAttempt row of an accepted outcome, as ATTEMPT_COLUMNS values."""
+    """The OperationAttempt row of an accepted outcome, as transitions.ATTEMPT_COLUMNS values."""
     claim = outcome.claim
     kind = ATTEMPT_OUTCOMES[outcome.kind]
     if kind == AttemptOutcome.FAILED and outcome.error_type == WORKER_LOST:
@@ -463,7 +450,7 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
             }
             rawsql.update(Operation, where={"pk": operation.pk}, values=values)
             lost_run = Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST)
-            rawsql.insert_rows(OperationAttempt, ATTEMPT_COLUMNS, [_attempt_values(batch, lost_run, now)])
+            add_attempts(batch, [_attempt_values(batch, lost_run, now)])
             update_batch(batch, running=-1, pending=+1)
             publisher.batch_changed(batch)
         rawsql.update(Operation, where={"pk": operation.pk}, values={"lost": lost})

@@ -96,14 +96,24 @@ def update_batch(batch: Batch, **changes: Any) -> None:
             setattr(batch, field, value)
 
 
+def add_attempts(batch: Batch, rows: list[tuple[Any, ...]]) -> None:
+    """Attempt records (values of ATTEMPT_COLUMNS) written with the transition's batch update,
+    in the same statement where the database allows it (rawsql.update's insert_first)."""
+    pending = batch.__dict__.setdefault("_attempts", rawsql.Insert(OperationAttempt, ATTEMPT_COLUMNS))
+    pending.rows.extend(rows)
+
+
 def flush_batch(batch: Batch) -> None:
     deltas = batch.__dict__.pop("_deltas", None)
     values = batch.__dict__.pop("_values", None)
+    attempts = batch.__dict__.pop("_attempts", None)
     if deltas is None:
+        if attempts is not None:
+            rawsql.insert_rows(attempts.model, attempts.names, attempts.rows)
         return
     increments = {field: delta for field, delta in deltas.items() if delta}
     increments["version"] = 1
-    rawsql.update(Batch, where={"pk": batch.pk}, values=values, increments=increments)
+    rawsql.update(Batch, where={"pk": batch.pk}, values=values, increments=increments, insert_first=attempts)
 
 
 def skip_pending(batch: Batch, now: datetime, reason: str) -> int:
@@ -112,6 +122,22 @@ def skip_pending(batch: Batch, now: datetime, reason: str) -> int:
     )
     update_batch(batch, pending=-skipped, skipped=+skipped)
     return skipped
+
+
+# The columns of an OperationAttempt row as the hot path writes it (add_attempts).
+ATTEMPT_COLUMNS = (
+    "batch",
+    "operation",
+    "number",
+    "worker",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "outcome",
+    "error_type",
+    "error",
+    "traceback",
+)
 
 
 def record_cancelled_attempts(batch: Batch, now: datetime, reason: str, **operation_filter: Any) -> None:
