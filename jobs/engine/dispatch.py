@@ -195,7 +195,7 @@ def operations_stop_requested(operation_ids: list[int]) -> set[int]:
     """Which of these operations were cancelled one by one (one round trip for all of them)."""
     if not operation_ids:
         return set()
-    flags = redis_connection().mget([_operation_stop_key(pk) for pk in operation_ids])
+    flags: list = redis_connection().mget([_operation_stop_key(pk) for pk in operation_ids])  # type: ignore[assignment]
     return {pk for pk, flag in zip(operation_ids, flags, strict=True) if flag}
 
 

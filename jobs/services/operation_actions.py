@@ -39,7 +39,7 @@ from jobs.services.transitions import (
 
 RETRYABLE = (OperationStatus.FAILED, OperationStatus.SKIPPED)
 CANCELLABLE = (OperationStatus.PENDING, OperationStatus.RUNNING)
-COUNTER = {
+COUNTER: dict[str, str] = {
     OperationStatus.PENDING: "pending",
     OperationStatus.RUNNING: "running",
     OperationStatus.FAILED: "failed",

@@ -23,10 +23,10 @@ from django.utils import timezone
 from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
+    AttemptOutcome,
     Batch,
     BatchEvent,
     BatchEventKind,
-    AttemptOutcome,
     BatchStatus,
     Operation,
     OperationStatus,
