@@ -34,6 +34,7 @@ from jobs.models import (
     BatchEvent,
     DatabaseInstance,
     Operation,
+    OperationAttempt,
     OperationStatus,
     ResultRow,
 )
@@ -295,6 +296,19 @@ class ErrorTypeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OperationAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Every run of the operation (tracebacks included: the admin is for staff who debug)."""
+
+    model = OperationAttempt
+    fk_name = "operation"
+    verbose_name_plural = "attempts"
+    fields = ("number", "outcome", "worker", "started_at", "duration_ms", "error_type", "error", "traceback")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+
 @admin.register(Operation)
 class OperationAdmin(StatusChipMedia, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -329,6 +343,7 @@ class OperationAdmin(StatusChipMedia, ReadOnlyAdminMixin, admin.ModelAdmin):
         ("worker", "heartbeat_at"),
     )
     readonly_fields = flatten_fieldsets(((None, {"fields": fields}),))
+    inlines = (OperationAttemptInline,)
 
     @admin.display(description="Batch", ordering="batch_id")
     def batch_display(self, operation: Operation) -> str:

@@ -269,3 +269,10 @@ def test_on_real_workers_attempts_are_kept_and_one_operation_is_cancelled_then_r
 def test_the_api_of_one_operation_needs_a_session_or_token(alice):
     batch = finished_batch(alice)
     assert Client().get(operation_url(batch, 1)).status_code == 401
+
+
+def test_the_admin_operation_page_lists_its_attempts(admin_client, alice):
+    batch = finished_batch(alice)
+    operation = batch.operations.get(seq=2)
+    page = admin_client.get(f"/admin/jobs/operation/{operation.pk}/change/").content.decode()
+    assert "boom on attempt 1" in page and "worker-7" in page and "Traceback (most recent call last)" in page
