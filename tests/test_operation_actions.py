@@ -121,6 +121,8 @@ def test_retrying_one_failed_operation_reopens_a_finished_batch(alice):
     assert (batch.status, batch.completed) == ("completed", 2) and batch.finished_at is not None
     assert ResultRow.objects.filter(batch=batch).count() == 2
     assert_counters_match_rows(batch)
+    services.batch_delete(batch=batch)
+    assert not OperationAttempt.objects.exists()  # the batch's attempts go with it
 
 
 def test_retrying_a_skipped_operation_of_a_cancelled_batch_runs_it(alice):
