@@ -276,3 +276,17 @@ def test_the_admin_operation_page_lists_its_attempts(admin_client, alice):
     operation = batch.operations.get(seq=2)
     page = admin_client.get(f"/admin/jobs/operation/{operation.pk}/change/").content.decode()
     assert "boom on attempt 1" in page and "worker-7" in page and "Traceback (most recent call last)" in page
+
+
+def test_an_external_job_shows_its_id_and_last_polled_state(alice, client):
+    params = {"submit_url": "https://wb.example.com/submit", "status_url": "https://wb.example.com/jobs/{job_id}"}
+    batch = services.batch_create(owner=alice, type="workbench.job", name="wb", items=["r1"], params=params, start=False)
+    # What a workbench.job operation saves between polls (tests/test_optype_workbench.py runs them).
+    batch.operations.update(state={"job_id": "wb-77", "last_state": "queued", "polls": 2, "interval": 4})
+    body = ApiClient(alice).get(operation_url(batch, 1)).json()
+    assert body["external_job"] == {"job_id": "wb-77", "state": "queued", "polls": 2, "last_error": ""}
+    client.force_login(alice)
+    page = client.get(f"/batches/{batch.pk}/operations/1/").content.decode()
+    assert "External job" in page and "wb-77" in page and "queued" in page
+    batch.operations.update(status="completed")
+    assert ApiClient(alice).get(operation_url(batch, 1)).json()["external_job"]["state"] == "completed"

@@ -97,7 +97,8 @@ def external_job(operation: Operation) -> dict[str, Any] | None:
         return None
     return {
         "job_id": state["job_id"],
-        "state": state.get("last_state") or ("completed" if operation.status == OperationStatus.COMPLETED else ""),
+        # The saved state is the last poll's before the one that found the job finished.
+        "state": "completed" if operation.status == OperationStatus.COMPLETED else state.get("last_state", ""),
         "polls": state.get("polls", 0),
         "last_error": state.get("last_error", ""),
     }
