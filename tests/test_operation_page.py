@@ -280,7 +280,9 @@ def test_the_admin_operation_page_lists_its_attempts(admin_client, alice):
 
 def test_an_external_job_shows_its_id_and_last_polled_state(alice, client):
     params = {"submit_url": "https://wb.example.com/submit", "status_url": "https://wb.example.com/jobs/{job_id}"}
-    batch = services.batch_create(owner=alice, type="workbench.job", name="wb", items=["r1"], params=params, start=False)
+    batch = services.batch_create(
+        owner=alice, type="workbench.job", name="wb", items=["r1"], params=params, start=False
+    )
     # What a workbench.job operation saves between polls (tests/test_optype_workbench.py runs them).
     batch.operations.update(state={"job_id": "wb-77", "last_state": "queued", "polls": 2, "interval": 4})
     body = ApiClient(alice).get(operation_url(batch, 1)).json()
