@@ -20,6 +20,14 @@ from jobs.selectors.batches import (
     operations_page,
     operations_per_hour,
 )
+from jobs.selectors.instances import (
+    InstanceNotFound,
+    instance_batch_counts,
+    instance_get_editable,
+    instance_get_visible,
+    instance_rows,
+    instances_visible_to,
+)
 from jobs.selectors.results import (
     INSTANCE_COLUMN,
     LABEL_COLUMN,
@@ -30,6 +38,12 @@ from jobs.selectors.results import (
 )
 
 __all__ = [
+    "InstanceNotFound",
+    "instance_batch_counts",
+    "instance_get_editable",
+    "instance_get_visible",
+    "instance_rows",
+    "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",
     "OPERATIONS_PER_PAGE",

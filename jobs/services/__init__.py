@@ -18,12 +18,16 @@ from jobs.services.batches import (
     batch_start,
     idempotent_batch,
 )
+from jobs.services.instance_limits import waiting_on as instance_waits
 from jobs.services.instances import (
     instance_create,
     instance_remove,
     instance_test_connection,
     instance_update,
     instance_validate,
+    instances_import,
+    instances_test_connections,
+    parse_instances_file,
 )
 from jobs.services.operations import (
     WORKER_LOST,
@@ -64,6 +68,10 @@ __all__ = [
     "batch_start",
     "idempotent_batch",
     "instance_create",
+    "instance_waits",
+    "instances_import",
+    "instances_test_connections",
+    "parse_instances_file",
     "instance_remove",
     "instance_test_connection",
     "instance_update",
