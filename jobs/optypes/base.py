@@ -179,5 +179,10 @@ def get_type(key: str) -> OperationType:
         ) from None
 
 
+def find_type(key: str) -> OperationType | None:
+    """The registered type of this key, or None (a batch of a type since removed)."""
+    return _registry.get(key)
+
+
 def all_types() -> list[OperationType]:
     return sorted(_registry.values(), key=lambda t: t.key)

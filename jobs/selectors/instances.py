@@ -25,7 +25,7 @@ def instances_visible_to(user, *, text: str = "", tag: str = "", region: str = "
         found = found.filter(region=region)
     if tag:
         # JSON containment differs between SQLite and PostgreSQL; instances are few: filter here.
-        names = [instance.name for instance in found.only("name", "tags") if tag in (instance.tags or [])]
+        names = [name for name, tags in found.values_list("name", "tags") if tag in (tags or [])]
         found = found.filter(name__in=names)
     return found
 

@@ -18,6 +18,7 @@ from jobs.services.batches import (
     batch_start,
     idempotent_batch,
 )
+from jobs.services.encryption import secrets_rotate
 from jobs.services.instance_limits import waiting_on as instance_waits
 from jobs.services.instances import (
     instance_create,
@@ -85,6 +86,7 @@ __all__ = [
     "operations_claim",
     "operations_record",
     "running_operations_of",
+    "secrets_rotate",
     "token_authenticate",
     "token_create",
     "token_revoke",

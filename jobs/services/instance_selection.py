@@ -50,7 +50,7 @@ def resolve(optype, owner, select: Any, items: Any) -> tuple[list[str], dict[str
     if names:
         found = found.filter(name__in=names)
     chosen = sorted(
-        instance.name for instance in found.only("name", "tags") if all(tag in (instance.tags or []) for tag in tags)
+        name for name, instance_tags in found.values_list("name", "tags") if all(tag in (instance_tags or []) for tag in tags)
     )
     selection: dict[str, Any] = {"tags": tags, "region": region, "names": names}
     if not chosen:

@@ -197,6 +197,11 @@ def instance_test_connection(*, instance: DatabaseInstance) -> engines.Connectio
     """Connect to the instance, run SELECT 1 and look at the role's rights; the outcome (without
     the password) is kept on the instance as its last test."""
     check = engines.check_connection(instance.name, instance.url)
+    _record_test(instance, check)
+    return check
+
+
+def _record_test(instance: DatabaseInstance, check: engines.ConnectionCheck) -> None:
     message = check.message if check.ok else f"failed: {check.message}"
     if check.warnings:
         message = f"{message}. Warning: {' '.join(check.warnings)}"
@@ -209,24 +214,18 @@ def instance_test_connection(*, instance: DatabaseInstance) -> engines.Connectio
     DatabaseInstance.objects.filter(pk=instance.pk).update(**values)
     for field, value in values.items():
         setattr(instance, field, value)
-    return check
 
 
 def instances_test_connections(*, instances: list[DatabaseInstance]) -> dict[str, engines.ConnectionCheck]:
     """Test several instances at once (TEST_PARALLEL at a time): one slow host does not hold up the
-    others. Each thread closes its own database connection when done."""
-    from django.db import connection as db_connection
-
-    def test_one(instance: DatabaseInstance) -> engines.ConnectionCheck:
-        try:
-            return instance_test_connection(instance=instance)
-        finally:
-            db_connection.close()
-
+    others. The threads only talk to the instances; the outcomes are recorded here afterwards."""
     if not instances:
         return {}
+    targets = [(instance.name, instance.url) for instance in instances]
     with ThreadPoolExecutor(max_workers=min(TEST_PARALLEL, len(instances))) as pool:
-        checks = list(pool.map(test_one, instances))
+        checks = list(pool.map(lambda target: engines.check_connection(*target), targets))
+    for instance, check in zip(instances, checks, strict=True):
+        _record_test(instance, check)
     return {instance.name: check for instance, check in zip(instances, checks, strict=True)}
 
 
