@@ -301,3 +301,48 @@ def test_metadata_reports_timestamptz_with_its_time_zone(transactional_db, redis
     batch = run_inline(services.batch_create(owner=alice, type="metadata.extract", name="n", items=["pg"], params={}))
     types = {row["column"]: row["type"] for row in ResultRow.objects.filter(batch=batch).values_list("data", flat=True)}
     assert types["at"] == "TIMESTAMP WITH TIME ZONE" and types["day"] == "TIMESTAMP"
+
+
+# --- per-instance connection limit --------------------------------------------------------------------------
+
+
+def test_a_claim_skips_operations_whose_instance_is_full_and_the_page_says_so(client, alice, bob, sqlite_db, settings):
+    services.instance_create(name="small", url=sqlite_db("small"), max_connections=1)
+    services.instance_create(name="big", url=sqlite_db("big"))
+    first = services.batch_create(owner=alice, type="sql.workflow", name="a", items=["small"], params={"query": "SELECT 1"})
+    second = services.batch_create(
+        owner=bob, type="sql.workflow", name="b", items=["small", "big", "small"], params={"query": "SELECT 1"}
+    )
+    plain = services.batch_create(owner=bob, type="demo.sleep", name="c", items=["x"], start=False)
+    assert (first.instance_limited, second.instance_limited, plain.instance_limited) == (True, True, False)
+    assert list(second.operations.values_list("resource", flat=True)) == ["small", "big", "small"]
+    taken = services.operations_claim(batch_id=str(first.pk), worker="w1", limit=4)
+    assert [claim.label for claim in taken] == ["small"]
+    # small is full: the other batch gets only its `big` operation, then waits (and looks again soon).
+    taken = services.operations_claim(batch_id=str(second.pk), worker="w2", limit=4)
+    assert [claim.label for claim in taken] == ["big"]
+    waiting = services.operations_claim(batch_id=str(second.pk), worker="w2", limit=4)
+    assert isinstance(waiting, services.NoClaim) and waiting.reason == "not_due" and waiting.next_due is not None
+    client.force_login(bob)
+    assert b"Waiting for a free connection on small" in client.get(f"/batches/{second.pk}/").content
+
+
+def test_the_limit_holds_across_two_racing_batches_on_real_workers(alice, bob, workers, pg_scratch):
+    services.instance_create(name="pg", url=pg_scratch, max_connections=2)
+    workers.start(2)
+    params = {"query": "SELECT pg_sleep(0.3) AS slept"}
+    batches = [
+        services.batch_create(owner=user, type="sql.workflow", name=user.username, items=["pg"] * 5, params=params, max_parallel=4)
+        for user in (alice, bob)
+    ]
+    samples = []
+
+    def sample() -> bool:
+        samples.append(services.instance_limits.running_against(["pg"]).get("pg", 0))
+        return all(Batch.objects.get(pk=b.pk).is_terminal for b in batches)
+
+    from tests.conftest import wait_for
+
+    wait_for(sample, 60, interval=0.02, message="both limited batches to finish")
+    assert [Batch.objects.get(pk=b.pk).status for b in batches] == ["completed", "completed"]
+    assert max(samples) == 2, samples

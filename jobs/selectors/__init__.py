@@ -26,6 +26,7 @@ from jobs.selectors.instances import (
     instance_get_editable,
     instance_get_visible,
     instance_rows,
+    instance_waits,
     instances_visible_to,
 )
 from jobs.selectors.results import (
@@ -43,6 +44,7 @@ __all__ = [
     "instance_get_editable",
     "instance_get_visible",
     "instance_rows",
+    "instance_waits",
     "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",

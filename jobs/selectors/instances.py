@@ -6,7 +6,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
-from jobs.models import DatabaseInstance, Operation
+from jobs.models import Batch, DatabaseInstance, Operation, OperationStatus
+from jobs.services.instance_limits import running_against
 
 
 class InstanceNotFound(Http404):
@@ -83,3 +84,23 @@ def instance_rows(instances: list[DatabaseInstance]) -> list[dict[str, Any]]:
         }
         for instance in instances
     ]
+
+
+def instance_waits(batch: Batch) -> list[str]:
+    """The limited instances that are full while the batch has pending operations for them (what
+    the batch page says it waits for). A read: no locks."""
+    if not batch.instance_limited or not batch.pending:
+        return []
+    targets = (
+        Operation.objects.filter(batch=batch, status=OperationStatus.PENDING)
+        .exclude(resource="")
+        .values_list("resource", flat=True)
+        .distinct()
+    )
+    limits = dict(
+        DatabaseInstance.objects.filter(name__in=list(targets), max_connections__isnull=False).values_list(
+            "name", "max_connections"
+        )
+    )
+    running = running_against(list(limits))
+    return sorted(name for name, limit in limits.items() if running.get(name, 0) >= limit)

@@ -18,8 +18,8 @@ from jobs.services.batches import (
     batch_start,
     idempotent_batch,
 )
+from jobs.services import instance_limits
 from jobs.services.encryption import secrets_rotate
-from jobs.services.instance_limits import waiting_on as instance_waits
 from jobs.services.instances import (
     instance_create,
     instance_remove,
@@ -69,7 +69,7 @@ __all__ = [
     "batch_start",
     "idempotent_batch",
     "instance_create",
-    "instance_waits",
+    "instance_limits",
     "instances_import",
     "instances_test_connections",
     "parse_instances_file",

@@ -76,23 +76,3 @@ def choose(batch: Batch, now: datetime, room: int) -> tuple[list[Any] | None, li
             if len(chosen) >= room:
                 break
     return chosen, sorted(name for name, count in free.items() if count <= 0)
-
-
-def waiting_on(batch: Batch) -> list[str]:
-    """The limited instances that are full while the batch has pending operations for them (what
-    the batch page says it waits for). A read: no locks."""
-    if not batch.instance_limited or not batch.pending:
-        return []
-    targets = (
-        Operation.objects.filter(batch=batch, status=OperationStatus.PENDING)
-        .exclude(resource="")
-        .values_list("resource", flat=True)
-        .distinct()
-    )
-    limits = dict(
-        DatabaseInstance.objects.filter(name__in=list(targets), max_connections__isnull=False).values_list(
-            "name", "max_connections"
-        )
-    )
-    running = running_against(list(limits))
-    return sorted(name for name, limit in limits.items() if running.get(name, 0) >= limit)
