@@ -346,3 +346,55 @@ def test_the_limit_holds_across_two_racing_batches_on_real_workers(alice, bob, w
     wait_for(sample, 60, interval=0.02, message="both limited batches to finish")
     assert [Batch.objects.get(pk=b.pk).status for b in batches] == ["completed", "completed"]
     assert max(samples) == 2, samples
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+
+def test_the_instances_page_adds_tests_imports_edits_and_removes(client, alice, bob, sqlite_db):
+    client.force_login(alice)
+    url = sqlite_db("page")
+    services.instance_create(name="pg-far", url="postgresql://u:Pw-123@127.0.0.1:1/x", owner=alice)
+    answer = client.post("/instances/", {"name": "page-db", "url": url, "region": "eu", "tags": "prod, eu"})
+    assert answer.status_code == 302, answer.content
+    page = client.get("/instances/?tested=page-db").content
+    assert b"page-db" in page and b"Pw-123" not in page and b'hx-trigger="load, click"' in page
+    row = client.post("/instances/page-db/test/").content
+    assert b'id="instance-page-db"' in row and b"OK" in row
+    bad = client.post("/instances/", {"name": "page-db", "url": ""})
+    assert bad.status_code == 422 and b"already exists" in bad.content
+    text = f"name,url,region,tags\nimp-1,{sqlite_db('i1')},us,dev\nimp-2,nosuch://x,us,\n"
+    refused = client.post("/instances/import/", {"text": text})
+    assert refused.status_code == 422 and b"rows[1].url" in refused.content
+    assert not DatabaseInstance.objects.filter(name="imp-1").exists()
+    assert client.post("/instances/import/", {"text": text.replace("nosuch://x", sqlite_db("i2"))}).status_code == 302
+    assert client.post("/instances/page-db/edit/", {"name": "page-db", "max_connections": "2"}).status_code == 302
+    assert DatabaseInstance.objects.get(name="page-db").max_connections == 2
+    client.force_login(bob)
+    assert client.get("/instances/page-db/edit/").status_code == 404
+    assert b'id="instance-page-db"' not in client.get("/instances/").content
+    client.force_login(alice)
+    assert client.post("/instances/page-db/remove/").status_code == 302
+    assert not DatabaseInstance.objects.filter(name="page-db").exists()
+
+
+def test_the_create_form_offers_the_instance_picker_and_uses_the_ticked_instances(client, alice, sqlite_db):
+    for name in ("pick-a", "pick-b", "pick-c"):
+        services.instance_create(name=name, url=sqlite_db(name), tags=["prod"] if name != "pick-c" else [])
+    client.force_login(alice)
+    form = client.get("/batches/new/sql.workflow/").content
+    assert b"data-instance-picker" in form and b'value="pick-c"' in form
+    assert b"data-instance-picker" not in client.get("/batches/new/demo.sleep/").content
+    answer = client.post(
+        "/batches/new/sql.workflow/",
+        {
+            "name": "picked",
+            "params-query": "SELECT 1",
+            "params-row_limit": "10",
+            "instances": ["pick-a", "pick-b"],
+            **{f: v for f, v in (("max_parallel", 4), ("max_retries", 0), ("retry_backoff_s", 1), ("timeout_s", 300), ("priority", "default"))},
+        },
+    )
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    batch = Batch.objects.get(name="picked")
+    assert list(batch.operations.values_list("label", flat=True)) == ["pick-a", "pick-b"]
