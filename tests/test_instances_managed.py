@@ -84,7 +84,10 @@ def test_instances_are_private_to_their_owner_unless_staff_share_them(client, al
     refused = post_json(client, "/api/instances", {"name": "all", "url": sqlite_db("b"), "shared": True})
     assert refused.status_code == 422 and "shared" in refused.json()["errors"]
     client.force_login(staff)
-    assert post_json(client, "/api/instances", {"name": "common", "url": sqlite_db("c"), "shared": True}).status_code == 201
+    assert (
+        post_json(client, "/api/instances", {"name": "common", "url": sqlite_db("c"), "shared": True}).status_code
+        == 201
+    )
     client.force_login(bob)
     assert [row["name"] for row in client.get("/api/instances").json()["items"]] == ["common"]
     assert client.get("/api/instances/mine").status_code == 404
@@ -93,7 +96,9 @@ def test_instances_are_private_to_their_owner_unless_staff_share_them(client, al
     with pytest.raises(InvalidInput) as caught:
         services.batch_create(owner=bob, type="sql.workflow", name="n", items=["mine"], params={"query": "SELECT 1"})
     assert caught.value.errors == {"items[0].label": ["No registered database instance named 'mine'."]}
-    services.batch_create(owner=bob, type="sql.workflow", name="n", items=["common"], params={"query": "SELECT 1"}, start=False)
+    services.batch_create(
+        owner=bob, type="sql.workflow", name="n", items=["common"], params={"query": "SELECT 1"}, start=False
+    )
 
 
 # --- bulk import ------------------------------------------------------------------------------------
@@ -175,7 +180,8 @@ def test_a_workflow_over_instances_chosen_by_tag_gives_each_engines_rows(transac
     batch = run_inline(batch)
     assert batch.status == "completed", list(batch.operations.values_list("label", "error"))
     rows = sorted(
-        (row["_instance"], row["customer"], row["total"]) for row in ResultRow.objects.filter(batch=batch).values_list("data", flat=True)
+        (row["_instance"], row["customer"], row["total"])
+        for row in ResultRow.objects.filter(batch=batch).values_list("data", flat=True)
     )
     # Exact decimals stay exact text on the servers that have them; SQLite stores plain numbers.
     assert rows == [
@@ -190,12 +196,18 @@ def test_a_workflow_over_instances_chosen_by_tag_gives_each_engines_rows(transac
 
 def test_select_is_checked_and_the_api_and_command_take_it(api, alice, fleet):
     answer = post_json(
-        api, "/api/batches", {"type": "sql.workflow", "name": "n", "select": {"tags": ["pg"]}, "params": {"query": "SELECT 1"}}
+        api,
+        "/api/batches",
+        {"type": "sql.workflow", "name": "n", "select": {"tags": ["pg"]}, "params": {"query": "SELECT 1"}},
     )
     assert answer.status_code == 201, answer.content
     assert answer.json()["total"] == 1 and answer.json()["selection"]["resolved"] == ["pg-eu"]
     for select, field in (({"tags": ["none"]}, "select"), ({"region": 3}, "select.region")):
-        answer = post_json(api, "/api/batches", {"type": "sql.workflow", "name": "n", "select": select, "params": {"query": "SELECT 1"}})
+        answer = post_json(
+            api,
+            "/api/batches",
+            {"type": "sql.workflow", "name": "n", "select": select, "params": {"query": "SELECT 1"}},
+        )
         assert answer.status_code == 422 and field in answer.json()["errors"], answer.content
     answer = post_json(api, "/api/batches", {"type": "demo.sleep", "name": "n", "select": {"tags": ["prod"]}})
     assert answer.status_code == 422 and "select" in answer.json()["errors"]
@@ -220,7 +232,9 @@ def test_a_write_is_refused_by_each_engine_in_a_read_only_connection(transaction
 
 
 def test_connection_tests_warn_when_the_role_is_a_superuser(db, fleet):
-    checks = services.instances_test_connections(instances=list(DatabaseInstance.objects.filter(name__in=["pg-eu", "maria-eu"])))
+    checks = services.instances_test_connections(
+        instances=list(DatabaseInstance.objects.filter(name__in=["pg-eu", "maria-eu"]))
+    )
     assert all(check.ok for check in checks.values())
     assert "superuser" in " ".join(checks["pg-eu"].warnings)
     assert "superuser" in " ".join(checks["maria-eu"].warnings)
@@ -250,7 +264,9 @@ def test_secret_headers_are_stored_encrypted_and_never_shown(
     batch = run_inline(Batch.objects.get(pk=answer.json()["id"]))
     assert batch.status == "completed", batch.operations.get().error  # the run saw the clear value
     with connection.cursor() as cursor:
-        cursor.execute("SELECT params FROM jobs_batch WHERE id = %s", [batch.pk.hex if connection.vendor == "sqlite" else batch.pk])
+        cursor.execute(
+            "SELECT params FROM jobs_batch WHERE id = %s", [batch.pk.hex if connection.vendor == "sqlite" else batch.pk]
+        )
         assert "Tok-9876" not in str(cursor.fetchone()[0])
     seen = [
         api.get(f"/api/batches/{batch.pk}").content,
@@ -285,7 +301,9 @@ def test_mask_params_masks_only_the_types_secret_params():
 def test_an_unknown_instance_error_names_only_the_missing_one(transactional_db, redis_clean, alice, sqlite_db):
     services.instance_create(name="gone", url=sqlite_db("gone"))
     services.instance_create(name="secret-neighbour", url=sqlite_db("n"))
-    batch = services.batch_create(owner=alice, type="sql.workflow", name="n", items=["gone"], params={"query": "SELECT 1"})
+    batch = services.batch_create(
+        owner=alice, type="sql.workflow", name="n", items=["gone"], params={"query": "SELECT 1"}
+    )
     services.instance_remove(name="gone")
     operation = run_inline(batch).operations.get()
     assert operation.error_type == "UnknownInstance" and "'gone'" in operation.error
@@ -309,7 +327,9 @@ def test_metadata_reports_timestamptz_with_its_time_zone(transactional_db, redis
 def test_a_claim_skips_operations_whose_instance_is_full_and_the_page_says_so(client, alice, bob, sqlite_db, settings):
     services.instance_create(name="small", url=sqlite_db("small"), max_connections=1)
     services.instance_create(name="big", url=sqlite_db("big"))
-    first = services.batch_create(owner=alice, type="sql.workflow", name="a", items=["small"], params={"query": "SELECT 1"})
+    first = services.batch_create(
+        owner=alice, type="sql.workflow", name="a", items=["small"], params={"query": "SELECT 1"}
+    )
     second = services.batch_create(
         owner=bob, type="sql.workflow", name="b", items=["small", "big", "small"], params={"query": "SELECT 1"}
     )
@@ -332,7 +352,9 @@ def test_the_limit_holds_across_two_racing_batches_on_real_workers(alice, bob, w
     workers.start(2)
     params = {"query": "SELECT pg_sleep(0.3) AS slept"}
     batches = [
-        services.batch_create(owner=user, type="sql.workflow", name=user.username, items=["pg"] * 5, params=params, max_parallel=4)
+        services.batch_create(
+            owner=user, type="sql.workflow", name=user.username, items=["pg"] * 5, params=params, max_parallel=4
+        )
         for user in (alice, bob)
     ]
     samples = []
@@ -392,7 +414,16 @@ def test_the_create_form_offers_the_instance_picker_and_uses_the_ticked_instance
             "params-query": "SELECT 1",
             "params-row_limit": "10",
             "instances": ["pick-a", "pick-b"],
-            **{f: v for f, v in (("max_parallel", 4), ("max_retries", 0), ("retry_backoff_s", 1), ("timeout_s", 300), ("priority", "default"))},
+            **{
+                f: v
+                for f, v in (
+                    ("max_parallel", 4),
+                    ("max_retries", 0),
+                    ("retry_backoff_s", 1),
+                    ("timeout_s", 300),
+                    ("priority", "default"),
+                )
+            },
         },
     )
     assert answer.status_code == 302, answer.content.decode()[:2000]

@@ -40,7 +40,9 @@ def errors_of(call) -> dict[str, list[str]]:
 
 
 def sa_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://"))
+    return sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://")
+    )
 
 
 # --- data.generate ----------------------------------------------------------------------------

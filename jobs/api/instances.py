@@ -54,7 +54,9 @@ def get_instance(request, name: str):
     return instance_out(selectors.instance_get_visible(request.user, name))
 
 
-@router.patch("/{name}", response={200: InstanceOut, 403: Error, **INPUT_ERRORS, **ERRORS}, summary="Change an instance")
+@router.patch(
+    "/{name}", response={200: InstanceOut, 403: Error, **INPUT_ERRORS, **ERRORS}, summary="Change an instance"
+)
 def update_instance(request, name: str, payload: InstancePatch):
     instance = selectors.instance_get_editable(request.user, name)
     changes = payload.dict(exclude_unset=True)

@@ -325,7 +325,10 @@ class InstanceIn(Schema):
     region: StrictStr = Field("", max_length=100)
     tags: list[Tag] = Field(default_factory=list)
     max_connections: Integer | None = Field(
-        None, ge=1, le=1000, description="Operations running against it at once, all batches and users (null: no limit)."
+        None,
+        ge=1,
+        le=1000,
+        description="Operations running against it at once, all batches and users (null: no limit).",
     )
     shared: StrictBool = Field(False, description="Visible to and usable by everyone; staff only.")
 

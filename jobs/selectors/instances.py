@@ -97,10 +97,11 @@ def instance_waits(batch: Batch) -> list[str]:
         .values_list("resource", flat=True)
         .distinct()
     )
-    limits = dict(
-        DatabaseInstance.objects.filter(name__in=list(targets), max_connections__isnull=False).values_list(
-            "name", "max_connections"
-        )
-    )
+    limits = {
+        name: limit or 0
+        for name, limit in DatabaseInstance.objects.filter(
+            name__in=list(targets), max_connections__isnull=False
+        ).values_list("name", "max_connections")
+    }
     running = running_against(list(limits))
     return sorted(name for name, limit in limits.items() if running.get(name, 0) >= limit)

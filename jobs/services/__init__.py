@@ -4,6 +4,7 @@
 below by sub-domain and are gathered here so callers need not know which.
 """
 
+from jobs.services import instance_limits
 from jobs.services.batches import (
     IDEMPOTENCY_WINDOW,
     batch_cancel,
@@ -18,7 +19,6 @@ from jobs.services.batches import (
     batch_start,
     idempotent_batch,
 )
-from jobs.services import instance_limits
 from jobs.services.encryption import secrets_rotate
 from jobs.services.instances import (
     instance_create,

@@ -22,17 +22,24 @@ def secrets_rotate() -> dict[str, int]:
         for optype in all_types():
             if not optype.secret_params:
                 continue
-            for model, key in ((Batch, "batches"), (Operation, "operations")):
-                rows = model.objects.filter(**{"type" if model is Batch else "batch__type": optype.key})
-                for pk, params in rows.values_list("pk", "params").iterator(chunk_size=CHUNK):
-                    changed = _rotated_params(optype.secret_params, params)
-                    if changed is not None:
-                        model.objects.filter(pk=pk).update(params=changed)
-                        counts[key] += 1
+            for batch_pk, params in Batch.objects.filter(type=optype.key).values_list("pk", "params").iterator(CHUNK):
+                changed = _rotated_params(optype.secret_params, params)
+                if changed is not None:
+                    Batch.objects.filter(pk=batch_pk).update(params=changed)
+                    counts["batches"] += 1
+            operations = Operation.objects.filter(batch__type=optype.key).values_list("pk", "params")
+            for operation_pk, params in operations.iterator(CHUNK):
+                changed = _rotated_params(optype.secret_params, params)
+                if changed is not None:
+                    Operation.objects.filter(pk=operation_pk).update(params=changed)
+                    counts["operations"] += 1
     return counts
 
 
 def _rotated_params(names: tuple[str, ...], params) -> dict | None:
     if not isinstance(params, dict) or not any(secrets.is_encrypted(params.get(name)) for name in names):
         return None
-    return {key: secrets.rotate(value) if key in names and secrets.is_encrypted(value) else value for key, value in params.items()}
+    return {
+        key: secrets.rotate(value) if key in names and secrets.is_encrypted(value) else value
+        for key, value in params.items()
+    }

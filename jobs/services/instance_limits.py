@@ -30,7 +30,7 @@ def limits_in_force(batch: Batch) -> dict[str, int]:
         .distinct()
     )
     limited = DatabaseInstance.objects.filter(name__in=list(targets), max_connections__isnull=False).order_by("name")
-    return dict(limited.select_for_update().values_list("name", "max_connections"))
+    return {name: limit or 0 for name, limit in limited.select_for_update().values_list("name", "max_connections")}
 
 
 def running_against(names: list[str]) -> dict[str, int]:

@@ -24,9 +24,7 @@ def resolve(optype, owner, select: Any, items: Any) -> tuple[list[str], dict[str
     Matches the instances the owner may use that carry every tag given, are in the region given,
     and (when `names` is given) are among those names."""
     if not optype.items_are_instances:
-        raise InvalidInput(
-            {"select": [f"{optype.key} items are not instance names; give items instead of select."]}
-        )
+        raise InvalidInput({"select": [f"{optype.key} items are not instance names; give items instead of select."]})
     if items:
         raise InvalidInput({"select": ["Give items or select, not both."]})
     if not isinstance(select, dict):
@@ -50,7 +48,9 @@ def resolve(optype, owner, select: Any, items: Any) -> tuple[list[str], dict[str
     if names:
         found = found.filter(name__in=names)
     chosen = sorted(
-        name for name, instance_tags in found.values_list("name", "tags") if all(tag in (instance_tags or []) for tag in tags)
+        name
+        for name, instance_tags in found.values_list("name", "tags")
+        if all(tag in (instance_tags or []) for tag in tags)
     )
     selection: dict[str, Any] = {"tags": tags, "region": region, "names": names}
     if not chosen:

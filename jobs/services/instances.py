@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import secrets
 from jobs.errors import InvalidInput
 from jobs.models import TERMINAL_STATUSES, Batch, DatabaseInstance
 from jobs.optypes.sql import engines
@@ -167,7 +168,7 @@ def instance_update(
     if owner is not UNCHANGED:
         cleaned["owner"] = owner
     if "url" in cleaned:
-        cleaned["url_encrypted"] = DatabaseInstance(url=cleaned.pop("url")).url_encrypted
+        cleaned["url_encrypted"] = secrets.encrypt(cleaned.pop("url"))
     old_name = instance.name
     with transaction.atomic():
         DatabaseInstance.objects.filter(pk=instance.pk).update(**cleaned)
@@ -180,9 +181,7 @@ def instance_update(
 
 def _limit_running_batches(name: str) -> None:
     """Batches not yet finished that target the instance take the counting claim from now on."""
-    Batch.objects.exclude(status__in=TERMINAL_STATUSES).filter(operations__resource=name).update(
-        instance_limited=True
-    )
+    Batch.objects.exclude(status__in=TERMINAL_STATUSES).filter(operations__resource=name).update(instance_limited=True)
 
 
 def instance_remove(*, name: str) -> None:
@@ -256,7 +255,9 @@ def parse_instances_file(content: str | bytes, filename: str = "") -> list[dict[
     header = [column.strip() for column in reader.fieldnames or []]
     missing = [column for column in ("name", "url") if column not in header]
     if missing:
-        raise InvalidInput({"file": [f"The CSV header must name the columns name and url (missing: {', '.join(missing)})."]})
+        raise InvalidInput(
+            {"file": [f"The CSV header must name the columns name and url (missing: {', '.join(missing)})."]}
+        )
     reader.fieldnames = header
     try:
         return [{key: (value or "").strip() for key, value in row.items() if key} for row in reader]

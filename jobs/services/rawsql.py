@@ -105,7 +105,17 @@ def claim_due_operations(
         f"RETURNING {column['pk']}, {column['seq']}, {column['label']}, {column['params']}, {column['attempts']}, "
         f"{column['state']}, {column['started_at']}"
     )
-    params = ["running", moment, moment, worker, prep(model, "batch", batch_pk), "pending", moment, *(only or ()), limit]
+    params = [
+        "running",
+        moment,
+        moment,
+        worker,
+        prep(model, "batch", batch_pk),
+        "pending",
+        moment,
+        *(only or ()),
+        limit,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -59,7 +59,9 @@ class ImportForm(forms.Form):
 
 def _list_context(request: HttpRequest, form: InstanceForm | None = None, import_form: ImportForm | None = None):
     filters = {key: request.GET.get(key, "").strip()[:100] for key in ("q", "tag", "region")}
-    found = list(selectors.instances_visible_to(request.user, text=filters["q"], tag=filters["tag"], region=filters["region"]))
+    found = list(
+        selectors.instances_visible_to(request.user, text=filters["q"], tag=filters["tag"], region=filters["region"])
+    )
     return {
         "rows": selectors.instance_rows(found),
         "filters": filters,

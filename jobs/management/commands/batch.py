@@ -68,7 +68,9 @@ class Command(QuietPipeCommand):
             metavar="JSON",
             help='Instead of items, for types whose items are instance names: {"tags": ["prod"], "region": "eu"}.',
         )
-        create.add_argument("--select-tag", action="append", default=[], help="Select instances with this tag (repeatable).")
+        create.add_argument(
+            "--select-tag", action="append", default=[], help="Select instances with this tag (repeatable)."
+        )
         create.add_argument("--select-region", default="", help="Select instances in this region.")
         for flag, field in OPTION_FLAGS.items():
             model_field = option_field(field)

@@ -172,7 +172,9 @@ def role_warnings(connection: sa.Connection) -> list[str]:
                 )
             ).scalar()
             if superuser:
-                found.append(f"The role is a superuser: it can read server files and leave read-only mode; {READ_ONLY_GUIDANCE}.")
+                found.append(
+                    f"The role is a superuser: it can read server files and leave read-only mode; {READ_ONLY_GUIDANCE}."
+                )
             elif writes or can_create:
                 found.append(f"The role can write (INSERT/UPDATE/DELETE or CREATE); {READ_ONLY_GUIDANCE}.")
         elif backend in ("mysql", "mariadb"):
