@@ -5,7 +5,16 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from jobs.models import BatchStatus, option_field, option_field_bounds
 
@@ -72,6 +81,28 @@ class BatchIn(Schema):
         description='For types whose items are instance names: {"tags": ["prod"], "region": "eu"} instead of '
         "`items`, resolved to the matching instances you may use when the batch is created.",
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _items_or_select(cls, data: Any, handler: Any) -> Any:
+        """`items` is required unless `select` stands for it; said with the other missing fields."""
+        missing = isinstance(data, dict) and "items" not in data and data.get("select") is None
+        try:
+            validated = handler(data)
+        except ValidationError as exc:
+            if not missing:
+                raise
+            details = [
+                {key: error[key] for key in ("type", "loc", "input", "ctx") if key in error} for error in exc.errors()
+            ]
+            raise ValidationError.from_exception_data(exc.title, [*details, _missing_items(data)]) from None
+        if missing:
+            raise ValidationError.from_exception_data(cls.__name__, [_missing_items(data)])
+        return validated
+
+
+def _missing_items(data: Any) -> Any:
+    return {"type": "missing", "loc": ("items",), "input": data}
 
 
 class ProgressOut(Schema):

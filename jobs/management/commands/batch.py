@@ -407,7 +407,12 @@ class Command(QuietPipeCommand):
         if options["all"]:
             instances = list(DatabaseInstance.objects.all())
         elif options["name"]:
-            instances = [DatabaseInstance.objects.get(name=name) for name in options["name"]]
+            instances = []
+            for name in options["name"]:
+                instance = DatabaseInstance.objects.filter(name=name).first()
+                if instance is None:
+                    raise CommandError(f"No database instance named {name!r}.", returncode=BAD_USAGE)
+                instances.append(instance)
         else:
             raise CommandError("Name instances to test, or give --all.", returncode=BAD_USAGE)
         checks = services.instances_test_connections(instances=instances)
