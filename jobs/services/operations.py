@@ -153,8 +153,7 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
         Operation, batch_pk=batch.pk, now=now, limit=room, worker=worker[:200], only=only
     )
     if not found:
-        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
-        return NoClaim("not_due", next_due)
+        return NoClaim("not_due", _next_due(batch))
     started = batch.status == BatchStatus.QUEUED
     changes: dict[str, Any] = {"current_operation": found[-1]["label"]}
     if started:
