@@ -92,7 +92,7 @@ class BatchIn(Schema):
         except ValidationError as exc:
             if not missing:
                 raise
-            details = [
+            details: list[Any] = [
                 {key: error[key] for key in ("type", "loc", "input", "ctx") if key in error} for error in exc.errors()
             ]
             raise ValidationError.from_exception_data(exc.title, [*details, _missing_items(data)]) from None
