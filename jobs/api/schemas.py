@@ -56,8 +56,11 @@ def _option(name: str) -> Any:
 
 
 class BatchIn(Schema):
-    # A misspelt option ("max_paralel") is an error, not silently the default.
-    model_config = ConfigDict(extra="forbid")
+    # A misspelt option ("max_paralel") is an error, not silently the default. Items are required
+    # unless `select` stands for them.
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["items"]}, {"required": ["select"]}]}
+    )
 
     type: TypeKey = Field(..., description="A registered operation type key (see GET /api/operation-types).")
     name: str = Field(..., min_length=1, max_length=200, description="Required: 1 to 200 characters.")
@@ -65,6 +68,7 @@ class BatchIn(Schema):
     # Objects are checked by the service, which names the failing field as `items[3].label`.
     items: list[ItemIn] = Field(
         default_factory=list,
+        min_length=1,
         description='Labels (text or numbers), or objects {"label": "...", "params": {...}} whose params '
         "override `params`. Booleans and null are refused. Required unless `select` is given.",
     )
