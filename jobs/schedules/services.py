@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from jobs import services
+from jobs import secrets, services
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
@@ -152,8 +152,10 @@ def template_create(*, owner, **fields: Any) -> BatchTemplate:
 
 def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "") -> BatchTemplate:
     """A template of what `batch` is made of: type, items with their params, params, options."""
+    # Secret params are stored encrypted on the batch; the template's own checks read them in clear.
+    optype = get_type(batch.type)
     items = [
-        {"label": label, "params": params}
+        {"label": label, "params": secrets.reveal_params(optype, params)}
         for label, params in batch.operations.order_by("seq").values_list("label", "params").iterator(2000)
     ]
     return template_create(
@@ -163,7 +165,7 @@ def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "
         name_pattern=name_pattern or DEFAULT_NAME_PATTERN,
         description=batch.description,
         items=items,
-        params=batch.params,
+        params=secrets.reveal_params(optype, batch.params),
         options={option: getattr(batch, option) for option in OPTION_NAMES if hasattr(batch, option)},
     )
 
