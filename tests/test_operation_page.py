@@ -6,7 +6,6 @@ across an automatic retry, and one operation cancelled and retried while its bat
 import io
 import re
 import time
-from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -30,14 +29,11 @@ class SecretForm(forms.Form):
     token = forms.CharField(required=False)
 
 
-@dataclass(frozen=True)
-class SecretType(OperationType):
-    """A type that names a secret parameter (the contract's `secret_params`)."""
-
-    secret_params: tuple[str, ...] = ("token",)
-
-
-register(SecretType(key="test.secret", label="Test: secret", run=lambda ctx: {"ok": True}, form=SecretForm))
+register(
+    OperationType(
+        key="test.secret", label="Test: secret", run=lambda ctx: {"ok": True}, form=SecretForm, secret_params=("token",)
+    )
+)
 
 
 def finished_batch(owner, **options) -> Batch:
