@@ -149,3 +149,18 @@ def mask_params(optype: Any, params: dict[str, Any]) -> dict[str, Any]:
                 value = MASK
         shown[name] = _masked(value)
     return shown
+
+
+def unmask_params(optype: Any, submitted: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """`submitted` where a secret value is still the masked form of the current one (a form that
+    showed it masked and was sent back unchanged) takes the current value, so a mask is never
+    stored over a secret. `current` holds revealed values."""
+    names = _secret_names(optype)
+    if not names or not isinstance(submitted, dict) or not isinstance(current, dict):
+        return submitted
+    masked = mask_params(optype, current)
+    kept = dict(submitted)
+    for name in names:
+        if name in kept and name in current and kept[name] == masked.get(name) and kept[name] != current[name]:
+            kept[name] = current[name]
+    return kept
