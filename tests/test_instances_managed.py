@@ -115,6 +115,9 @@ def test_a_bulk_import_with_bad_rows_imports_nothing_and_names_each_row(api, sql
     assert answer.status_code == 422
     assert sorted(answer.json()["errors"]) == ["rows[1].name", "rows[2].url", "rows[3].max_connections"]
     assert not DatabaseInstance.objects.exists()
+    # A carriage return inside the header row (found by the schema fuzzer) is a field error, not a 500.
+    answer = post_json(api, "/api/instances/import", {"csv": "name,url\rx"})
+    assert answer.status_code == 422 and "Unreadable CSV" in answer.json()["errors"]["file"][0], answer.content
     text = f"name,url,region,tags\nb-1,{sqlite_db('one')},eu,prod;pg\nb-2,{sqlite_db('two')},us,\n"
     answer = post_json(api, "/api/instances/import", {"csv": text})
     assert answer.status_code == 201, answer.content

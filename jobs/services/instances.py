@@ -252,14 +252,14 @@ def parse_instances_file(content: str | bytes, filename: str = "") -> list[dict[
             raise InvalidInput({"file": ["A JSON file must hold an array of {name, url, region, tags} objects."]})
         return rows
     reader = csv.DictReader(io.StringIO(text))
-    header = [column.strip() for column in reader.fieldnames or []]
-    missing = [column for column in ("name", "url") if column not in header]
-    if missing:
-        raise InvalidInput(
-            {"file": [f"The CSV header must name the columns name and url (missing: {', '.join(missing)})."]}
-        )
-    reader.fieldnames = header
-    try:
+    try:  # the header row is read here already: a malformed one raises too
+        header = [column.strip() for column in reader.fieldnames or []]
+        missing = [column for column in ("name", "url") if column not in header]
+        if missing:
+            raise InvalidInput(
+                {"file": [f"The CSV header must name the columns name and url (missing: {', '.join(missing)})."]}
+            )
+        reader.fieldnames = header
         return [{key: (value or "").strip() for key, value in row.items() if key} for row in reader]
     except csv.Error as exc:
         raise InvalidInput({"file": [f"Unreadable CSV: {exc}."]}) from None
