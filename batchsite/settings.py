@@ -192,6 +192,9 @@ BATCHSITE_MAX_ABANDONED = env_number("BATCHSITE_MAX_ABANDONED", 16, int, minimum
 BATCHSITE_STOP_GRACE_S = env_number("BATCHSITE_STOP_GRACE_S", 10.0, float, minimum=0.0)
 # Workers' PostgreSQL transactions commit without waiting for the WAL flush (jobs.engine.worker).
 BATCHSITE_RELAXED_COMMIT = env_bool("BATCHSITE_RELAXED_COMMIT", True)
+# A worker's PostgreSQL session idle this long inside a transaction is ended by the server (a
+# worker whose network went away mid-transaction must not hold a batch's row lock).
+BATCHSITE_WORKER_IDLE_IN_TRANSACTION_S = env_number("BATCHSITE_WORKER_IDLE_IN_TRANSACTION_S", 30.0, float, minimum=1.0)
 # Seconds between the ETA's throughput marks.
 BATCHSITE_ETA_WINDOW_S = env_number("BATCHSITE_ETA_WINDOW_S", 10.0, float, minimum=0.5)
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)

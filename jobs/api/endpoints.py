@@ -9,6 +9,7 @@ import json
 from typing import Annotated
 from uuid import UUID
 
+import redis.exceptions
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
@@ -36,11 +37,13 @@ from jobs.api.schemas import (
     ResultList,
     RetryOut,
     StatsOut,
+    WorkersOut,
 )
 from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
 
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
 OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
@@ -429,3 +432,20 @@ def stats(request):
 def operation_types(request):
     """The registered types and the parameters each accepts."""
     return [selectors.operation_type_description(optype) for optype in all_types()]
+
+
+@api.get(
+    "/workers",
+    response={200: WorkersOut, 403: Error, 503: Error, **ERRORS},
+    tags=["workers"],
+    summary="Live workers, queue depths, batches waiting for a worker, recent throughput (staff)",
+)
+def workers(request):
+    """Staff only (others get a 403). A worker that stops heartbeating leaves the list after
+    `expires_after_s`; a 503 when Redis, which holds the registry, does not answer."""
+    if not request.user.is_staff:
+        return _error(request, 403, "Staff only.")
+    try:
+        return selectors.workers_overview()
+    except REDIS_ERRORS:
+        return _error(request, 503, "Redis does not answer: the worker registry is unavailable.")

@@ -7,17 +7,20 @@ refused with close code 4403 after accept: a refused handshake looks like a netw
 htmx, which would retry forever.
 """
 
+import asyncio
 import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 
 from jobs import selectors
 from jobs.errors import BatchNotFound
 from jobs.live import publisher
 from jobs.models import Batch, Operation
+from jobs.web.views import workers_context
 
 FORBIDDEN = 4403
 ANALYTICS_REFRESH_S = 3.0
@@ -182,3 +185,37 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             body = self._card(batch) if batch is not None else ""
         recent = oob(render_to_string("jobs/dashboard.html#recent", context))
         return [tiles + body, recent]
+
+
+class WorkersConsumer(AsyncWebsocketConsumer):
+    """The workers page (staff): the whole live block, re-read and sent at every worker heartbeat
+    interval (at most every 2 s) while the page is open, and only when it changed. Workers report
+    through the registry in Redis rather than through events, and a dead worker sends nothing:
+    the page learns of it when its entry has expired, so it is read on a timer, server-side."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_staff:
+            await self.close(code=FORBIDDEN)
+            return
+        self.shown = ""
+        self.refresher = asyncio.ensure_future(self._refresh())
+
+    async def disconnect(self, code: int) -> None:
+        refresher = getattr(self, "refresher", None)
+        if refresher is not None:
+            refresher.cancel()
+
+    async def _refresh(self) -> None:
+        interval = min(2.0, settings.BATCHSITE_HEARTBEAT_S)
+        while True:
+            html = await self._render()
+            if html != self.shown:
+                self.shown = html
+                await self.send(text_data=html)
+            await asyncio.sleep(interval)
+
+    @database_sync_to_async
+    def _render(self) -> str:
+        return oob(render_to_string("jobs/workers.html#live", workers_context()))

@@ -5,4 +5,5 @@ from jobs.live import consumers
 websocket_urlpatterns = [
     path("ws/batches/<uuid:batch_id>/", consumers.BatchConsumer.as_asgi()),
     path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
+    path("ws/workers/", consumers.WorkersConsumer.as_asgi()),
 ]

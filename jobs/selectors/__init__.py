@@ -28,6 +28,7 @@ from jobs.selectors.results import (
     result_columns,
     result_rows,
 )
+from jobs.selectors.workers import workers_overview
 
 __all__ = [
     "INSTANCE_COLUMN",
@@ -51,4 +52,5 @@ __all__ = [
     "operations_per_hour",
     "result_columns",
     "result_rows",
+    "workers_overview",
 ]

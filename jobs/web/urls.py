@@ -10,4 +10,5 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
+    path("workers/", views.workers, name="workers"),
 ]

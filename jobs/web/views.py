@@ -3,10 +3,12 @@ templates, rendered the same way for htmx responses and for WebSocket pushes (jo
 
 from typing import Any
 
+import redis.exceptions
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -285,3 +287,21 @@ def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
 @login_required
 def stats(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/stats.html", {"stats": selectors.batch_stats(request.user), "types": all_types()})
+
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def workers_context() -> dict[str, Any]:
+    """What the workers page shows; its WebSocket consumer renders the same."""
+    try:
+        return {"overview": selectors.workers_overview(), "error": ""}
+    except REDIS_ERRORS:
+        return {"overview": None, "error": "Redis does not answer: the worker registry is unavailable."}
+
+
+@login_required
+def workers(request: HtmxHttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Staff only.")
+    return render(request, "jobs/workers.html", workers_context())
