@@ -3,6 +3,7 @@ report, staff only, and a dead worker leaving the list."""
 
 import io
 import json
+import signal
 import socket
 import time
 
@@ -16,6 +17,7 @@ from jobs.engine import dispatch
 from jobs.live.consumers import FORBIDDEN
 from jobs.models import Batch
 from tests.conftest import wait_for
+from tests.invariants import assert_counters_match_rows
 from tests.test_consumers import connect, receive_until
 
 
@@ -57,7 +59,9 @@ def test_live_workers_show_what_they_run_and_a_killed_one_leaves(workers, staff)
         assert worker["concurrency"] == 8 and worker["rss_bytes"] > 10 * 2**20
         assert worker["heartbeat_age_s"] < listed["expires_after_s"]
     busy = wait_for(
-        lambda: [w for w in api_workers(client)["workers"] if w["operations"]], 20, message="a worker running operations"
+        lambda: [w for w in api_workers(client)["workers"] if w["operations"]],
+        20,
+        message="a worker running operations",
     )
     operation = busy[0]["operations"][0]
     assert operation["batch_id"] == str(batch.pk) and operation["batch_name"] == "watched"
@@ -145,3 +149,23 @@ async def test_the_socket_pushes_workers_joining_and_leaving(redis_clean, staff,
     await sync_to_async(dispatch.worker_unregister)("far-host:4242")
     await receive_until(communicator, "No live worker")
     await communicator.disconnect()
+
+
+def test_sigterm_finishes_short_operations_and_hands_long_ones_back(workers, staff):
+    workers.env["BATCHSITE_STOP_GRACE_S"] = "1.5"
+    [worker] = workers.start(1)
+    items = [{"label": f"short-{n}", "params": {"duration_ms": 300}} for n in range(2)]
+    items += [{"label": f"long-{n}", "params": {"duration_ms": 2500}} for n in range(2)]
+    batch = services.batch_create(owner=staff, type="demo.sleep", name="stopping", items=items, max_parallel=4)
+    wait_for(lambda: Batch.objects.get(pk=batch.pk).running == 4, 20, message="all four running")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=20)
+    batch.refresh_from_db()
+    assert (batch.completed, batch.pending, batch.running) == (2, 2, 0)  # finished within the grace, handed back
+    assert set(batch.operations.filter(status="completed").values_list("label", flat=True)) == {"short-0", "short-1"}
+    assert str(worker.pid) not in str(dispatch.live_workers())  # it left the registry itself
+    workers.start(1)
+    wait_for(lambda: Batch.objects.get(pk=batch.pk).finished_at, 30, message="another worker to finish the batch")
+    batch.refresh_from_db()
+    assert batch.status == "completed" and batch.completed == 4
+    assert_counters_match_rows(batch)

@@ -11,4 +11,5 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
     path("workers/", views.workers, name="workers"),
+    path("healthz", views.healthz, name="healthz"),
 ]

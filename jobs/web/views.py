@@ -3,6 +3,7 @@ templates, rendered the same way for htmx responses and for WebSocket pushes (jo
 
 from typing import Any
 
+import django_rq
 import redis.exceptions
 from django import forms
 from django.conf import settings
@@ -10,7 +11,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.module_loading import import_string
@@ -305,3 +307,22 @@ def workers(request: HtmxHttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         raise PermissionDenied("Staff only.")
     return render(request, "jobs/workers.html", workers_context())
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """For the proxy and the container engine: 200 when the database and Redis answer, else 503
+    naming what does not. No sign-in, and nothing about the data."""
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = type(exc).__name__
+    try:
+        django_rq.get_connection("default").ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = type(exc).__name__
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
