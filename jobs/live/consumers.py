@@ -18,19 +18,13 @@ from django.template.loader import render_to_string
 
 from jobs import selectors
 from jobs.errors import BatchNotFound
-from jobs.live import publisher
-from jobs.models import Batch, Operation
+from jobs.live import publisher, snapshots
+from jobs.live.snapshots import oob
+from jobs.models import Batch
 from jobs.web.views import workers_context
 
 FORBIDDEN = 4403
 ANALYTICS_REFRESH_S = 3.0
-
-
-def oob(html: str, swap: str = "true") -> str:
-    """Mark the fragment's top element as an out-of-band swap (by default: replace it by id)."""
-    html = html.strip()
-    end = html.index(">")
-    return f'{html[:end]} hx-swap-oob="{swap}"{html[end:]}'
 
 
 def _visible_batch(user, batch_id: str) -> Batch | None:
@@ -79,17 +73,36 @@ class BatchConsumer(AsyncWebsocketConsumer):
     async def batch_progress(self, event: dict) -> None:
         if event["version"] <= self.shown_version:
             return  # what it announces was already read from the database and sent
-        await self._send_state(analytics=time.monotonic() - self.analytics_at >= ANALYTICS_REFRESH_S)
+        await self._send_state(
+            min_version=event["version"], analytics=time.monotonic() - self.analytics_at >= ANALYTICS_REFRESH_S
+        )
 
     async def batch_status(self, event: dict) -> None:
-        await self._send_state(analytics=True)
+        await self._send_state(min_version=event["version"], analytics=True)
 
-    async def _send_state(self, analytics: bool = True) -> None:
-        message = await self._render(analytics=analytics and self.tab == "analytics")
-        if message is None:  # deleted meanwhile
+    async def _send_state(self, min_version: int = -1, analytics: bool = True) -> None:
+        # Shared with the other subscribers of this batch in this process (jobs.live.snapshots);
+        # on connect, a read at most one coalescing interval old will do: later events follow.
+        max_age_s = settings.BATCHSITE_PROGRESS_INTERVAL_S if min_version < 0 else None
+        snapshot = await snapshots.batch_snapshot(
+            self.batch_id, self.operation_ids, min_version=min_version, max_age_s=max_age_s
+        )
+        if snapshot is None:  # deleted meanwhile
             await self.close(code=FORBIDDEN)
             return
-        await self.send(text_data=message)
+        if snapshot.version < self.shown_version:
+            return  # an older read than what this page shows (events raced): the next one follows
+        self.shown_version = snapshot.version
+        parts = [snapshot.live]
+        for operation_id, (shown, html) in snapshot.rows.items():
+            if self.row_versions.get(operation_id) != shown:
+                self.row_versions[operation_id] = shown
+                parts.append(html)
+        if analytics and self.tab == "analytics":
+            # Analytics read every finished operation: refreshed every few seconds, not per event.
+            self.analytics_at = time.monotonic()
+            parts.append(await self._render_analytics(snapshot.batch))
+        await self.send(text_data="".join(parts))
 
     @database_sync_to_async
     def _may_see(self) -> bool:
@@ -102,23 +115,9 @@ class BatchConsumer(AsyncWebsocketConsumer):
         return True
 
     @database_sync_to_async
-    def _render(self, analytics: bool) -> str | None:
-        batch = _visible_batch(self.scope["user"], self.batch_id)
-        if batch is None:
-            return None
-        self.shown_version = batch.version
-        parts = [oob(render_to_string("jobs/batch_detail.html#live", {"batch": batch}))]
-        for operation in Operation.objects.filter(pk__in=self.operation_ids):
-            version = (operation.status, operation.attempts, operation.duration_ms, operation.error)
-            if self.row_versions.get(operation.pk) != version:
-                self.row_versions[operation.pk] = version
-                parts.append(oob(render_to_string("jobs/batch_detail.html#row", {"operation": operation})))
-        if analytics:
-            # Analytics read every finished operation: refreshed every few seconds, not per event.
-            self.analytics_at = time.monotonic()
-            context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
-            parts.append(oob(render_to_string("jobs/batch_detail.html#analytics", context)))
-        return "".join(parts)
+    def _render_analytics(self, batch: Batch) -> str:
+        context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
+        return oob(render_to_string("jobs/batch_detail.html#analytics", context))
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
