@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 
 from jobs import selectors
 from jobs.errors import BatchNotFound
-from jobs.live import publisher, snapshots
+from jobs.live import audiences, publisher, snapshots
 from jobs.live.snapshots import oob
 from jobs.models import Batch
 from jobs.web.views import workers_context
@@ -55,7 +55,7 @@ class EventConsumer(AsyncWebsocketConsumer):
         await super().dispatch(message)
 
 
-class BatchConsumer(EventConsumer):
+class BatchConsumer(AsyncWebsocketConsumer):
     """One batch page: the live block (status, bar, counts, ETA, actions) and the rows of the
     operations page it shows (`?page=N&status=S`, as the page asked for them).
 
@@ -63,8 +63,6 @@ class BatchConsumer(EventConsumer):
     and sends what changed in one message; so a change is on the page by the next event of the
     batch (events are coalesced to ~5 a second), even when its own event was folded into
     another process's."""
-
-    group = ""
 
     async def connect(self) -> None:
         await self.accept()
@@ -80,13 +78,20 @@ class BatchConsumer(EventConsumer):
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
             return
-        self.group = publisher.batch_group(self.batch_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Not each page in the batch's group: one listener per process hands events to its pages.
+        self.joined = True
+        await audiences.join(self.batch_id, self, self.channel_layer)
         await self._send_state()
 
     async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "joined", False):
+            await audiences.leave(self.batch_id, self)
+
+    async def on_event(self, event: dict) -> None:
+        if event["type"] == "batch.status":
+            await self.batch_status(event)
+        else:
+            await self.batch_progress(event)
 
     async def batch_progress(self, event: dict) -> None:
         if event["version"] <= self.shown_version:

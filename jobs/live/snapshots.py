@@ -53,13 +53,15 @@ async def batch_snapshot(
             if max_age_s is None or time.monotonic() - cached.read_at <= max_age_s:
                 _snapshots.move_to_end(key)
                 return cached
-        read = _reading.get(key)
+        # Reads are tasks of an event loop: one loop for a server's life, one per test in tests.
+        read_key = (id(asyncio.get_running_loop()), key)
+        read = _reading.get(read_key)
         fresh = read is None
         if read is None:
             # A task of its own: a subscriber leaving mid-read does not cancel the others' read.
             read = asyncio.ensure_future(_read(batch_id, list(key[1])))
-            _reading[key] = read
-            read.add_done_callback(lambda done, key=key: _store(key, done))
+            _reading[read_key] = read
+            read.add_done_callback(lambda done, read_key=read_key: _store(read_key, done))
         found = await asyncio.shield(read)
         # A read this call began is the truth, whatever its version; one begun earlier may predate
         # the commit this subscriber was told of: then read again.
@@ -67,8 +69,9 @@ async def batch_snapshot(
             return found
 
 
-def _store(key: tuple, read: "asyncio.Task[Snapshot | None]") -> None:
-    _reading.pop(key, None)
+def _store(read_key: tuple, read: "asyncio.Task[Snapshot | None]") -> None:
+    _reading.pop(read_key, None)
+    key = read_key[1]
     if read.cancelled() or read.exception() is not None:
         return
     snapshot = read.result()
