@@ -212,8 +212,12 @@ async def measure_subscribers(user, cookie: str, subscribers: int, operations: i
     rates = [len(record) / elapsed for record in records]
     complete = sum(1 for record in records if record and record[-1][1] == operations)
     sizes = [size for record in records for _, _, size in record]
-    print(f"(a) {subscribers:,} subscribers on one daphne (connected in {ramp_s:.1f} s); {operations:,}-operation batch")
-    print(f"    batch {state.status} in {elapsed:.1f} s ({operations / elapsed:,.0f} ops/s); {complete:,} subscribers saw the end")
+    print(
+        f"(a) {subscribers:,} subscribers on one daphne (connected in {ramp_s:.1f} s); {operations:,}-operation batch"
+    )
+    print(
+        f"    batch {state.status} in {elapsed:.1f} s ({operations / elapsed:,.0f} ops/s); {complete:,} subscribers saw the end"
+    )
     if latencies:
         p50, p95, p99 = (percentile(latencies, q) for q in (0.5, 0.95, 0.99))
         print(
@@ -234,7 +238,11 @@ async def measure_subscribers(user, cookie: str, subscribers: int, operations: i
             f"    frames: {len(sizes):,}, mean {statistics.mean(sizes) / 1024:.1f} KiB; this client process "
             f"(all subscribers) CPU mean {statistics.mean(own.cpu or [0]):.0f} % of one core"
         )
-    print(f"    errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else "") + f"   goal 0: {run.verdict(not errors)}")
+    print(
+        f"    errors: {len(errors)}"
+        + (f" (first: {errors[0]})" if errors else "")
+        + f"   goal 0: {run.verdict(not errors)}"
+    )
 
 
 async def api_clients(urls: list[str], token: str, clients: int, seconds: float) -> tuple[int, list[float], int]:
@@ -297,7 +305,9 @@ def main() -> int:
     run.setup_django()
     redis = run.redis_connection()
     redis.flushdb()
-    print(f"Batchsite live load benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {run.load()}, {os.cpu_count()} cores")
+    print(
+        f"Batchsite live load benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {run.load()}, {os.cpu_count()} cores"
+    )
     try:
         from django.test import Client
 

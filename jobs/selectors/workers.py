@@ -37,7 +37,7 @@ def workers_overview(now: float | None = None) -> dict[str, Any]:
     batch_ids = {batch_id for info in registry.values() for batch_id in info.get("batches", [])}
     batch_ids |= {batch_id for info in registry.values() for batch_id, _ in info.get("operations", [])}
     names = {str(pk): name for pk, name in Batch.objects.filter(pk__in=batch_ids).values_list("pk", "name")}
-    workers = []
+    workers: list[dict[str, Any]] = []
     for name, info in registry.items():
         served = [
             {"id": b, "name": names.get(b, b[:8]), "url": reverse("batch_detail", args=[b])}
