@@ -42,9 +42,9 @@ class EventConsumer(AsyncWebsocketConsumer):
     """A consumer whose channel-layer events skip Channels' per-message hop to the ORM's thread.
 
     Channels closes stale database connections before every handler, through the one thread the
-    ORM runs on in an async server. With a thousand pages open that hop, once per event per page,
-    was the bottleneck (frames seconds late with a database idle). The event handlers here reach the
-    database only through database_sync_to_async, which closes stale connections itself."""
+    ORM runs on in an async server: one hop per event per open page, which queued behind each other
+    when many pages were open (bench/live_load.py). The event handlers here reach the database only
+    through database_sync_to_async, which closes stale connections itself."""
 
     EVENTS = ("batch.progress", "batch.status")
 
@@ -59,10 +59,11 @@ class BatchConsumer(AsyncWebsocketConsumer):
     """One batch page: the live block (status, bar, counts, ETA, actions) and the rows of the
     operations page it shows (`?page=N&status=S`, as the page asked for them).
 
-    Every event, whichever worker sent it, re-reads the batch and those rows from the database
-    and sends what changed in one message; so a change is on the page by the next event of the
-    batch (events are coalesced to ~5 a second), even when its own event was folded into
-    another process's."""
+    Every event, whichever worker sent it, brings the batch and those rows as read from the
+    database after it (one read shared by the batch's pages in this process: jobs.live.snapshots,
+    the event handed over by one listener per process: jobs.live.audiences) and sends what changed
+    in one message; so a change is on the page by the next event of the batch (events are coalesced
+    to ~5 a second), even when its own event was folded into another process's."""
 
     async def connect(self) -> None:
         await self.accept()
