@@ -158,7 +158,7 @@ def test_sigterm_finishes_short_operations_and_hands_long_ones_back(workers, sta
     workers.env["BATCHSITE_STOP_GRACE_S"] = "1.5"
     [worker] = workers.start(1)
     items = [{"label": f"short-{n}", "params": {"duration_ms": 300}} for n in range(2)]
-    items += [{"label": f"long-{n}", "params": {"duration_ms": 2500}} for n in range(2)]
+    items += [{"label": f"long-{n}", "params": {"duration_ms": 20_000}} for n in range(2)]
     batch = services.batch_create(owner=staff, type="demo.sleep", name="stopping", items=items, max_parallel=4)
     wait_for(lambda: Batch.objects.get(pk=batch.pk).running == 4, 20, message="all four running")
     worker.send_signal(signal.SIGTERM)
@@ -166,9 +166,16 @@ def test_sigterm_finishes_short_operations_and_hands_long_ones_back(workers, sta
     batch.refresh_from_db()
     assert (batch.completed, batch.pending, batch.running) == (2, 2, 0)  # finished within the grace, handed back
     assert set(batch.operations.filter(status="completed").values_list("label", flat=True)) == {"short-0", "short-1"}
+    assert_counters_match_rows(batch)
     assert str(worker.pid) not in str(dispatch.live_workers())  # it left the registry itself
+    # Handed back as new attempts, at once: another worker takes them up.
     workers.start(1)
-    wait_for(lambda: Batch.objects.get(pk=batch.pk).finished_at, 30, message="another worker to finish the batch")
+    wait_for(
+        lambda: batch.operations.filter(label__startswith="long-", status="running", attempts=2).count() == 2,
+        20,
+        message="another worker to run the handed-back operations",
+    )
+    services.batch_cancel(batch=batch, by=staff)
     batch.refresh_from_db()
-    assert batch.status == "completed" and batch.completed == 4
+    assert batch.status == "cancelled" and batch.completed == 2
     assert_counters_match_rows(batch)
