@@ -10,6 +10,7 @@ from typing import Annotated
 from uuid import UUID
 
 import redis.exceptions
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
@@ -21,6 +22,7 @@ from pydantic import Field
 
 from jobs import artifacts, selectors, services
 from jobs.api import exports
+from jobs.api.instances import router as instances_router
 from jobs.api.schemas import (
     AnalyticsOut,
     ArtifactList,
@@ -42,6 +44,8 @@ from jobs.api.schemas import (
 from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
+from jobs.optypes.base import find_type
+from jobs.secrets import mask_params
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_LIMIT = 200
@@ -144,6 +148,11 @@ def on_http_error(request, exc: HttpError):
     return _error(request, exc.status_code, str(exc.message))
 
 
+@api.exception_handler(PermissionDenied)
+def on_permission_denied(request, exc: PermissionDenied):
+    return _error(request, 403, str(exc) or "Not allowed.")
+
+
 @api.exception_handler(Http404)
 def on_not_found(request, exc):
     return _error(request, 404, "Not found.")
@@ -162,6 +171,7 @@ def batch_out(batch: Batch) -> dict:
     """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
     data = {name: getattr(batch, name) for name in BatchOut.model_fields if name != "owner"}
     data["owner"] = batch.owner.get_username()
+    data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
 
 
@@ -196,7 +206,7 @@ def create_batch(request, payload: BatchIn):
     """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
     returns the first batch (201 again); the same key with another body is a 409."""
     body = payload.dict()
-    options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
+    options = {name: body[name] for name in body if name not in ("type", "name", "items", "params", "select")}
     key = request.headers.get("Idempotency-Key", "").strip()
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     batch = services.batch_create(
@@ -205,6 +215,7 @@ def create_batch(request, payload: BatchIn):
         name=payload.name,
         items=body["items"],
         params=payload.params,
+        select=body["select"],
         idempotency=(key, request_hash) if key else None,
         **options,
     )
@@ -262,10 +273,15 @@ def get_progress(request, batch_id: UUID):
 def list_operations(
     request, batch_id: UUID, status: OperationStatus | None = None, limit: int = LIMIT, offset: int = OFFSET
 ):
-    operations = selectors.batch_get_visible(request.user, batch_id).operations.all()
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    operations = batch.operations.all()
     if status:
         operations = operations.filter(status=status)
-    return {"items": list(operations[_page(limit, offset)]), "count": operations.count()}
+    page = list(operations[_page(limit, offset)])
+    optype = find_type(batch.type)
+    for operation in page:
+        operation.params = mask_params(optype, operation.params)
+    return {"items": page, "count": operations.count()}
 
 
 @batches.get(
@@ -415,6 +431,7 @@ def cleanup(request, payload: CleanupIn):
 
 
 api.add_router("/batches", batches)
+api.add_router("/instances", instances_router)
 
 
 @api.get(

@@ -20,6 +20,15 @@ from jobs.selectors.batches import (
     operations_page,
     operations_per_hour,
 )
+from jobs.selectors.instances import (
+    InstanceNotFound,
+    instance_batch_counts,
+    instance_get_editable,
+    instance_get_visible,
+    instance_rows,
+    instance_waits,
+    instances_visible_to,
+)
 from jobs.selectors.results import (
     INSTANCE_COLUMN,
     LABEL_COLUMN,
@@ -31,6 +40,13 @@ from jobs.selectors.results import (
 from jobs.selectors.workers import workers_overview
 
 __all__ = [
+    "InstanceNotFound",
+    "instance_batch_counts",
+    "instance_get_editable",
+    "instance_get_visible",
+    "instance_rows",
+    "instance_waits",
+    "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",
     "OPERATIONS_PER_PAGE",
