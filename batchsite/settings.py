@@ -49,7 +49,32 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
     SECRET_KEY = "insecure-local-development-key-change-me"
-ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "").split(",") if h.strip()]
+if not ALLOWED_HOSTS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS must be set when DEBUG is off: the host names the site answers to, "
+            "comma-separated (e.g. batches.example.com)"
+        )
+    ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+# Origins allowed to POST forms besides the site's own host (e.g. https://batches.example.com when
+# a proxy in front rewrites the Host header).
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS entries start with https:// or http://, got {_origin!r}")
+
+# HTTPS, usually ended by a reverse proxy in front of daphne (deploy/). The proxy says the request
+# came over HTTPS in X-Forwarded-Proto: trust it only when the proxy sets it (it must overwrite what
+# clients send). Then redirect plain HTTP, mark cookies Secure and send HSTS.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TRUST_X_FORWARDED_PROTO", False) else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health checks come from the proxy and the container engine over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", SECURE_SSL_REDIRECT)
+SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 0, int, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -192,6 +217,9 @@ BATCHSITE_MAX_ABANDONED = env_number("BATCHSITE_MAX_ABANDONED", 16, int, minimum
 BATCHSITE_STOP_GRACE_S = env_number("BATCHSITE_STOP_GRACE_S", 10.0, float, minimum=0.0)
 # Workers' PostgreSQL transactions commit without waiting for the WAL flush (jobs.engine.worker).
 BATCHSITE_RELAXED_COMMIT = env_bool("BATCHSITE_RELAXED_COMMIT", True)
+# A worker's PostgreSQL session idle this long inside a transaction is ended by the server (a
+# worker whose network went away mid-transaction must not hold a batch's row lock).
+BATCHSITE_WORKER_IDLE_IN_TRANSACTION_S = env_number("BATCHSITE_WORKER_IDLE_IN_TRANSACTION_S", 30.0, float, minimum=1.0)
 # Seconds between the ETA's throughput marks.
 BATCHSITE_ETA_WINDOW_S = env_number("BATCHSITE_ETA_WINDOW_S", 10.0, float, minimum=0.5)
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
@@ -265,10 +293,20 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "batchsite@localhost")
 
+# Logs go to the console: readable text by default, or one JSON object per line on stdout
+# (LOG_FORMAT=json) for a log collector; RQ's and daphne's loggers use the same handler.
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "batchsite.logformat.JsonLinesFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"}
+        if LOG_FORMAT == "text"
+        else {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # Django's own handler would print every line a second time through the root logger.

@@ -30,6 +30,7 @@ def setup(debug: str) -> None:
         CHANNELS_PREFIX="batchsite-bench",
         DEBUG=debug,
         SECRET_KEY="bench-profile-not-secret",
+        ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
         LOG_LEVEL="WARNING",
     )
     os.environ.pop("DATABASE_URL", None)

@@ -29,6 +29,7 @@ BENCH_ENV = {
     # Workers run without DEBUG, as scripts/run starts them (no per-query log).
     "DEBUG": "false",
     "SECRET_KEY": "benchmark-only-secret-key",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
 }
 RAW_QUEUE = "bench-raw"
 RAW_FUNCTION = "bench.rq_noop.noop"

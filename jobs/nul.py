@@ -9,6 +9,8 @@ from typing import Any
 
 NUL = "\x00"
 MESSAGE = "Text cannot contain NUL characters (U+0000)."
+# The same rule stated in the OpenAPI schema of text fields and query parameters.
+NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
 def nul_path(value: Any, path: str) -> str | None:

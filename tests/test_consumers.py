@@ -160,3 +160,25 @@ async def test_the_analytics_tab_gets_fresh_figures_when_the_status_changes(redi
     message = await receive_until(communicator, "<dt>Success rate</dt><dd>100 %</dd>")
     assert "chip-completed" in message and 'role="row"' not in message
     await communicator.disconnect()
+
+
+async def test_the_pages_of_a_batch_share_one_read_per_event(redis_clean, alice, monkeypatch):
+    from jobs.live import snapshots
+
+    batch = await create_batch(alice)
+    pages = [await connect(f"/ws/batches/{batch.pk}/", alice) for _ in range(5)]
+    for page in pages:
+        await page.receive_from(timeout=5)
+    reads = []
+    read = snapshots._read
+
+    async def counted(*args):
+        reads.append(args)
+        return await read(*args)
+
+    monkeypatch.setattr(snapshots, "_read", counted)
+    await sync_to_async(services.batch_pause)(batch=batch, by=alice)
+    for page in pages:
+        assert ">Resume</button>" in await receive_until(page, "chip-paused")
+        await page.disconnect()
+    assert len(reads) == 1

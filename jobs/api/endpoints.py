@@ -9,6 +9,7 @@ import json
 from typing import Annotated
 from uuid import UUID
 
+import redis.exceptions
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -41,13 +42,16 @@ from jobs.api.schemas import (
     ResultList,
     RetryOut,
     StatsOut,
+    WorkersOut,
 )
 from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
+from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
 from jobs.optypes.base import find_type
 from jobs.secrets import mask_params
 
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
 OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
@@ -237,7 +241,9 @@ def list_batches(
     created_before: Annotated[str | None, Field(json_schema_extra=DATE_OR_DATETIME)] = Query(
         None, description="An ISO 8601 date-time, or a date: up to the end of that day. Inclusive."
     ),
-    q: str | None = Query(None, max_length=200, description="Text in the name or description (case-insensitive)."),
+    q: str | None = Query(
+        None, max_length=200, pattern=NO_NUL_PATTERN, description="Text in the name or description (case-insensitive)."
+    ),
     limit: int = LIMIT,
     offset: int = OFFSET,
 ):
@@ -357,6 +363,7 @@ def list_results(
     sort: str = Query(
         "",
         max_length=300,
+        pattern=NO_NUL_PATTERN,
         description="Free-form: a column of this batch's results (`operation`, or any key of the rows, as "
         "listed in `columns`), `-column` for descending; empty keeps the operations' order. Numbers sort "
         "before strings; rows without the column come last. A column the batch's results do not have is a 422.",
@@ -388,7 +395,10 @@ def results_csv(
     request,
     batch_id: UUID,
     sort: str = Query(
-        "", max_length=300, description="Free-form, as for /results: a column, `-column` for descending."
+        "",
+        max_length=300,
+        pattern=NO_NUL_PATTERN,
+        description="Free-form, as for /results: a column, `-column` for descending.",
     ),
 ):
     return exports.results_csv_response(selectors.batch_get_visible(request.user, batch_id), sort)
@@ -511,3 +521,20 @@ def stats(request):
 def operation_types(request):
     """The registered types and the parameters each accepts."""
     return [selectors.operation_type_description(optype) for optype in all_types()]
+
+
+@api.get(
+    "/workers",
+    response={200: WorkersOut, 403: Error, 503: Error, **ERRORS},
+    tags=["workers"],
+    summary="Live workers, queue depths, batches waiting for a worker, recent throughput (staff)",
+)
+def workers(request):
+    """Staff only (others get a 403). A worker that stops heartbeating leaves the list after
+    `expires_after_s`; a 503 when Redis, which holds the registry, does not answer."""
+    if not request.user.is_staff:
+        return _error(request, 403, "Staff only.")
+    try:
+        return selectors.workers_overview()
+    except REDIS_ERRORS:
+        return _error(request, 503, "Redis does not answer: the worker registry is unavailable.")

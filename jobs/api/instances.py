@@ -5,12 +5,13 @@ is a 404, a shared one you do not own is a 403 to change.
 """
 
 from django.db import transaction
-from ninja import Router
+from ninja import Query, Router
 from ninja.responses import Status
 
 from jobs import selectors, services
 from jobs.api.schemas import Error, InstanceImportIn, InstanceIn, InstanceList, InstanceOut, InstancePatch, InstanceTest
 from jobs.errors import InvalidInput
+from jobs.nul import NO_NUL_PATTERN
 
 router = Router(tags=["instances"])
 ERRORS = {401: Error, 404: Error}
@@ -23,7 +24,12 @@ def instance_out(instance) -> dict:
 
 
 @router.get("", response={200: InstanceList, **INPUT_ERRORS, **ERRORS}, summary="List the instances you may use")
-def list_instances(request, tag: str = "", region: str = "", q: str = ""):
+def list_instances(
+    request,
+    tag: str = Query("", max_length=50, pattern=NO_NUL_PATTERN, description="Only instances with this tag."),
+    region: str = Query("", max_length=100, pattern=NO_NUL_PATTERN, description="Only instances of this region."),
+    q: str = Query("", max_length=100, pattern=NO_NUL_PATTERN, description="Text in the name (case-insensitive)."),
+):
     found = list(selectors.instances_visible_to(request.user, text=q[:100], tag=tag[:50], region=region[:100]))
     return {"items": selectors.instance_rows(found), "count": len(found)}
 

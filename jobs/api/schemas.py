@@ -331,6 +331,75 @@ class ArtifactList(Schema):
     count: int
 
 
+class WorkerBatchOut(Schema):
+    id: str = Field(..., description="A batch this worker serves (it took one of its lanes).")
+    name: str
+    url: str = Field(..., description="The batch's page.")
+
+
+class WorkerOperationOut(Schema):
+    batch_id: str
+    batch_name: str
+    seq: int = Field(..., description="The operation's number in its batch.")
+    url: str = Field(..., description="Where the operation is shown.")
+
+
+class WorkerOut(Schema):
+    name: str = Field(..., description="host:pid (or RQ_WORKER_ID:pid).")
+    host: str
+    pid: int
+    queues: list[str] = Field(..., description="The RQ queues it takes lanes from, in order.")
+    state: Literal["idle", "busy", "stopping"]
+    concurrency: int = Field(..., description="Operations it can run at once (BATCHSITE_WORKER_CONCURRENCY).")
+    running: int = Field(..., description="Operations it runs now.")
+    abandoned: int = Field(..., description="Threads still running past their operation's timeout.")
+    batches: list[WorkerBatchOut]
+    operations: list[WorkerOperationOut] = Field(..., description="The operations it runs now.")
+    cpu_percent: float = Field(..., description="CPU over its last heartbeat interval, percent of one core.")
+    rss_bytes: int = Field(..., description="Resident memory.")
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    heartbeat_age_s: float | None = Field(..., description="Seconds since its last heartbeat.")
+
+
+class QueueDepthOut(Schema):
+    name: Literal["high", "default", "low"]
+    waiting: int = Field(..., description="Jobs (lanes) waiting on this priority queue.")
+
+
+class WaitingBatchOut(Schema):
+    id: str
+    name: str
+    priority: str
+    pending: int
+    url: str
+
+
+class ThroughputPointOut(Schema):
+    at: datetime = Field(..., description="Start of the bucket.")
+    operations: int = Field(..., description="Operations finished in the bucket, by all workers.")
+    per_second: float
+
+
+class ThroughputOut(Schema):
+    bucket_s: int
+    window_s: int
+    points: list[ThroughputPointOut] = Field(..., description="Oldest first; whole buckets only.")
+
+
+class WorkersOut(Schema):
+    workers: list[WorkerOut] = Field(..., description="Live workers (heartbeat within expires_after_s).")
+    capacity: int = Field(..., description="Operations the live workers can run at once, together.")
+    running: int = Field(..., description="Operations running on the live workers now.")
+    queues: list[QueueDepthOut]
+    waiting_batches: list[WaitingBatchOut] = Field(
+        ..., description="Active batches with pending operations that no live worker serves."
+    )
+    throughput: ThroughputOut
+    stale_after_s: float = Field(..., description="After this, a silent worker's operations are taken back.")
+    expires_after_s: float = Field(..., description="After this, a silent worker leaves the list.")
+
+
 # --- database instances -------------------------------------------------------------------------
 
 Tag = Annotated[StrictStr, Field(min_length=1, max_length=50)]

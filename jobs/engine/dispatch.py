@@ -94,6 +94,46 @@ def worker_capacity() -> int:
     return sum(int(info.get("concurrency", 0)) for info in live_workers().values())
 
 
+# Operations finished per THROUGHPUT_BUCKET_S, summed over every worker: each worker counts in
+# memory and adds its counts at its heartbeat (one pipelined call), so the hot path pays nothing.
+THROUGHPUT_BUCKET_S = 10
+THROUGHPUT_KEEP_S = 15 * 60
+
+
+def _throughput_key(bucket: int) -> str:
+    return f"{settings.BATCHSITE_REDIS_PREFIX}:throughput:{bucket}"
+
+
+def throughput_bucket(moment: float) -> int:
+    """The start (epoch seconds) of the bucket holding `moment`."""
+    return int(moment) - int(moment) % THROUGHPUT_BUCKET_S
+
+
+def throughput_add(counts: dict[int, int]) -> None:
+    """Add a worker's finished operations, by bucket start."""
+    if not counts:
+        return
+    pipe = redis_connection().pipeline(transaction=False)
+    for bucket, count in counts.items():
+        pipe.incrby(_throughput_key(bucket), count)
+        pipe.expire(_throughput_key(bucket), THROUGHPUT_KEEP_S)
+    pipe.execute()
+
+
+def throughput(window_s: int, until: float) -> list[tuple[int, int]]:
+    """(bucket start, operations finished) for the whole buckets of the `window_s` seconds that
+    end at `until`, oldest first; a bucket nobody reported is 0."""
+    last = throughput_bucket(until) - THROUGHPUT_BUCKET_S
+    buckets = list(range(last - window_s + THROUGHPUT_BUCKET_S, last + 1, THROUGHPUT_BUCKET_S))
+    values = redis_connection().mget([_throughput_key(bucket) for bucket in buckets])
+    return [(bucket, int(value or 0)) for bucket, value in zip(buckets, values, strict=True)]  # type: ignore[arg-type]
+
+
+def queue_depths() -> dict[str, int]:
+    """Jobs waiting (lanes, and the rare outside-cancel job) on each priority queue."""
+    return {name: django_rq.get_queue(name).count for name in ("high", "default", "low")}
+
+
 def _lanes_key(batch_id: str) -> str:
     return f"{settings.BATCHSITE_REDIS_PREFIX}:lanes:{batch_id}"
 

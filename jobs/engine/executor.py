@@ -19,7 +19,9 @@ tried again, with backoff, until it lands, so work that succeeded is never lost 
 
 import ctypes
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -71,6 +73,30 @@ class Served:
 
 PRIORITY_ORDER = {"high": 0, "default": 1, "low": 2}
 
+
+class ProcessUsage:
+    """CPU (percent of one core, since the previous sample) and resident memory of this process,
+    from the clock and /proc: no dependency, a few microseconds per heartbeat."""
+
+    def __init__(self) -> None:
+        self.wall = time.monotonic()
+        self.cpu = time.process_time()
+
+    def sample(self) -> tuple[float, int]:
+        wall, cpu = time.monotonic(), time.process_time()
+        percent = 100.0 * (cpu - self.cpu) / (wall - self.wall) if wall > self.wall else 0.0
+        self.wall, self.cpu = wall, cpu
+        return round(percent, 1), resident_bytes()
+
+
+def resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 # The executor of this process, when it is a Batchsite worker (jobs.engine.tasks.run_lane serves
 # lanes on it instead of running them in-process).
 current: "Executor | None" = None
@@ -91,6 +117,11 @@ class Executor:
         self.abandoned_alive = 0
         self.turn = 0
         self.recycle_requested = False
+        # What the workers page shows besides the slots (jobs.selectors.workers).
+        self.queues: list[str] = []
+        self.started_at = time.time()
+        self.finished_by_bucket: dict[int, int] = defaultdict(int)
+        self.usage = ProcessUsage()
 
     # --- life cycle ---
 
@@ -108,6 +139,10 @@ class Executor:
         give lanes to the batches that still have work, so other workers take over."""
         self.stopping.set()
         self.wake.set()
+        try:
+            dispatch.worker_register(self.name, self.describe())  # the workers page shows it stopping
+        except Exception:
+            logger.warning("executor: could not report stopping", exc_info=True)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             with self.lock:
@@ -156,10 +191,20 @@ class Executor:
 
     def describe(self) -> dict[str, Any]:
         """What the worker registry and the workers page show of this executor."""
+        cpu_percent, rss_bytes = self.usage.sample()
         with self.lock:
+            running = sum(1 for task in self.running.values() if not task.abandoned)
             return {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "state": "stopping" if self.stopping.is_set() else "busy" if running else "idle",
+                "started_at": self.started_at,
+                "heartbeat_at": time.time(),
+                "cpu_percent": cpu_percent,
+                "rss_bytes": rss_bytes,
                 "concurrency": self.concurrency,
-                "running": sum(1 for task in self.running.values() if not task.abandoned),
+                "running": running,
                 "abandoned": self.abandoned_alive,
                 "batches": sorted(self.served),
                 "operations": [
@@ -289,6 +334,14 @@ class Executor:
                     logger.warning("executor: could not record outcomes; again in %.1f s", delay, exc_info=True)
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
+            finished = sum(
+                1
+                for (_, outcome), accepted in zip(group, recorded.accepted, strict=True)
+                if accepted and outcome.kind in ("completed", "failed")
+            )
+            if finished:
+                with self.lock:
+                    self.finished_by_bucket[dispatch.throughput_bucket(time.time())] += finished
             if recorded.claims is not None:
                 self._take(batch_id, recorded.claims)
 
@@ -413,12 +466,17 @@ class Executor:
         with self.lock:
             operation_ids = [pk for pk, task in self.running.items() if not task.abandoned]
             lanes = [(s.batch_id, s.lane_id) for s in self.served.values()]
+            finished, self.finished_by_bucket = self.finished_by_bucket, defaultdict(int)
         try:
             for batch_id, lane_id in lanes:
                 dispatch.lane_heartbeat(batch_id, lane_id, dispatch.lane_ttl_s())
             dispatch.worker_register(self.name, self.describe())
+            dispatch.throughput_add(finished)
         except Exception:
             logger.warning("executor: Redis unavailable for heartbeats", exc_info=True)
+            with self.lock:  # counted at the next heartbeat that reaches Redis
+                for bucket, count in finished.items():
+                    self.finished_by_bucket[bucket] += count
         services.operation_heartbeat(operation_ids=operation_ids)
 
     def _expire_overruns(self) -> None:

@@ -22,15 +22,23 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_BACKOFF_S = 10.0
 
 
-def relax_commits(sender, connection, **kwargs: Any) -> None:
+def configure_worker_session(sender, connection, **kwargs: Any) -> None:
     """A worker's PostgreSQL connections commit without waiting for the WAL flush: its
     transactions are the engine's claims and outcomes, and a database crash may forget the last
     fraction of a second of them, each as a whole, which at-least-once execution absorbs (those
     operations run again; the counters stay equal to the rows). Commits stop waiting on the disk
     (bench/engine.py measures both)."""
-    if connection.vendor == "postgresql" and settings.BATCHSITE_RELAXED_COMMIT:
-        with connection.cursor() as cursor:
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        if settings.BATCHSITE_RELAXED_COMMIT:
             cursor.execute("SET synchronous_commit TO OFF")
+        # A worker cut off from the database in the middle of a transaction (its host's network
+        # gone) would hold the batch row's lock until TCP gave up, hours later, stalling every other
+        # worker on that batch: PostgreSQL ends such a session instead. A worker's transactions
+        # never wait on anything but the database, so a healthy one is never idle this long.
+        timeout_ms = int(settings.BATCHSITE_WORKER_IDLE_IN_TRANSACTION_S * 1000)
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}")
 
 
 class BatchsiteWorker(SimpleWorker):
@@ -48,8 +56,9 @@ class BatchsiteWorker(SimpleWorker):
     """
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        connection_created.connect(relax_commits)
+        connection_created.connect(configure_worker_session)
         self.executor = executor.Executor(worker_name(), int(settings.BATCHSITE_WORKER_CONCURRENCY))
+        self.executor.queues = self.queue_names()
         executor.current = self.executor
         self.executor.start()
         stop = threading.Event()

@@ -7,29 +7,26 @@ refused with close code 4403 after accept: a refused handshake looks like a netw
 htmx, which would retry forever.
 """
 
+import asyncio
 import time
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.http import Http404
 from django.template.loader import render_to_string
 
 from jobs import selectors
 from jobs.errors import BatchNotFound
-from jobs.live import publisher
+from jobs.live import audiences, publisher, snapshots
+from jobs.live.snapshots import oob
 from jobs.models import Batch, Operation
-from jobs.web.views import operation_page_context
+from jobs.web.views import operation_page_context, workers_context
 
 FORBIDDEN = 4403
 ANALYTICS_REFRESH_S = 3.0
-
-
-def oob(html: str, swap: str = "true") -> str:
-    """Mark the fragment's top element as an out-of-band swap (by default: replace it by id)."""
-    html = html.strip()
-    end = html.index(">")
-    return f'{html[:end]} hx-swap-oob="{swap}"{html[end:]}'
 
 
 def _visible_batch(user, batch_id: str) -> Batch | None:
@@ -42,16 +39,32 @@ def _visible_batch(user, batch_id: str) -> Batch | None:
         return None
 
 
+class EventConsumer(AsyncWebsocketConsumer):
+    """A consumer whose channel-layer events skip Channels' per-message hop to the ORM's thread.
+
+    Channels closes stale database connections before every handler, through the one thread the
+    ORM runs on in an async server: one hop per event per open page, which queued behind each other
+    when many pages were open (bench/live_load.py). The event handlers here reach the database only
+    through database_sync_to_async, which closes stale connections itself."""
+
+    EVENTS = ("batch.progress", "batch.status")
+
+    async def dispatch(self, message: dict) -> None:
+        if message["type"] in self.EVENTS:
+            await getattr(self, get_handler_name(message))(message)
+            return
+        await super().dispatch(message)
+
+
 class BatchConsumer(AsyncWebsocketConsumer):
     """One batch page: the live block (status, bar, counts, ETA, actions) and the rows of the
     operations page it shows (`?page=N&status=S`, as the page asked for them).
 
-    Every event, whichever worker sent it, re-reads the batch and those rows from the database
-    and sends what changed in one message; so a change is on the page by the next event of the
-    batch (events are coalesced to ~5 a second), even when its own event was folded into
-    another process's."""
-
-    group = ""
+    Every event, whichever worker sent it, brings the batch and those rows as read from the
+    database after it (one read shared by the batch's pages in this process: jobs.live.snapshots,
+    the event handed over by one listener per process: jobs.live.audiences) and sends what changed
+    in one message; so a change is on the page by the next event of the batch (events are coalesced
+    to ~5 a second), even when its own event was folded into another process's."""
 
     async def connect(self) -> None:
         await self.accept()
@@ -67,28 +80,54 @@ class BatchConsumer(AsyncWebsocketConsumer):
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
             return
-        self.group = publisher.batch_group(self.batch_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Not each page in the batch's group: one listener per process hands events to its pages.
+        self.joined = True
+        await audiences.join(self.batch_id, self, self.channel_layer)
         await self._send_state()
 
     async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "joined", False):
+            await audiences.leave(self.batch_id, self)
+
+    async def on_event(self, event: dict) -> None:
+        if event["type"] == "batch.status":
+            await self.batch_status(event)
+        else:
+            await self.batch_progress(event)
 
     async def batch_progress(self, event: dict) -> None:
         if event["version"] <= self.shown_version:
             return  # what it announces was already read from the database and sent
-        await self._send_state(analytics=time.monotonic() - self.analytics_at >= ANALYTICS_REFRESH_S)
+        await self._send_state(
+            min_version=event["version"], analytics=time.monotonic() - self.analytics_at >= ANALYTICS_REFRESH_S
+        )
 
     async def batch_status(self, event: dict) -> None:
-        await self._send_state(analytics=True)
+        await self._send_state(min_version=event["version"], analytics=True)
 
-    async def _send_state(self, analytics: bool = True) -> None:
-        message = await self._render(analytics=analytics and self.tab == "analytics")
-        if message is None:  # deleted meanwhile
+    async def _send_state(self, min_version: int = -1, analytics: bool = True) -> None:
+        # Shared with the other subscribers of this batch in this process (jobs.live.snapshots);
+        # on connect, a read at most one coalescing interval old will do: later events follow.
+        max_age_s = settings.BATCHSITE_PROGRESS_INTERVAL_S if min_version < 0 else None
+        snapshot = await snapshots.batch_snapshot(
+            self.batch_id, self.operation_ids, min_version=min_version, max_age_s=max_age_s
+        )
+        if snapshot is None:  # deleted meanwhile
             await self.close(code=FORBIDDEN)
             return
-        await self.send(text_data=message)
+        if snapshot.version < self.shown_version:
+            return  # an older read than what this page shows (events raced): the next one follows
+        self.shown_version = snapshot.version
+        parts = [snapshot.live]
+        for operation_id, (shown, html) in snapshot.rows.items():
+            if self.row_versions.get(operation_id) != shown:
+                self.row_versions[operation_id] = shown
+                parts.append(html)
+        if analytics and self.tab == "analytics":
+            # Analytics read every finished operation: refreshed every few seconds, not per event.
+            self.analytics_at = time.monotonic()
+            parts.append(await self._render_analytics(snapshot.batch))
+        await self.send(text_data="".join(parts))
 
     @database_sync_to_async
     def _may_see(self) -> bool:
@@ -101,23 +140,9 @@ class BatchConsumer(AsyncWebsocketConsumer):
         return True
 
     @database_sync_to_async
-    def _render(self, analytics: bool) -> str | None:
-        batch = _visible_batch(self.scope["user"], self.batch_id)
-        if batch is None:
-            return None
-        self.shown_version = batch.version
-        parts = [oob(render_to_string("jobs/batch_detail.html#live", {"batch": batch}))]
-        for operation in Operation.objects.filter(pk__in=self.operation_ids):
-            version = (operation.status, operation.attempts, operation.duration_ms, operation.error)
-            if self.row_versions.get(operation.pk) != version:
-                self.row_versions[operation.pk] = version
-                parts.append(oob(render_to_string("jobs/batch_detail.html#row", {"operation": operation})))
-        if analytics:
-            # Analytics read every finished operation: refreshed every few seconds, not per event.
-            self.analytics_at = time.monotonic()
-            context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
-            parts.append(oob(render_to_string("jobs/batch_detail.html#analytics", context)))
-        return "".join(parts)
+    def _render_analytics(self, batch: Batch) -> str:
+        context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
+        return oob(render_to_string("jobs/batch_detail.html#analytics", context))
 
 
 class OperationConsumer(AsyncWebsocketConsumer):
@@ -188,7 +213,7 @@ class OperationConsumer(AsyncWebsocketConsumer):
         return html
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class DashboardConsumer(EventConsumer):
     """The dashboard of one user: totals, the active batches' cards, the recently finished list.
 
     Cards change in place; a batch the page does not show yet (created after it loaded) is put
@@ -252,3 +277,37 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             body = self._card(batch) if batch is not None else ""
         recent = oob(render_to_string("jobs/dashboard.html#recent", context))
         return [tiles + body, recent]
+
+
+class WorkersConsumer(AsyncWebsocketConsumer):
+    """The workers page (staff): the whole live block, re-read and sent at every worker heartbeat
+    interval (at most every 2 s) while the page is open, and only when it changed. Workers report
+    through the registry in Redis rather than through events, and a dead worker sends nothing:
+    the page learns of it when its entry has expired, so it is read on a timer, server-side."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_staff:
+            await self.close(code=FORBIDDEN)
+            return
+        self.shown = ""
+        self.refresher = asyncio.ensure_future(self._refresh())
+
+    async def disconnect(self, code: int) -> None:
+        refresher = getattr(self, "refresher", None)
+        if refresher is not None:
+            refresher.cancel()
+
+    async def _refresh(self) -> None:
+        interval = min(2.0, settings.BATCHSITE_HEARTBEAT_S)
+        while True:
+            html = await self._render()
+            if html != self.shown:
+                self.shown = html
+                await self.send(text_data=html)
+            await asyncio.sleep(interval)
+
+    @database_sync_to_async
+    def _render(self) -> str:
+        return oob(render_to_string("jobs/workers.html#live", workers_context()))

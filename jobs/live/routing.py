@@ -6,4 +6,5 @@ websocket_urlpatterns = [
     path("ws/batches/<uuid:batch_id>/", consumers.BatchConsumer.as_asgi()),
     path("ws/batches/<uuid:batch_id>/operations/<int:seq>/", consumers.OperationConsumer.as_asgi()),
     path("ws/dashboard/", consumers.DashboardConsumer.as_asgi()),
+    path("ws/workers/", consumers.WorkersConsumer.as_asgi()),
 ]

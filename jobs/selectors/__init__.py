@@ -48,6 +48,7 @@ from jobs.selectors.results import (
     result_columns,
     result_rows,
 )
+from jobs.selectors.workers import workers_overview
 
 __all__ = [
     "InstanceNotFound",
@@ -87,4 +88,5 @@ __all__ = [
     "result_columns",
     "result_rows",
     "row_columns",
+    "workers_overview",
 ]

@@ -289,3 +289,27 @@ def _legend(frame: dict) -> list[dict]:
         {"x": frame["right"] - 160, "y": 8, "colour": OK, "text": "completed", "text_x": frame["right"] - 146},
         {"x": frame["right"] - 70, "y": 8, "colour": BAD, "text": "failed", "text_x": frame["right"] - 56},
     ]
+
+
+def workers_throughput(overview: dict) -> dict:
+    """Columns of operations finished per second, per bucket, over the last minutes (the workers
+    page; jobs.selectors.workers_overview)."""
+    frame = _frame(height=180)
+    found = overview.get("throughput") or {}
+    points = found.get("points") or []
+    per_second = [round(p["per_second"]) for p in points]
+    labels = [_format_time(p["at"], "minute") for p in points]
+    titles = [_format_time(p["at"], "second") for p in points]
+    columns = stacked_columns(frame, [("operations/s", ACCENT, per_second)], titles)
+    peak = max(per_second, default=0)
+    minutes = int(found.get("window_s", 0)) // 60
+    return {
+        **frame,
+        **columns,
+        "title": "Operations per second",
+        "empty": not any(p["operations"] for p in points),
+        "x_ticks": _x_labels(columns["columns"], labels, most=6),
+        "x_title": f"per {found.get('bucket_s', 10)} s",
+        "label": f"Operations finished per second over the last {minutes} minutes: peak {peak}, "
+        f"latest {per_second[-1] if per_second else 0}.",
+    }

@@ -16,6 +16,8 @@ urlpatterns = [
     ),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
+    path("workers/", views.workers, name="workers"),
+    path("healthz", views.healthz, name="healthz"),
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/import/", instances.instance_import, name="instance_import"),
     path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),

@@ -3,12 +3,16 @@ templates, rendered the same way for htmx responses and for WebSocket pushes (jo
 
 from typing import Any
 
+import django_rq
+import redis.exceptions
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.module_loading import import_string
@@ -357,3 +361,40 @@ def operation_action(request: HtmxHttpRequest, batch_id, seq: int, action: str) 
 @login_required
 def stats(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/stats.html", {"stats": selectors.batch_stats(request.user), "types": all_types()})
+
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def workers_context() -> dict[str, Any]:
+    """What the workers page shows; its WebSocket consumer renders the same."""
+    try:
+        return {"overview": selectors.workers_overview(), "error": ""}
+    except REDIS_ERRORS:
+        return {"overview": None, "error": "Redis does not answer: the worker registry is unavailable."}
+
+
+@login_required
+def workers(request: HtmxHttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Staff only.")
+    return render(request, "jobs/workers.html", workers_context())
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """For the proxy and the container engine: 200 when the database and Redis answer, else 503
+    naming what does not. No sign-in, and nothing about the data."""
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = type(exc).__name__
+    try:
+        django_rq.get_connection("default").ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = type(exc).__name__
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)

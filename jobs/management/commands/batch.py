@@ -5,11 +5,13 @@ failed, partially or cancelled, 2 bad usage or an action the batch's status does
 """
 
 import json
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import TextIO, cast
 
+import redis.exceptions
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
@@ -132,6 +134,15 @@ class Command(QuietPipeCommand):
 
         verbs.add_parser("stats", help="Totals by status and type.")
         verbs.add_parser("reap", help="Recover lost operations and restart lanes of stuck batches, once.")
+        workers = verbs.add_parser(
+            "workers", help="Live workers, queue depths, batches waiting for a worker, recent throughput."
+        )
+        workers.add_argument("--json", action="store_true", help="Print what GET /api/workers answers.")
+        workers.add_argument(
+            "--here",
+            action="store_true",
+            help="Only this host's workers; exit 1 if none is live (a container's health check).",
+        )
 
         instance = verbs.add_parser("instance", help="Register, list, test and remove database instances.")
         instance_verbs = instance.add_subparsers(dest="instance_verb", required=True, metavar="ACTION")
@@ -384,6 +395,38 @@ class Command(QuietPipeCommand):
 
     def handle_reap(self, options) -> None:
         self.stdout.write(f"Reaped: {reaper.reap()}.")
+
+    def handle_workers(self, options) -> None:
+        try:
+            overview = selectors.workers_overview()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            raise CommandError(
+                "Redis does not answer: the worker registry is unavailable.", returncode=FAILED
+            ) from None
+        if options["here"]:
+            host = socket.gethostname()
+            overview["workers"] = [w for w in overview["workers"] if w["host"] == host]
+        if options["json"]:
+            self.stdout.write(json.dumps(overview, cls=DjangoJSONEncoder, indent=2))
+        else:
+            for worker in overview["workers"]:
+                serving = ", ".join(batch["name"] for batch in worker["batches"]) or "-"
+                self.stdout.write(
+                    f"{worker['host']:20} pid {worker['pid']:<7} {worker['state']:8} "
+                    f"{worker['running']}/{worker['concurrency']} slots  cpu {worker['cpu_percent']:.0f} %  "
+                    f"rss {worker['rss_bytes'] / 2**20:.0f} MB  heartbeat {worker['heartbeat_age_s']:.0f} s ago  "
+                    f"queues {','.join(worker['queues'])}  serving {serving}"
+                )
+            queues = ", ".join(f"{q['name']} {q['waiting']}" for q in overview["queues"])
+            points = overview["throughput"]["points"]
+            latest = points[-1]["per_second"] if points else 0
+            self.stdout.write(
+                f"{len(overview['workers'])} live worker(s), {overview['running']}/{overview['capacity']} slots in use; "
+                f"lanes waiting: {queues}; {len(overview['waiting_batches'])} batch(es) waiting for a worker; "
+                f"{latest:g} operations/s"
+            )
+        if options["here"] and not overview["workers"]:
+            raise CommandError(f"No live worker on {socket.gethostname()}.", returncode=FAILED)
 
     def handle_instance(self, options) -> None:
         getattr(self, f"handle_instance_{options['instance_verb']}")(options)
