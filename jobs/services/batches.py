@@ -1,6 +1,7 @@
 """What is done to a batch: create it, start it, and what people do (cancel, pause, resume, retry,
 run again, delete, prune); plus the reaper's lane restart."""
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,13 +11,22 @@ from django.utils import timezone
 
 from jobs import artifacts
 from jobs.engine import dispatch
-from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
+from jobs.errors import (
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidInput,
+    RateLimited,
+    TooManyOperations,
+    UnknownReference,
+)
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
 from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
+    NOT_STARTED_STATUSES,
     TERMINAL_STATUSES,
+    AfterCondition,
     Batch,
     BatchEventKind,
     BatchStatus,
@@ -28,15 +38,21 @@ from jobs.optypes import get_type
 from jobs.services import ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
+    _lock_batch,
     cancel_outside_work_on_commit,
     enqueue_lanes_on_commit,
+    expire_if_due,
     finalize_if_done,
     flush_batch,
     locked_batch,
     locked_batch_or_none,
     record_event,
+    release_dependents,
     require_status,
+    resolve_waiting,
     skip_pending,
+    start_locked,
+    stop_running,
     update_batch,
 )
 
@@ -56,9 +72,14 @@ def batch_create(
     start: bool = True,
     idempotency: tuple[str, str] | None = None,
     rate_limit: bool = True,
+    after: Any = None,
+    after_condition: str | None = None,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
+
+    `after` (a batch id the owner can see) makes it wait (status `waiting`) until that batch ends
+    as `after_condition` asks (completed, finished or failed); UnknownReference when it cannot see it.
 
     `options` are BatchOptionsForm fields (description, max_parallel, ...); missing ones take
     their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
@@ -77,7 +98,8 @@ def batch_create(
         if wait:
             raise RateLimited(wait)
     try:
-        return _create(owner, type, items, params, name, start, idempotency, options)
+        chain = (after, after_condition)
+        return _create(owner, type, items, params, name, start, idempotency, options, chain)
     except IntegrityError:
         # The same key raced in from a parallel request and won the unique constraint.
         replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1]) if idempotency else None
@@ -86,7 +108,10 @@ def batch_create(
         return replay
 
 
-def _create(owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any]) -> Batch:
+def _create(
+    owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any], chain=(None, None)
+) -> Batch:
+    after_id, condition = _check_after(owner, *chain)
     optype = get_type(type)
     items = normalize_items(items)
     if not items:
@@ -122,12 +147,18 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
     options = options_form.cleaned_data
     now = timezone.now()
     with transaction.atomic():
+        # The predecessor's lock first (the chain's lock order): it cannot end unseen meanwhile.
+        predecessor = _lock_batch(after_id, missing_ok=True) if after_id else None
+        if after_id and predecessor is None:
+            raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
         batch = Batch.objects.create(
             owner=owner,
             type=optype.key,
             params=base_params,
             total=len(items),
             pending=len(items),
+            after=predecessor,
+            after_condition=condition,
             **options,
         )
         Operation.objects.bulk_create(
@@ -137,7 +168,8 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
             ),
             batch_size=CREATE_CHUNK,
         )
-        record_event(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations")
+        waits = f"; waits for {predecessor.name} ({predecessor.short_id}) to end {condition}" if predecessor else ""
+        record_event(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations{waits}")
         if idempotency:
             # Same transaction: a batch exists exactly when its key is recorded. A parallel request
             # with the same key fails on the unique constraint and replays this one.
@@ -145,9 +177,41 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
             IdempotencyRecord.objects.filter(user=owner, key=key).delete()
             IdempotencyRecord.objects.create(user=owner, key=key, request_hash=request_hash, batch=batch)
         if start:
-            _start(batch, now)
+            _start_or_wait(batch, predecessor, now)
             flush_batch(batch)
     return batch
+
+
+def _check_after(owner, after: Any, condition: str | None) -> tuple[Any, str]:
+    """The predecessor's id and the condition, checked: the batch must be one the owner sees
+    (UnknownReference, a 404, otherwise) and the condition one of AfterCondition."""
+    condition = condition or AfterCondition.COMPLETED
+    if condition not in AfterCondition.values:
+        raise InvalidInput({"after_condition": [f"One of {', '.join(AfterCondition.values)}."]})
+    if after in (None, ""):
+        return None, condition
+    try:
+        pk = after if isinstance(after, uuid.UUID) else uuid.UUID(str(after))
+    except ValueError:
+        raise UnknownReference({"after": ["No such batch."]}, message="Not found.") from None
+    found = Batch.objects.filter(pk=pk)
+    if not getattr(owner, "is_staff", False):
+        found = found.filter(owner=owner)
+    if not found.exists():
+        raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
+    return pk, condition
+
+
+def _start_or_wait(batch: Batch, predecessor: Batch | None, now: datetime) -> None:
+    """Start a batch, or with a predecessor make it wait (resolved at once if that one ended)."""
+    if batch.after_id is None:
+        start_locked(batch, now)
+        return
+    update_batch(batch, status=BatchStatus.WAITING)
+    publisher.batch_changed(batch, status_changed=True)
+    if predecessor is None:
+        predecessor = Batch.objects.filter(pk=batch.after_id).first()
+    resolve_waiting(batch, predecessor, now)
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -210,46 +274,60 @@ def _clean_item_params(optype, base_raw, base_params, items: list[Item], errors:
 
 
 def batch_start(*, batch: Batch) -> Batch:
-    """pending → queued: enqueue the dispatch."""
-    with locked_batch(batch.pk) as locked:
-        require_status(locked, (BatchStatus.PENDING,), "start")
-        _start(locked, timezone.now())
+    """pending → queued: enqueue the dispatch (→ waiting for a batch created with `after`)."""
+    after_id = Batch.objects.filter(pk=batch.pk).values_list("after_id", flat=True).first()
+    with transaction.atomic():
+        predecessor = _lock_batch(after_id, missing_ok=True) if after_id else None
+        with locked_batch(batch.pk) as locked:
+            require_status(locked, (BatchStatus.PENDING,), "start")
+            _start_or_wait(locked, predecessor, timezone.now())
     return locked
-
-
-def _start(batch: Batch, now: datetime) -> None:
-    update_batch(batch, status=BatchStatus.QUEUED)
-    publisher.batch_changed(batch, status_changed=True)
-    enqueue_lanes_on_commit(batch, min(batch.max_parallel, batch.pending))
 
 
 # --- what people do ---------------------------------------------------------------------------
 
 
-def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
-    """Skip pending operations, stop running ones (their late outcomes are discarded), and end
-    the batch as cancelled."""
+CANCEL_MODES = ("now", "drain")
+
+
+def batch_cancel(*, batch: Batch, by=None, reason: str = "", mode: str = "now") -> Batch:
+    """`now`: skip pending operations, stop running ones (their late outcomes are discarded), and
+    end the batch as cancelled. `drain`: skip pending operations, let the running ones finish and
+    count as what they were (status `cancelling`), and end cancelled after the last one."""
+    if mode not in CANCEL_MODES:
+        raise InvalidInput({"mode": ["One of now, drain."]})
     with locked_batch(batch.pk) as locked:
         now = timezone.now()
-        require_status(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
-        cancel_outside_work_on_commit(locked, (OperationStatus.RUNNING, OperationStatus.PENDING))
-        stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
-            status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
+        allowed: tuple[str, ...] = (*NOT_STARTED_STATUSES, *ACTIVE_STATUSES)
+        if mode == "drain":
+            allowed = tuple(status for status in allowed if status != BatchStatus.CANCELLING)
+        require_status(locked, allowed, "cancel")
+        drain = mode == "drain" and locked.running > 0
+        cancel_outside_work_on_commit(
+            locked, (OperationStatus.PENDING,) if drain else (OperationStatus.RUNNING, OperationStatus.PENDING)
         )
-        update_batch(locked, running=-stopped, skipped=+stopped)
+        if not drain:
+            stop_running(locked, now, "Cancelled while running.", "Cancelled")
         skip_pending(locked, now, "Cancelled.")
-        update_batch(
-            locked,
-            status=BatchStatus.CANCELLED,
-            finished_at=now,
-            current_operation="",
-            cancel_reason=reason[:500],
-            cancelled_by=by,
-        )
-        record_event(locked, BatchEventKind.CANCELLED, by, reason or "")
+        by = by or locked.cancelled_by
+        reason = (reason or locked.cancel_reason)[:500]
+        if drain:
+            update_batch(locked, status=BatchStatus.CANCELLING, cancel_reason=reason, cancelled_by=by)
+            record_event(
+                locked, BatchEventKind.CANCELLING, by, f"Draining {locked.running} running operation(s). {reason}"
+            )
+        else:
+            update_batch(
+                locked,
+                status=BatchStatus.CANCELLED,
+                finished_at=now,
+                current_operation="",
+                cancel_reason=reason,
+                cancelled_by=by,
+            )
+            record_event(locked, BatchEventKind.CANCELLED, by, reason or "")
+            release_dependents(locked, now)
         publisher.batch_changed(locked, status_changed=True)
-        if stopped:
-            transaction.on_commit(lambda: dispatch.request_stop(str(locked.pk)))
     return locked
 
 
@@ -299,13 +377,18 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
         )
         changes: dict[str, Any] = {}
         if locked.is_terminal:
-            changes = {"status": BatchStatus.QUEUED, "finished_at": None}
+            changes = {"status": BatchStatus.QUEUED, "finished_at": None, **fresh_deadline(locked, timezone.now())}
         update_batch(locked, failed=-count, pending=+count, **changes, **RATE_RESET)
         record_event(locked, BatchEventKind.RETRIED, by, f"{count} failed operations retried")
         publisher.batch_changed(locked, status_changed=True)
         if locked.status != BatchStatus.PAUSED:
             enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
     return count
+
+
+def fresh_deadline(batch: Batch, now: datetime) -> dict[str, Any]:
+    """A finished batch that runs again (retry, reopen) gets its deadline's full window again."""
+    return {"deadline_at": now + timedelta(seconds=batch.deadline_s)} if batch.deadline_s else {}
 
 
 def batch_run_again(*, batch: Batch, by) -> Batch:
@@ -319,12 +402,19 @@ def batch_run_again(*, batch: Batch, by) -> Batch:
 
 
 def batch_delete(*, batch: Batch, by=None) -> None:
-    """Delete a batch that is not running (cancel it first) with its operations, rows and publisher."""
+    """Delete a batch that is not running (cancel it first) with its operations, rows and publisher.
+    Batches still waiting for it end cancelled: their condition can no longer hold."""
     with locked_batch(batch.pk) as locked:
         if locked.is_active:
             raise IllegalTransition(
                 f"Cannot delete a {locked.get_status_display().lower()} batch; cancel it first.", locked.status
             )
+        now = timezone.now()
+        for pk in Batch.objects.filter(after_id=locked.pk, status=BatchStatus.WAITING).values_list("pk", flat=True):
+            dependent = _lock_batch(pk, missing_ok=True)
+            if dependent is not None and dependent.status == BatchStatus.WAITING:
+                resolve_waiting(dependent, None, now)
+                flush_batch(dependent)
         batch_id = str(locked.pk)
         locked.delete()
         transaction.on_commit(lambda: dispatch.forget(batch_id))
@@ -352,15 +442,35 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
     finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
     with locked_batch_or_none(batch_id) as batch:
         now = timezone.now()
-        if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+        if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.CANCELLING):
             return 0
+        if batch.status == BatchStatus.CANCELLING and batch.pending:
+            # A draining batch's operation that came back (its worker was lost) does not run again.
+            skip_pending(batch, now, "Cancelled.")
         if finalize_if_done(batch, now):
             publisher.batch_changed(batch, status_changed=True)
             return 0
-        if live_lanes > 0 or batch.pending == 0:
+        if live_lanes > 0 or batch.pending == 0 or batch.status == BatchStatus.CANCELLING:
             return 0
         # No lane serves it (its workers died, Redis lost the queues): lanes for what may run now.
         missing = dispatch.lanes_for(min(batch.max_parallel, batch.pending))
         record_event(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
         enqueue_lanes_on_commit(batch, missing, lanes=True)
     return missing
+
+
+def batch_expire(*, batch_id: Any) -> bool:
+    """End the batch `expired` if its deadline passed (pending skipped, running stopped, results
+    kept). True when it expired now."""
+    with locked_batch_or_none(batch_id) as batch:
+        if batch is None or not expire_if_due(batch, timezone.now()):
+            return False
+        publisher.batch_changed(batch, status_changed=True)
+    return True
+
+
+def batches_expire_due() -> int:
+    """The reaper's pass over deadlines: one indexed query for the batches past theirs, then each
+    expired in its own transition. Returns how many expired."""
+    due = Batch.objects.filter(status__in=ACTIVE_STATUSES, deadline_at__lte=timezone.now()).values_list("pk", flat=True)
+    return sum(batch_expire(batch_id=pk) for pk in list(due[:1000]))
