@@ -11,12 +11,13 @@ from uuid import UUID
 
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from ninja import Body, NinjaAPI, Query, Router
+from ninja import NinjaAPI, Query, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
 from jobs import artifacts, selectors, services
 from jobs.api import exports
@@ -392,18 +393,39 @@ def download_artifact(request, batch_id: UUID, artifact_path: str):
     return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
 
 
+CANCEL_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": CancelIn.model_json_schema()}},
+}
+
+
+def _cancel_body(request) -> CancelIn:
+    """The optional body of a cancel: none (or not JSON, as from a plain form post) means `now`."""
+    if "json" not in (request.content_type or "") or not request.body.strip():
+        return CancelIn()
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise HttpError(400, "Cannot parse request body") from None
+    try:
+        return CancelIn.model_validate(data)
+    except PydanticValidationError as exc:
+        raise NinjaValidationError([dict(error) for error in exc.errors()]) from None
+
+
 @batches.post(
     "/{uuid:batch_id}/cancel",
     response={200: BatchOut, 409: Error, **INPUT_ERRORS, **ERRORS},
     summary="Cancel a batch: now, or drain (running operations finish)",
+    openapi_extra={"requestBody": CANCEL_BODY},
 )
-def cancel_batch(request, batch_id: UUID, payload: Body[CancelIn | None] = None):
+def cancel_batch(request, batch_id: UUID):
     """No body, or `{"mode": "now"}`: running operations are stopped and counted skipped.
     `{"mode": "drain"}`: no new operation starts, running ones finish and count as what they were;
     the batch is `cancelling` until the last one ends, then `cancelled`."""
-    mode, reason = (payload.mode, payload.reason) if payload is not None else ("now", "")
     batch = selectors.batch_get_visible(request.user, batch_id)
-    services.batch_cancel(batch=batch, by=request.user, mode=mode, reason=reason)
+    body = _cancel_body(request)
+    services.batch_cancel(batch=batch, by=request.user, mode=body.mode, reason=body.reason)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
 
 

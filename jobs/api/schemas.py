@@ -75,9 +75,9 @@ class BatchIn(Schema):
         None,
         description="A batch of yours this one waits for (status `waiting`); unknown or another user's is a 404.",
     )
-    after_condition: Literal["completed", "finished", "failed"] = Field(
-        "completed",
-        description="With `after`: start when that batch ends `completed` (default), `finished` (any end) or "
+    after_condition: Literal["completed", "finished", "failed"] | None = Field(
+        None,
+        description="With `after` (default `completed`): start when that batch ends `completed` (default), `finished` (any end) or "
         "`failed` (failed, partial_success or expired); when the condition can no longer hold, this batch "
         "ends `cancelled` with the reason.",
     )

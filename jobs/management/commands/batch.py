@@ -212,8 +212,11 @@ class Command(QuietPipeCommand):
             after_condition=options["after_condition"],
         )
         try:
-            waits = f"; {batch.status}" if batch.status in (BatchStatus.WAITING, BatchStatus.CANCELLED) else ""
-            self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}){waits}.")
+            self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
+            if batch.status == BatchStatus.WAITING:
+                self.stdout.write(f"Waiting for batch {options['after']} to end {batch.after_condition}.")
+            elif batch.status == BatchStatus.CANCELLED:
+                self.stdout.write(batch.cancel_reason)
             if not options["wait"]:
                 return
             batch = self._wait(batch)
