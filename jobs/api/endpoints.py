@@ -402,7 +402,7 @@ CANCEL_BODY = {
 def _cancel_body(request) -> CancelIn:
     """The optional body of a cancel: none (or not JSON, as from a plain form post) means `now`."""
     if "json" not in (request.content_type or "") or not request.body.strip():
-        return CancelIn()
+        return CancelIn(mode="now", reason="")
     try:
         data = json.loads(request.body)
     except ValueError:
