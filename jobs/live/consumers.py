@@ -62,6 +62,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         self.analytics_at = 0.0
         self.row_versions: dict[int, tuple] = {}
         self.shown_version = -1
+        self.shown_total = -1
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
             return
@@ -105,6 +106,8 @@ class BatchConsumer(AsyncWebsocketConsumer):
             return None
         self.shown_version = batch.version
         parts = [oob(render_to_string("jobs/batch_detail.html#live", {"batch": batch}))]
+        if self.tab == "operations" and batch.total != self.shown_total:
+            parts += self._grown_rows(batch)
         for operation in Operation.objects.filter(pk__in=self.operation_ids):
             version = (operation.status, operation.attempts, operation.duration_ms, operation.error)
             if self.row_versions.get(operation.pk) != version:
@@ -116,6 +119,28 @@ class BatchConsumer(AsyncWebsocketConsumer):
             context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
             parts.append(oob(render_to_string("jobs/batch_detail.html#analytics", context)))
         return "".join(parts)
+
+    def _grown_rows(self, batch: Batch) -> list[str]:
+        """Operations were added: when the shown page now holds other rows, all of them (the page
+        read again only when the total changed, not per event)."""
+        first = self.shown_total < 0
+        self.shown_total = batch.total
+        if first:
+            return []
+        page = list(selectors.operations_page(batch, status=self.status, page=self.page))
+        if [operation.pk for operation in page] == self.operation_ids:
+            return []
+        self.operation_ids = [operation.pk for operation in page]
+        rows = []
+        for operation in page:
+            self.row_versions[operation.pk] = (
+                operation.status,
+                operation.attempts,
+                operation.duration_ms,
+                operation.error,
+            )
+            rows.append(render_to_string("jobs/batch_detail.html#row", {"operation": operation}))
+        return [oob(f'<div role="rowgroup" id="operation-rows">{"".join(rows)}</div>')]
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
