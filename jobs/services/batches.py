@@ -446,6 +446,7 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
             return 0
         if batch.status == BatchStatus.CANCELLING and batch.pending:
             # A draining batch's operation that came back (its worker was lost) does not run again.
+            cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
             skip_pending(batch, now, "Cancelled.")
         if finalize_if_done(batch, now):
             publisher.batch_changed(batch, status_changed=True)

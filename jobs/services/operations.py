@@ -276,6 +276,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
         stopped = True
     if batch.status == BatchStatus.CANCELLING and batch.pending:
         # Draining: what came back to pending (rescheduled, handed back) does not run again.
+        cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
         skip_pending(batch, now, "Cancelled.")
     _mark_rate(batch, now)
     finished = finalize_if_done(batch, now)
