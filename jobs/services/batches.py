@@ -38,7 +38,7 @@ from jobs.optypes import get_type
 from jobs.services import ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
-    _lock_batch,
+    lock_batch,
     cancel_outside_work_on_commit,
     enqueue_lanes_on_commit,
     expire_if_due,
@@ -148,7 +148,7 @@ def _create(
     now = timezone.now()
     with transaction.atomic():
         # The predecessor's lock first (the chain's lock order): it cannot end unseen meanwhile.
-        predecessor = _lock_batch(after_id, missing_ok=True) if after_id else None
+        predecessor = lock_batch(after_id, missing_ok=True) if after_id else None
         if after_id and predecessor is None:
             raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
         batch = Batch.objects.create(
@@ -277,7 +277,7 @@ def batch_start(*, batch: Batch) -> Batch:
     """pending → queued: enqueue the dispatch (→ waiting for a batch created with `after`)."""
     after_id = Batch.objects.filter(pk=batch.pk).values_list("after_id", flat=True).first()
     with transaction.atomic():
-        predecessor = _lock_batch(after_id, missing_ok=True) if after_id else None
+        predecessor = lock_batch(after_id, missing_ok=True) if after_id else None
         with locked_batch(batch.pk) as locked:
             require_status(locked, (BatchStatus.PENDING,), "start")
             _start_or_wait(locked, predecessor, timezone.now())
@@ -411,7 +411,7 @@ def batch_delete(*, batch: Batch, by=None) -> None:
             )
         now = timezone.now()
         for pk in Batch.objects.filter(after_id=locked.pk, status=BatchStatus.WAITING).values_list("pk", flat=True):
-            dependent = _lock_batch(pk, missing_ok=True)
+            dependent = lock_batch(pk, missing_ok=True)
             if dependent is not None and dependent.status == BatchStatus.WAITING:
                 resolve_waiting(dependent, None, now)
                 flush_batch(dependent)

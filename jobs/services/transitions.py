@@ -1,9 +1,10 @@
 """The machinery every transition of a batch or an operation shares.
 
 Rules every function here keeps:
-- One transaction per transition. It locks the batch row first (`_lock_batch`), then touches
+- One transaction per transition. It locks the batch row first (`lock_batch`), then touches
   operations: one lock order everywhere, so concurrent transitions queue instead of deadlocking.
-  On SQLite the IMMEDIATE transaction mode gives the same serialisation.
+  On SQLite the IMMEDIATE transaction mode gives the same serialisation. Transitions that touch
+  several batches of a chain lock a batch before the batches waiting for it, never the other way.
 - Operation transitions are conditional updates (`status=running, attempts=N`), so an outcome
   reported twice, or by a worker whose attempt was already reaped or cancelled, changes nothing.
 - Counters change in the same transaction as the rows they count.
@@ -40,7 +41,7 @@ CREATE_CHUNK = 2000
 # ----------------------------------------------------------------------------------
 
 
-def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
+def lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
     pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
     rows = rawsql.select_for_update(Batch, "WHERE {id} = %s", [rawsql.prep(Batch, "pk", pk)])
     batch = rows[0] if rows else None
@@ -65,7 +66,7 @@ def locked_batch_or_none(batch_id) -> Iterator[Batch | None]:
     the changes `update_batch` collected are written as a single UPDATE when the block ends
     without an error."""
     with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=True)
+        batch = lock_batch(batch_id, missing_ok=True)
         yield batch
         if batch is not None:
             flush_batch(batch)
@@ -205,7 +206,7 @@ def release_dependents(batch: Batch, now: datetime) -> None:
         .values_list("pk", flat=True)
     )
     for pk in waiting:
-        dependent = _lock_batch(pk, missing_ok=True)
+        dependent = lock_batch(pk, missing_ok=True)
         if dependent is None or dependent.status != BatchStatus.WAITING:
             continue
         resolve_waiting(dependent, batch, now)
