@@ -38,12 +38,12 @@ from jobs.optypes import get_type
 from jobs.services import ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
-    lock_batch,
     cancel_outside_work_on_commit,
     enqueue_lanes_on_commit,
     expire_if_due,
     finalize_if_done,
     flush_batch,
+    lock_batch,
     locked_batch,
     locked_batch_or_none,
     record_event,
