@@ -105,7 +105,10 @@ class CancelIn(Schema):
         description="`now`: running operations are stopped and counted skipped. `drain`: no new operation "
         "starts, running ones finish and count as what they were (status `cancelling` until then).",
     )
-    reason: str = Field("", max_length=500, description="Shown in the timeline and on the batch.")
+    # The pattern states in the schema what the API refuses anyway (jobs.nul): no NUL character.
+    reason: str = Field(
+        "", max_length=500, pattern=r"^[^\x00]*$", description="Shown in the timeline and on the batch."
+    )
 
 
 class ChainIn(Schema):
