@@ -22,6 +22,15 @@ from jobs.selectors.batches import (
     operations_page,
     operations_per_hour,
 )
+from jobs.selectors.instances import (
+    InstanceNotFound,
+    instance_batch_counts,
+    instance_get_editable,
+    instance_get_visible,
+    instance_rows,
+    instance_waits,
+    instances_visible_to,
+)
 from jobs.selectors.results import (
     INSTANCE_COLUMN,
     LABEL_COLUMN,
@@ -32,6 +41,13 @@ from jobs.selectors.results import (
 )
 
 __all__ = [
+    "InstanceNotFound",
+    "instance_batch_counts",
+    "instance_get_editable",
+    "instance_get_visible",
+    "instance_rows",
+    "instance_waits",
+    "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",
     "OPERATIONS_PER_PAGE",

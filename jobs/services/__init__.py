@@ -4,6 +4,7 @@
 below by sub-domain and are gathered here so callers need not know which.
 """
 
+from jobs.services import instance_limits
 from jobs.services.additions import batch_add_operations
 from jobs.services.batches import (
     CANCEL_MODES,
@@ -23,12 +24,16 @@ from jobs.services.batches import (
     idempotent_batch,
 )
 from jobs.services.chains import chain_create
+from jobs.services.encryption import secrets_rotate
 from jobs.services.instances import (
     instance_create,
     instance_remove,
     instance_test_connection,
     instance_update,
     instance_validate,
+    instances_import,
+    instances_test_connections,
+    parse_instances_file,
 )
 from jobs.services.operations import (
     WORKER_LOST,
@@ -74,6 +79,10 @@ __all__ = [
     "chain_create",
     "idempotent_batch",
     "instance_create",
+    "instance_limits",
+    "instances_import",
+    "instances_test_connections",
+    "parse_instances_file",
     "instance_remove",
     "instance_test_connection",
     "instance_update",
@@ -87,6 +96,7 @@ __all__ = [
     "operations_claim",
     "operations_record",
     "running_operations_of",
+    "secrets_rotate",
     "token_authenticate",
     "token_create",
     "token_revoke",

@@ -7,11 +7,13 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
+from jobs import secrets
 from jobs.errors import IllegalTransition, InvalidInput, TooManyOperations
 from jobs.items import Item, normalize_items
 from jobs.live import publisher
 from jobs.models import NOT_STARTED_STATUSES, TERMINAL_STATUSES, Batch, BatchEventKind, BatchStatus, Operation
 from jobs.optypes import get_type
+from jobs.services import instance_selection
 from jobs.services.batches import RATE_RESET, _clean_item_params, fresh_deadline
 from jobs.services.transitions import (
     CREATE_CHUNK,
@@ -39,17 +41,27 @@ def batch_add_operations(
     limit = int(settings.BATCH_MAX_OPERATIONS)
     if len(items) > limit:
         raise _too_many(len(items), 0, limit)
-    snapshot = Batch.objects.filter(pk=batch_id).values("type", "params").first()
+    snapshot = Batch.objects.select_related("owner").filter(pk=batch_id).first()
     if snapshot is None:
         raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
-    optype = get_type(snapshot["type"])
-    base = snapshot["params"] or {}
+    # Validated as batch_create validates items: secret params revealed to check them and stored
+    # encrypted, and for database types each operation's instance one the batch's owner may use.
+    optype = get_type(snapshot.type)
+    if optype.secret_params:
+        items = [Item(item.label, secrets.reveal_params(optype, item.params)) for item in items]
+    base = secrets.reveal_params(optype, snapshot.params or {})
     errors: dict[str, list[str]] = {}
     overrides = _clean_item_params(optype, base, base, items, errors)
     if not errors and optype.check_items is not None:
         errors.update(optype.check_items(items, base))
+    resources: list[str] = []
+    if not errors and optype.instance_of is not None:
+        resources = instance_selection.resources_of(optype, snapshot.owner, base, items, overrides, errors)
     if errors:
         raise InvalidInput(errors)
+    limited = bool(resources) and instance_selection.any_limited(resources)
+    if optype.secret_params:
+        overrides = [secrets.encrypt_params(optype, params) for params in overrides]
 
     with locked_batch_or_none(batch_id) as batch:
         if batch is None:
@@ -65,7 +77,13 @@ def batch_add_operations(
         last = batch.operations.aggregate(last=Max("seq"))["last"] or 0
         Operation.objects.bulk_create(
             (
-                Operation(batch=batch, seq=last + index, label=item.label, params=params)
+                Operation(
+                    batch=batch,
+                    seq=last + index,
+                    label=item.label,
+                    params=params,
+                    resource=resources[index - 1] if resources else "",
+                )
                 for index, (item, params) in enumerate(zip(items, overrides, strict=True), start=1)
             ),
             batch_size=CREATE_CHUNK,
@@ -82,6 +100,8 @@ def batch_add_operations(
                 **RATE_RESET,
                 **fresh_deadline(batch, now),
             }
+        if limited and not batch.instance_limited:
+            changes["instance_limited"] = True
         update_batch(batch, total=len(items), pending=len(items), **changes)
         who = f" by {source}" if source else ""
         reopened = f"; reopened (was {previous})" if finished else ""

@@ -11,7 +11,9 @@ from jobs.services.batches import batch_create
 
 MAX_CHAIN = 20
 # What a body may hold: batch_create's keyword arguments that a person gives.
-BODY_FIELDS = frozenset(("type", "name", "items", "params", "after", "after_condition", *BatchOptionsForm.base_fields))
+BODY_FIELDS = frozenset(
+    ("type", "name", "items", "select", "params", "after", "after_condition", *BatchOptionsForm.base_fields)
+)
 
 
 def chain_create(*, owner, bodies: list[dict[str, Any]], condition: str = AfterCondition.COMPLETED) -> list[Batch]:
@@ -29,7 +31,9 @@ def chain_create(*, owner, bodies: list[dict[str, Any]], condition: str = AfterC
         unknown = sorted(set(body) - BODY_FIELDS)
         if unknown:
             raise InvalidInput({f"batches[{index}]": [f"Unknown field(s): {', '.join(unknown)}."]})
-        missing = [name for name in ("type", "items") if name not in body]
+        missing = [name for name in ("type",) if name not in body]
+        if "items" not in body and body.get("select") is None:
+            missing.append("items")
         if missing:
             raise InvalidInput({f"batches[{index}].{name}": ["This field is required."] for name in missing})
         if index and body.get("after") not in (None, ""):
@@ -40,7 +44,7 @@ def chain_create(*, owner, bodies: list[dict[str, Any]], condition: str = AfterC
     created: list[Batch] = []
     with transaction.atomic():
         for index, body in enumerate(bodies):
-            arguments = dict(body)
+            arguments = {"items": [], **body}
             if index:
                 arguments["after"] = created[-1].pk
                 arguments["after_condition"] = arguments.get("after_condition") or condition

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import views
+from jobs.web import instances, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -11,4 +11,9 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/add-items/", views.batch_add_items, name="batch_add_items"),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
+    path("instances/", instances.instance_list, name="instance_list"),
+    path("instances/import/", instances.instance_import, name="instance_import"),
+    path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),
+    path("instances/<slug:name>/edit/", instances.instance_edit, name="instance_edit"),
+    path("instances/<slug:name>/remove/", instances.instance_remove, name="instance_remove"),
 ]

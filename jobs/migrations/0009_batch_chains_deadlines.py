@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0007_batch_webhook_url_event_kinds'),
+        ('jobs', '0008_instances'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
