@@ -459,3 +459,15 @@ def test_the_admin_drains_selected_batches(admin_client, alice):
     admin_client.post("/admin/jobs/batch/", {"action": "drain_selected", "_selected_action": [str(batch.pk)]})
     assert fresh(batch).status == "cancelling"
     assert BatchEvent.objects.get(batch=batch, kind="cancelling").actor.username == "admin"
+
+
+def test_added_operations_of_a_database_type_are_checked_and_limited_like_created_ones(alice, bob, sqlite_db):
+    services.instance_create(name="shop", url=sqlite_db("shop"), max_connections=2, owner=alice)
+    services.instance_create(name="bobs", url=sqlite_db("bobs"), owner=bob)
+    batch = make_batch(alice, type="sql.workflow", items=["shop"], params={"query": "SELECT 1 AS n"})
+    services.batch_add_operations(batch_id=batch.pk, items=["shop"], by=alice)
+    assert list(fresh(batch).operations.values_list("resource", flat=True)) == ["shop", "shop"]
+    assert batch.instance_limited
+    with pytest.raises(InvalidInput) as caught:
+        services.batch_add_operations(batch_id=batch.pk, items=["bobs"], by=alice)
+    assert "items[0].label" in caught.value.errors and fresh(batch).total == 2
