@@ -108,7 +108,7 @@ class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("owner",)
     list_per_page = 50
-    actions = ("cancel_selected", "retry_failed", "delete_selected")
+    actions = ("cancel_selected", "drain_selected", "retry_failed", "delete_selected")
     inlines = (BatchEventInline,)
     fieldsets = (
         (None, {"fields": ("id", "name", "description", "type", "owner", "status_display", "progress")}),
@@ -128,6 +128,7 @@ class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
                 )
             },
         ),
+        ("Chain and deadline", {"fields": (("after", "after_condition"), ("deadline_s", "deadline_at"))}),
         ("Timestamps", {"fields": ("created_at", "started_at", "finished_at", "cancelled_by", "cancel_reason")}),
     )
 
@@ -199,6 +200,18 @@ class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
                 self.message_user(request, f"{batch}: {exc}", messages.WARNING)
             else:
                 self.message_user(request, f"{batch}: cancelled.", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected batches after their running operations (drain)", permissions=["operate"])
+    def drain_selected(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        for batch in queryset:
+            try:
+                done = services.batch_cancel(
+                    batch=batch, by=request.user, reason="Cancelled in the admin.", mode="drain"
+                )
+            except IllegalTransition as exc:
+                self.message_user(request, f"{batch}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{batch}: {done.get_status_display().lower()}.", messages.SUCCESS)
 
     @admin.action(description="Retry failed operations", permissions=["operate"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:

@@ -29,6 +29,11 @@ class IdempotencyKeyReused(InvalidInput):
     """An Idempotency-Key sent again with another request body (the API answers 409, as Stripe does)."""
 
 
+class UnknownReference(InvalidInput):
+    """A field names something the user cannot see: an unknown or another user's batch as `after`
+    (the API answers 404, with the field path)."""
+
+
 class IllegalTransition(Exception):
     """The batch's status does not allow the requested action (the API answers 409)."""
 

@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from jobs.models import Priority, option_field, option_field_bounds
+from jobs.models import AfterCondition, Priority, option_field, option_field_bounds
 
 
 def _option_field(name: str, **overrides) -> forms.Field:
@@ -30,6 +30,7 @@ class BatchOptionsForm(forms.Form):
     timeout_s = _option_field("timeout_s")
     priority = _option_field("priority", choices=Priority.choices)
     webhook_url = _option_field("webhook_url", required=False, assume_scheme="https")
+    deadline_s = _option_field("deadline_s", required=False)
 
     def clean_webhook_url(self) -> str:
         # Which targets are allowed is the notifications feature's policy, named by a setting so
@@ -73,3 +74,35 @@ class ItemsForm(forms.Form):
         if cleaned.get("items", "").strip() and cleaned.get("items_file"):
             raise forms.ValidationError("Give the items in the box or as a file, not both.")
         return cleaned
+
+
+class AfterForm(forms.Form):
+    """The create page's chain fields: wait for another batch of yours before starting."""
+
+    after = forms.ChoiceField(
+        required=False,
+        label="Start after",
+        help_text="Optional: this batch waits for that one to end, then starts by itself.",
+    )
+    after_condition = forms.ChoiceField(
+        required=False,
+        choices=AfterCondition.choices,
+        initial=AfterCondition.COMPLETED,
+        label="When it ends",
+        help_text="completed: only if it completed; finished: however it ends; failed: if it failed, partly "
+        "failed or expired. Otherwise this batch is cancelled with the reason.",
+    )
+
+    def __init__(self, *args, batches=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", "— start now —")]
+        choices += [(str(b.pk), f"{b.name} ({b.short_id}, {b.get_status_display().lower()})") for b in batches]
+        self.fields["after"].choices = choices  # type: ignore[attr-defined]
+
+
+class AddItemsForm(ItemsForm):
+    """The batch page's "Add items": items as on the create page, and whether a finished batch reopens."""
+
+    reopen = forms.BooleanField(
+        required=False, label="Reopen", help_text="The batch has finished: run it again with these items."
+    )

@@ -16,23 +16,49 @@ from jobs.secrets import SecretUnreadable, decrypt, encrypt, mask_url
 
 class BatchStatus(models.TextChoices):
     PENDING = "pending", "Pending"
+    # Created with `after`: starts by itself once its predecessor ends as `after_condition` asks.
+    WAITING = "waiting", "Waiting"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
+    # A drain cancel: nothing new starts, the running operations finish, then `cancelled`.
+    CANCELLING = "cancelling", "Cancelling"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     PARTIAL_SUCCESS = "partial_success", "Partial success"
     CANCELLED = "cancelled", "Cancelled"
+    # Its deadline passed before it ended.
+    EXPIRED = "expired", "Expired"
 
 
 # Statuses in which lanes may be working or may be started again.
-ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED)
+ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED, BatchStatus.CANCELLING)
 TERMINAL_STATUSES = (
     BatchStatus.COMPLETED,
     BatchStatus.FAILED,
     BatchStatus.PARTIAL_SUCCESS,
     BatchStatus.CANCELLED,
+    BatchStatus.EXPIRED,
 )
+# Not started yet: created (pending) or waiting for another batch.
+NOT_STARTED_STATUSES = (BatchStatus.PENDING, BatchStatus.WAITING)
+
+
+class AfterCondition(models.TextChoices):
+    """When a batch created with `after` starts, by how its predecessor ended."""
+
+    COMPLETED = "completed", "completed"
+    FINISHED = "finished", "finished"
+    FAILED = "failed", "failed"
+
+
+# The predecessor's terminal statuses that let a waiting batch start, by condition. `failed`: the
+# predecessor ended without doing all its work, other than by a person's cancel.
+AFTER_CONDITION_STATUSES: dict[str, tuple[str, ...]] = {
+    AfterCondition.COMPLETED: (BatchStatus.COMPLETED,),
+    AfterCondition.FINISHED: TERMINAL_STATUSES,
+    AfterCondition.FAILED: (BatchStatus.FAILED, BatchStatus.PARTIAL_SUCCESS, BatchStatus.EXPIRED),
+}
 
 
 class OperationStatus(models.TextChoices):
@@ -100,6 +126,26 @@ class Batch(models.Model):
         help_text="Optional: receives a signed POST when the batch ends (delivered by jobs.notifications).",
     )
 
+    deadline_s = models.PositiveIntegerField(
+        "deadline (s)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(366 * 86_400)],
+        help_text="Optional: seconds from its start after which the batch expires: pending operations are "
+        "skipped, running ones stopped, results so far kept.",
+    )
+    # Chains: this batch waits (status `waiting`) until `after` ends as `after_condition` asks.
+    after = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents", verbose_name="after"
+    )
+    after_condition = models.CharField(
+        "after condition",
+        max_length=10,
+        choices=AfterCondition.choices,
+        default=AfterCondition.COMPLETED,
+        help_text="With `after`: start when that batch ends completed (default), finished (any end) or failed.",
+    )
+
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     total = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)
@@ -123,6 +169,8 @@ class Batch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # started (queued) + deadline_s: the reaper and the claim compare it with now, no query per operation.
+    deadline_at = models.DateTimeField(null=True, blank=True)
     cancel_reason = models.CharField(max_length=500, blank=True)
     cancelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -141,6 +189,7 @@ class Batch(models.Model):
             models.Index(fields=["owner", "status", "-created_at"], name="batch_owner_status_created"),
             models.Index(fields=["status", "-created_at"], name="batch_status_created"),
             models.Index(fields=["status", "finished_at"], name="batch_status_finished"),
+            models.Index(fields=["status", "deadline_at"], name="batch_status_deadline"),
         ]
 
     def __str__(self) -> str:
@@ -168,6 +217,13 @@ class Batch(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def deadline_left_s(self) -> float | None:
+        """Seconds until the deadline while the batch may still run (None without one)."""
+        if self.deadline_at is None or self.is_terminal:
+            return None
+        return max(0.0, (self.deadline_at - timezone.now()).total_seconds())
 
     @property
     def eta_seconds(self) -> float | None:
@@ -204,6 +260,7 @@ BATCH_OPTIONS = (
     "timeout_s",
     "priority",
     "webhook_url",
+    "deadline_s",
 )
 
 
@@ -343,6 +400,14 @@ class BatchEventKind(models.TextChoices):
     STOPPED = "stopped", "Stopped on error"
     FINISHED = "finished", "Finished"
     REAPED = "reaped", "Reaped"
+    # Operations added to an existing batch (by a person, or by an operation through its context).
+    EXTENDED = "extended", "Extended"
+    # A waiting batch's predecessor ended as its condition asks: it starts.
+    UNBLOCKED = "unblocked", "Condition met"
+    # A drain cancel was asked: nothing new starts, running operations finish.
+    CANCELLING = "cancelling", "Cancelling"
+    # The deadline passed (read by the notifications outbox as the end of the batch).
+    EXPIRED = "expired", "Expired"
     # An operation failed with no automatic retries left (the notifications outbox reads it).
     OPERATION_FAILED_FINAL = "operation_failed_final", "Operation failed"
     # A person cancelled one operation; the batch goes on (not the batch's "cancelled").

@@ -182,3 +182,14 @@ async def test_the_pages_of_a_batch_share_one_read_per_event(redis_clean, alice,
         assert ">Resume</button>" in await receive_until(page, "chip-paused")
         await page.disconnect()
     assert len(reads) == 1
+
+
+async def test_added_operations_appear_in_the_open_page_with_the_new_totals(redis_clean, alice):
+    batch = await create_batch(alice, count=2)
+    communicator = await connect(f"/ws/batches/{batch.pk}/?tab=operations", alice)
+    await receive_until(communicator, f"batch-{batch.pk}-live")
+    await sync_to_async(services.batch_add_operations)(batch_id=batch.pk, items=["added-1", "added-2"], by=alice)
+    message = await receive_until(communicator, 'id="operation-rows"')
+    assert "added-1" in message and "added-2" in message and "item-0" in message
+    assert "4 operations" in message
+    await communicator.disconnect()

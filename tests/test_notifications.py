@@ -660,3 +660,17 @@ def test_the_notifications_command_ticks_lists_and_resends(alice, httpserver):
     with pytest.raises(CommandError) as error:
         call_command("notifications", "resend", "nope", stdout=io.StringIO())
     assert error.value.returncode == 2
+
+
+def test_an_expired_batch_is_posted_once_as_expired(alice, httpserver):
+    httpserver.expect_request(HOOK, method="POST").respond_with_data("ok")
+    batch = make_batch(alice, webhook_url=httpserver.url_for(HOOK), deadline_s=30)
+    finish(batch, "ok")
+    Batch.objects.filter(pk=batch.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    assert services.batches_expire_due() == 1
+    tick.run(now=timezone.now())
+    tick.run(now=timezone.now() + timedelta(minutes=5))
+    (body, headers, _), *others = received(httpserver)
+    assert not others and body["event"] == headers["Batchsite-Event"] == "expired"
+    assert (body["batch"]["status"], body["batch"]["completed"], body["batch"]["skipped"]) == ("expired", 1, 1)
+    assert body["batch"]["deadline_s"] == 30

@@ -19,16 +19,21 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
 from jobs import artifacts, selectors, services
 from jobs.api import exports
 from jobs.api.instances import router as instances_router
 from jobs.api.schemas import (
+    AddOperationsIn,
     AnalyticsOut,
     ArtifactList,
     BatchIn,
     BatchList,
     BatchOut,
+    CancelIn,
+    ChainIn,
+    ChainOut,
     CleanupIn,
     CleanupOut,
     Error,
@@ -44,7 +49,14 @@ from jobs.api.schemas import (
     StatsOut,
     WorkersOut,
 )
-from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
+from jobs.errors import (
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidInput,
+    RateLimited,
+    TooManyOperations,
+    UnknownReference,
+)
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
@@ -102,8 +114,20 @@ def _error(request, status: int, message: str, errors: dict | None = None, heade
 
 @api.exception_handler(InvalidInput)
 def on_invalid_input(request, exc: InvalidInput):
-    status = 413 if isinstance(exc, TooManyOperations) else 409 if isinstance(exc, IdempotencyKeyReused) else 422
+    status = 422
+    if isinstance(exc, TooManyOperations):
+        status = 413
+    elif isinstance(exc, IdempotencyKeyReused):
+        status = 409
+    elif isinstance(exc, UnknownReference):
+        status = 404
     return _error(request, status, exc.message, exc.errors)
+
+
+@api.exception_handler(Batch.DoesNotExist)
+def on_batch_gone(request, exc):
+    # Deleted between the access check and the change.
+    return _error(request, 404, "Not found.")
 
 
 @api.exception_handler(RateLimited)
@@ -173,8 +197,9 @@ def not_found(request, path: str = ""):
 
 def batch_out(batch: Batch) -> dict:
     """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
-    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name != "owner"}
+    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name not in ("owner", "after")}
     data["owner"] = batch.owner.get_username()
+    data["after"] = batch.after_id
     data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
 
@@ -459,10 +484,54 @@ def download_artifact(request, batch_id: UUID, artifact_path: str):
     return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
 
 
-@batches.post("/{uuid:batch_id}/cancel", response={200: BatchOut, 409: Error, **ERRORS}, summary="Cancel a batch")
+CANCEL_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": CancelIn.model_json_schema()}},
+}
+
+
+def _cancel_body(request) -> CancelIn:
+    """The optional body of a cancel: none (or not JSON, as from a plain form post) means `now`."""
+    if "json" not in (request.content_type or "") or not request.body.strip():
+        return CancelIn(mode="now", reason="")
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise HttpError(400, "Cannot parse request body") from None
+    try:
+        return CancelIn.model_validate(data)
+    except PydanticValidationError as exc:
+        raise NinjaValidationError([dict(error) for error in exc.errors()]) from None
+
+
+@batches.post(
+    "/{uuid:batch_id}/cancel",
+    response={200: BatchOut, 409: Error, **INPUT_ERRORS, **ERRORS},
+    summary="Cancel a batch: now, or drain (running operations finish)",
+    openapi_extra={"requestBody": CANCEL_BODY},
+)
 def cancel_batch(request, batch_id: UUID):
-    services.batch_cancel(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    """No body, or `{"mode": "now"}`: running operations are stopped and counted skipped.
+    `{"mode": "drain"}`: no new operation starts, running ones finish and count as what they were;
+    the batch is `cancelling` until the last one ends, then `cancelled`."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    body = _cancel_body(request)
+    services.batch_cancel(batch=batch, by=request.user, mode=body.mode, reason=body.reason)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.post(
+    "/{uuid:batch_id}/operations",
+    response={201: BatchOut, 409: Error, 413: Error, **INPUT_ERRORS, **ERRORS},
+    summary="Add operations to a batch",
+)
+def add_operations(request, batch_id: UUID, payload: AddOperationsIn):
+    """Allowed while pending, waiting, queued, running or paused; a finished batch runs again with
+    `reopen` (else 409). More than BATCH_MAX_OPERATIONS in all is a 413 and nothing is added."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    body = payload.dict()
+    services.batch_add_operations(batch_id=batch.pk, items=body["items"], by=request.user, reopen=payload.reopen)
+    return Status(201, batch_out(selectors.batch_get_visible(request.user, batch_id)))
 
 
 @batches.post("/{uuid:batch_id}/pause", response={200: BatchOut, 409: Error, **ERRORS}, summary="Pause a batch")
@@ -504,6 +573,22 @@ def cleanup(request, payload: CleanupIn):
 
 api.add_router("/batches", batches)
 api.add_router("/instances", instances_router)
+
+
+@api.post(
+    "/chains",
+    response={201: ChainOut, 409: Error, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
+    tags=["batches"],
+    summary="Create batches that run one after another",
+)
+def create_chain(request, payload: ChainIn):
+    """Each batch waits for the one before it (`condition`, or its own `after_condition`); the first
+    starts at once, or waits for its own `after`. All are created, or none (errors name the body:
+    `batches[1].items[0]`)."""
+    # A body's fields are batch_create's keyword arguments.
+    created = services.chain_create(owner=request.user, bodies=payload.dict()["batches"], condition=payload.condition)
+    found = {b.pk: b for b in Batch.objects.select_related("owner").filter(pk__in=[b.pk for b in created])}
+    return Status(201, {"ids": [b.pk for b in created], "batches": [batch_out(found[b.pk]) for b in created]})
 
 
 @api.get(

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from jobs.models import BatchStatus, option_field, option_field_bounds
+from jobs.models import AfterCondition, BatchStatus, option_field, option_field_bounds
 
 
 class RegisteredTypeKeys:
@@ -80,6 +80,19 @@ class BatchIn(Schema):
     timeout_s: Integer = _option("timeout_s")
     priority: Literal["high", "default", "low"] = _option("priority")
     webhook_url: str = _option("webhook_url")
+    deadline_s: Integer | None = Field(
+        None, ge=1, le=option_field_bounds("deadline_s")[1], description=str(option_field("deadline_s").help_text)
+    )
+    after: UUID | None = Field(
+        None,
+        description="A batch of yours this one waits for (status `waiting`); unknown or another user's is a 404.",
+    )
+    after_condition: Literal["completed", "finished", "failed"] | None = Field(
+        None,
+        description="With `after` (default `completed`): start when that batch ends `completed` (default), `finished` (any end) or "
+        "`failed` (failed, partial_success or expired); when the condition can no longer hold, this batch "
+        "ends `cancelled` with the reason.",
+    )
     select: "SelectIn | None" = Field(
         None,
         description='For types whose items are instance names: {"tags": ["prod"], "region": "eu"} instead of '
@@ -107,6 +120,49 @@ class BatchIn(Schema):
 
 def _missing_items(data: Any) -> Any:
     return {"type": "missing", "loc": ("items",), "input": data}
+
+
+class AddOperationsIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(
+        ...,
+        min_length=1,
+        description="As for creating a batch; validated by the batch's type with the batch's params as the base.",
+    )
+    reopen: StrictBool = Field(
+        False,
+        description="A finished batch runs again with the new operations (else 409); `finished_at` is cleared.",
+    )
+
+
+class CancelIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["now", "drain"] = Field(
+        "now",
+        description="`now`: running operations are stopped and counted skipped. `drain`: no new operation "
+        "starts, running ones finish and count as what they were (status `cancelling` until then).",
+    )
+    # The pattern states in the schema what the API refuses anyway (jobs.nul): no NUL character.
+    reason: str = Field(
+        "", max_length=500, pattern=r"^[^\x00]*$", description="Shown in the timeline and on the batch."
+    )
+
+
+class ChainIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    batches: list[BatchIn] = Field(
+        ...,
+        min_length=2,
+        max_length=20,
+        description="Create bodies, in order: each batch waits for the one before it. Only the first may "
+        "have `after` (another batch of yours).",
+    )
+    condition: Literal["completed", "finished", "failed"] = Field(
+        "completed", description="The `after_condition` of every link a body does not set itself."
+    )
 
 
 class ProgressOut(Schema):
@@ -138,6 +194,10 @@ class BatchOut(ProgressOut):
     timeout_s: int
     priority: str
     webhook_url: str
+    deadline_s: int | None = Field(None, description="Seconds from the start after which the batch expires.")
+    deadline_at: datetime | None = Field(None, description="When it expires (set when it starts).")
+    after: UUID | None = Field(None, description="The batch this one waits for, or waited for.")
+    after_condition: str = Field(AfterCondition.COMPLETED, description="completed, finished or failed")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -150,6 +210,11 @@ class BatchOut(ProgressOut):
 class BatchList(Schema):
     items: list[BatchOut]
     count: int
+
+
+class ChainOut(Schema):
+    ids: list[UUID] = Field(..., description="The chain's batch ids, in order.")
+    batches: list[BatchOut]
 
 
 class OperationOut(Schema):
@@ -287,7 +352,8 @@ class StatsOut(Schema):
     by_status: dict[str, int] = Field(..., description="Batches by status (statuses with none left out).")
     by_type: dict[str, int] = Field(..., description="Batches by operation type.")
     completion_rate: float | None = Field(
-        ..., description="completed / (completed + failed + partial_success) batches; null when none finished."
+        ...,
+        description="completed / (completed + failed + partial_success + expired) batches; null when none finished.",
     )
     operations: dict[str, int] = Field(..., description="Operations by status, every status present.")
     operations_last_24h: int = Field(..., description="Operations finished in the 24 hours of throughput_24h.")
@@ -542,3 +608,6 @@ class OperationOneOut(Schema):
 
     operation: OperationOut
     batch: BatchOut
+
+
+ChainIn.model_rebuild()

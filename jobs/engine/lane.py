@@ -76,6 +76,15 @@ class OperationContext:
             raise ValueError("quality score must be between 0 and 1")
         self.quality_score = float(score)
 
+    def add_items(self, items: list[Any]) -> int:
+        """Add operations to this batch now (labels or {label, params} objects, validated by the
+        type as at creation); they run like the others. Returns how many were added. Raises
+        InvalidInput, or IllegalTransition once the batch stopped taking operations (cancelled,
+        draining, expired), which fails this operation like any exception. Execution is at least
+        once: an operation that runs again adds its items again unless it checks `ctx.attempt`."""
+        batch = services.batch_add_operations(batch_id=self.batch_id, items=items, source=f"#{self.seq} {self.label}")
+        return len(items) if batch is not None else 0
+
 
 def run_operation(claim: services.Claim, context: OperationContext, before=None, after=None) -> services.Outcome | None:
     """Run one attempt and say how it ended; None when it was stopped by a cancel (the cancel

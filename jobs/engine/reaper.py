@@ -18,14 +18,18 @@ logger = logging.getLogger(__name__)
 class ReapReport:
     recovered_operations: int
     restarted_lanes: int
+    expired_batches: int = 0
 
     def __str__(self) -> str:
-        return f"{self.recovered_operations} lost operations recovered, {self.restarted_lanes} lanes restarted"
+        expired = f", {self.expired_batches} batches expired" if self.expired_batches else ""
+        return f"{self.recovered_operations} lost operations recovered, {self.restarted_lanes} lanes restarted{expired}"
 
 
 def reap() -> ReapReport:
-    """Recover operations whose worker stopped heartbeating, and give lanes back to active
-    batches that have pending work but lost their lanes (worker killed, Redis flushed)."""
+    """Expire batches past their deadline, recover operations whose worker stopped heartbeating,
+    and give lanes back to active batches that have pending work but lost their lanes (worker
+    killed, Redis flushed); a draining batch whose last operation was lost ends here."""
+    expired = services.batches_expire_due()
     stale_before = timezone.now() - timedelta(seconds=settings.BATCHSITE_STALE_AFTER_S)
     lost = list(
         Operation.objects.filter(status=OperationStatus.RUNNING, heartbeat_at__lt=stale_before).values_list(
@@ -34,12 +38,14 @@ def reap() -> ReapReport:
     )
     recovered = sum(services.operation_recover_lost(operation_id=pk, stale_before=stale_before) for pk in lost)
     restarted = 0
-    active = Batch.objects.filter(status__in=(BatchStatus.QUEUED, BatchStatus.RUNNING)).values_list("pk", flat=True)
+    active = Batch.objects.filter(
+        status__in=(BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.CANCELLING)
+    ).values_list("pk", flat=True)
     for batch_id in list(active):
         restarted += services.batch_restart_lanes(
             batch_id=str(batch_id), live_lanes=dispatch.live_lane_count(str(batch_id))
         )
-    return ReapReport(recovered, restarted)
+    return ReapReport(recovered, restarted, expired)
 
 
 def reap_if_due(holder: str) -> ReapReport | None:

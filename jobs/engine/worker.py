@@ -119,7 +119,7 @@ class BatchsiteWorker(SimpleWorker):
         while not stop.wait(settings.BATCHSITE_REAP_INTERVAL_S):
             try:
                 report = reaper.reap_if_due(self.name)
-                if report and (report.recovered_operations or report.restarted_lanes):
+                if report and (report.recovered_operations or report.restarted_lanes or report.expired_batches):
                     logger.info("reaper: %s", report)
             except Exception:
                 logger.warning("reaper: failed, will try again", exc_info=True)

@@ -77,6 +77,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         self.analytics_at = 0.0
         self.row_versions: dict[int, tuple] = {}
         self.shown_version = -1
+        self.shown_total = -1
         if not await self._may_see():
             await self.close(code=FORBIDDEN)
             return
@@ -119,6 +120,8 @@ class BatchConsumer(AsyncWebsocketConsumer):
             return  # an older read than what this page shows (events raced): the next one follows
         self.shown_version = snapshot.version
         parts = [snapshot.live]
+        if self.tab == "operations" and snapshot.batch.total != self.shown_total:
+            parts += await self._grown_rows(snapshot.batch)  # operations were added
         for operation_id, (shown, html) in snapshot.rows.items():
             if self.row_versions.get(operation_id) != shown:
                 self.row_versions[operation_id] = shown
@@ -128,6 +131,29 @@ class BatchConsumer(AsyncWebsocketConsumer):
             self.analytics_at = time.monotonic()
             parts.append(await self._render_analytics(snapshot.batch))
         await self.send(text_data="".join(parts))
+
+    @database_sync_to_async
+    def _grown_rows(self, batch: Batch) -> list[str]:
+        """Operations were added: when the shown page now holds other rows, all of them (the page
+        read again only when the total changed, not per event)."""
+        first = self.shown_total < 0
+        self.shown_total = batch.total
+        if first:
+            return []
+        page = list(selectors.operations_page(batch, status=self.status, page=self.page))
+        if [operation.pk for operation in page] == self.operation_ids:
+            return []
+        self.operation_ids = [operation.pk for operation in page]
+        rows = []
+        for operation in page:
+            self.row_versions[operation.pk] = (
+                operation.status,
+                operation.attempts,
+                operation.duration_ms,
+                operation.error,
+            )
+            rows.append(render_to_string("jobs/batch_detail.html#row", {"operation": operation}))
+        return [oob(f'<div role="rowgroup" id="operation-rows">{"".join(rows)}</div>')]
 
     @database_sync_to_async
     def _may_see(self) -> bool:

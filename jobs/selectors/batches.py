@@ -18,7 +18,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.errors import BatchNotFound, InvalidInput
-from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Batch, BatchStatus, Operation, OperationStatus
+from jobs.models import (
+    ACTIVE_STATUSES,
+    NOT_STARTED_STATUSES,
+    TERMINAL_STATUSES,
+    Batch,
+    BatchStatus,
+    Operation,
+    OperationStatus,
+)
 from jobs.optypes import all_types
 from jobs.selectors import analytics
 from jobs.selectors.analytics import FINISHED
@@ -178,13 +186,14 @@ def operations_per_hour(user=None, *, hours: int = STATS_HOURS, now: datetime | 
 
 def batch_totals(user=None) -> dict:
     """Batches by status and by type, and the completion rate of finished batches (completed /
-    (completed + failed + partial success)): a few grouped counts, cheap enough for every
-    dashboard refresh."""
+    (completed + failed + partial success + expired); cancelled ones are a person's choice, not an
+    outcome): a few grouped counts, cheap enough for every dashboard refresh."""
     batches = batches_visible_to(user)
     by_status = {row["status"]: row["n"] for row in batches.values("status").annotate(n=Count("id")).order_by()}
     by_type = {row["type"]: row["n"] for row in batches.values("type").annotate(n=Count("id")).order_by()}
     finished = sum(
-        by_status.get(s, 0) for s in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.PARTIAL_SUCCESS)
+        by_status.get(s, 0)
+        for s in (BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.PARTIAL_SUCCESS, BatchStatus.EXPIRED)
     )
     completed = by_status.get(BatchStatus.COMPLETED, 0)
     return {
@@ -248,9 +257,9 @@ def dashboard_context(user) -> dict:
     The page and its WebSocket consumer both render from this."""
     visible = batches_visible_to(user).select_related("owner")
     stats = batch_totals(user)
-    stats["active"] = sum(stats["by_status"].get(s, 0) for s in (BatchStatus.PENDING, *ACTIVE_STATUSES))
+    stats["active"] = sum(stats["by_status"].get(s, 0) for s in (*NOT_STARTED_STATUSES, *ACTIVE_STATUSES))
     return {
-        "active": list(visible.filter(status__in=(BatchStatus.PENDING, *ACTIVE_STATUSES))[:20]),
+        "active": list(visible.filter(status__in=(*NOT_STARTED_STATUSES, *ACTIVE_STATUSES))[:20]),
         "recent": list(visible.filter(status__in=TERMINAL_STATUSES).order_by("-finished_at")[:10]),
         "stats": stats,
     }
@@ -266,3 +275,38 @@ def operations_page(batch: Batch, *, status: str = "", page: str | int | None = 
     if status in OperationStatus.values:
         operations = operations.filter(status=status)
     return Paginator(operations, OPERATIONS_PER_PAGE).get_page(page)
+
+
+CHAIN_LIMIT = 20
+
+
+def batch_chain(user, batch: Batch) -> list[Batch]:
+    """The chain `batch` belongs to, as `user` may see it, in order: the batches it waits for
+    (oldest first), itself, then the batches waiting for it and for those (breadth first). Empty
+    when it is in no chain. Bounded, and safe against a cycle a database edit could make."""
+    visible = batches_visible_to(user)
+    before: list[Batch] = []
+    seen = {batch.pk}
+    current = batch
+    while current.after_id and current.after_id not in seen and len(before) < CHAIN_LIMIT:
+        found = visible.filter(pk=current.after_id).first()
+        if found is None:
+            break
+        seen.add(found.pk)
+        before.insert(0, found)
+        current = found
+    after: list[Batch] = []
+    frontier = [batch.pk]
+    while frontier and len(after) < CHAIN_LIMIT:
+        found_next = [b for b in visible.filter(after_id__in=frontier).order_by("created_at") if b.pk not in seen]
+        seen.update(b.pk for b in found_next)
+        after += found_next
+        frontier = [b.pk for b in found_next]
+    if not before and not after:
+        return []
+    return [*before, batch, *after][: 2 * CHAIN_LIMIT + 1]
+
+
+def batches_to_wait_for(user, limit: int = 50) -> list[Batch]:
+    """The create page's choices for `after`: the user's own most recent batches."""
+    return list(Batch.objects.filter(owner=user).order_by("-created_at")[:limit])

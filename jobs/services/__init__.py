@@ -5,11 +5,14 @@ below by sub-domain and are gathered here so callers need not know which.
 """
 
 from jobs.services import instance_limits
+from jobs.services.additions import batch_add_operations
 from jobs.services.batches import (
+    CANCEL_MODES,
     IDEMPOTENCY_WINDOW,
     batch_cancel,
     batch_create,
     batch_delete,
+    batch_expire,
     batch_pause,
     batch_prune,
     batch_restart_lanes,
@@ -17,8 +20,10 @@ from jobs.services.batches import (
     batch_retry_failed,
     batch_run_again,
     batch_start,
+    batches_expire_due,
     idempotent_batch,
 )
+from jobs.services.chains import chain_create
 from jobs.services.encryption import secrets_rotate
 from jobs.services.instances import (
     instance_create,
@@ -51,6 +56,7 @@ from jobs.services.operations import (
 from jobs.services.tokens import token_authenticate, token_create, token_revoke
 
 __all__ = [
+    "CANCEL_MODES",
     "IDEMPOTENCY_WINDOW",
     "WORKER_LOST",
     "Claim",
@@ -58,9 +64,11 @@ __all__ = [
     "NoClaim",
     "Outcome",
     "Recorded",
+    "batch_add_operations",
     "batch_cancel",
     "batch_create",
     "batch_delete",
+    "batch_expire",
     "batch_pause",
     "batch_prune",
     "batch_restart_lanes",
@@ -68,6 +76,8 @@ __all__ = [
     "batch_retry_failed",
     "batch_run_again",
     "batch_start",
+    "batches_expire_due",
+    "chain_create",
     "idempotent_batch",
     "instance_create",
     "instance_limits",

@@ -1,6 +1,7 @@
 """What is done to a batch: create it, start it, and what people do (cancel, pause, resume, retry,
 run again, delete, prune); plus the reaper's lane restart."""
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,13 +11,22 @@ from django.utils import timezone
 
 from jobs import artifacts, secrets
 from jobs.engine import dispatch
-from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
+from jobs.errors import (
+    IdempotencyKeyReused,
+    IllegalTransition,
+    InvalidInput,
+    RateLimited,
+    TooManyOperations,
+    UnknownReference,
+)
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
 from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
+    NOT_STARTED_STATUSES,
     TERMINAL_STATUSES,
+    AfterCondition,
     Batch,
     BatchEventKind,
     BatchStatus,
@@ -30,14 +40,19 @@ from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
     enqueue_lanes_on_commit,
+    expire_if_due,
     finalize_if_done,
     flush_batch,
+    lock_batch,
     locked_batch,
     locked_batch_or_none,
-    record_cancelled_attempts,
     record_event,
+    release_dependents,
     require_status,
+    resolve_waiting,
     skip_pending,
+    start_locked,
+    stop_running,
     update_batch,
 )
 
@@ -58,9 +73,14 @@ def batch_create(
     idempotency: tuple[str, str] | None = None,
     rate_limit: bool = True,
     select: dict[str, Any] | None = None,
+    after: Any = None,
+    after_condition: str | None = None,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
+
+    `after` (a batch id the owner can see) makes it wait (status `waiting`) until that batch ends
+    as `after_condition` asks (completed, finished or failed); UnknownReference when it cannot see it.
 
     `options` are BatchOptionsForm fields (description, max_parallel, ...); missing ones take
     their defaults. Raises InvalidInput (field paths) or TooManyOperations; nothing is written then.
@@ -83,7 +103,8 @@ def batch_create(
         if wait:
             raise RateLimited(wait)
     try:
-        return _create(owner, type, items, params, name, start, idempotency, options, select)
+        chain = (after, after_condition)
+        return _create(owner, type, items, params, name, start, idempotency, options, select, chain)
     except IntegrityError:
         # The same key raced in from a parallel request and won the unique constraint.
         replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1]) if idempotency else None
@@ -93,8 +114,18 @@ def batch_create(
 
 
 def _create(
-    owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any], select=None
+    owner,
+    type: str,
+    items,
+    params,
+    name: str,
+    start: bool,
+    idempotency,
+    options: dict[str, Any],
+    select=None,
+    chain=(None, None),
 ) -> Batch:
+    after_id, condition = _check_after(owner, *chain)
     optype = get_type(type)
     selection = None
     if select is not None:
@@ -143,6 +174,10 @@ def _create(
         item_params = [secrets.encrypt_params(optype, overrides) for overrides in item_params]
     now = timezone.now()
     with transaction.atomic():
+        # The predecessor's lock first (the chain's lock order): it cannot end unseen meanwhile.
+        predecessor = lock_batch(after_id, missing_ok=True) if after_id else None
+        if after_id and predecessor is None:
+            raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
         batch = Batch.objects.create(
             owner=owner,
             type=optype.key,
@@ -151,6 +186,8 @@ def _create(
             pending=len(items),
             instance_limited=limited,
             selection=selection,
+            after=predecessor,
+            after_condition=condition,
             **options,
         )
         Operation.objects.bulk_create(
@@ -169,6 +206,8 @@ def _create(
         message = f"{len(items)} operations"
         if selection is not None:
             message += f" from {instance_selection.describe(selection)}"
+        if predecessor is not None:
+            message += f"; waits for {predecessor.name} ({predecessor.short_id}) to end {condition}"
         record_event(batch, BatchEventKind.CREATED, owner, message[:500])
         if idempotency:
             # Same transaction: a batch exists exactly when its key is recorded. A parallel request
@@ -177,9 +216,41 @@ def _create(
             IdempotencyRecord.objects.filter(user=owner, key=key).delete()
             IdempotencyRecord.objects.create(user=owner, key=key, request_hash=request_hash, batch=batch)
         if start:
-            _start(batch, now)
+            _start_or_wait(batch, predecessor, now)
             flush_batch(batch)
     return batch
+
+
+def _check_after(owner, after: Any, condition: str | None) -> tuple[Any, str]:
+    """The predecessor's id and the condition, checked: the batch must be one the owner sees
+    (UnknownReference, a 404, otherwise) and the condition one of AfterCondition."""
+    condition = condition or AfterCondition.COMPLETED
+    if condition not in AfterCondition.values:
+        raise InvalidInput({"after_condition": [f"One of {', '.join(AfterCondition.values)}."]})
+    if after in (None, ""):
+        return None, condition
+    try:
+        pk = after if isinstance(after, uuid.UUID) else uuid.UUID(str(after))
+    except ValueError:
+        raise UnknownReference({"after": ["No such batch."]}, message="Not found.") from None
+    found = Batch.objects.filter(pk=pk)
+    if not getattr(owner, "is_staff", False):
+        found = found.filter(owner=owner)
+    if not found.exists():
+        raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
+    return pk, condition
+
+
+def _start_or_wait(batch: Batch, predecessor: Batch | None, now: datetime) -> None:
+    """Start a batch, or with a predecessor make it wait (resolved at once if that one ended)."""
+    if batch.after_id is None:
+        start_locked(batch, now)
+        return
+    update_batch(batch, status=BatchStatus.WAITING)
+    publisher.batch_changed(batch, status_changed=True)
+    if predecessor is None:
+        predecessor = Batch.objects.filter(pk=batch.after_id).first()
+    resolve_waiting(batch, predecessor, now)
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -242,47 +313,60 @@ def _clean_item_params(optype, base_raw, base_params, items: list[Item], errors:
 
 
 def batch_start(*, batch: Batch) -> Batch:
-    """pending → queued: enqueue the dispatch."""
-    with locked_batch(batch.pk) as locked:
-        require_status(locked, (BatchStatus.PENDING,), "start")
-        _start(locked, timezone.now())
+    """pending → queued: enqueue the dispatch (→ waiting for a batch created with `after`)."""
+    after_id = Batch.objects.filter(pk=batch.pk).values_list("after_id", flat=True).first()
+    with transaction.atomic():
+        predecessor = lock_batch(after_id, missing_ok=True) if after_id else None
+        with locked_batch(batch.pk) as locked:
+            require_status(locked, (BatchStatus.PENDING,), "start")
+            _start_or_wait(locked, predecessor, timezone.now())
     return locked
-
-
-def _start(batch: Batch, now: datetime) -> None:
-    update_batch(batch, status=BatchStatus.QUEUED)
-    publisher.batch_changed(batch, status_changed=True)
-    enqueue_lanes_on_commit(batch, min(batch.max_parallel, batch.pending))
 
 
 # --- what people do ---------------------------------------------------------------------------
 
 
-def batch_cancel(*, batch: Batch, by=None, reason: str = "") -> Batch:
-    """Skip pending operations, stop running ones (their late outcomes are discarded), and end
-    the batch as cancelled."""
+CANCEL_MODES = ("now", "drain")
+
+
+def batch_cancel(*, batch: Batch, by=None, reason: str = "", mode: str = "now") -> Batch:
+    """`now`: skip pending operations, stop running ones (their late outcomes are discarded), and
+    end the batch as cancelled. `drain`: skip pending operations, let the running ones finish and
+    count as what they were (status `cancelling`), and end cancelled after the last one."""
+    if mode not in CANCEL_MODES:
+        raise InvalidInput({"mode": ["One of now, drain."]})
     with locked_batch(batch.pk) as locked:
         now = timezone.now()
-        require_status(locked, (BatchStatus.PENDING, *ACTIVE_STATUSES), "cancel")
-        cancel_outside_work_on_commit(locked, (OperationStatus.RUNNING, OperationStatus.PENDING))
-        record_cancelled_attempts(locked, now, "Cancelled while running.")
-        stopped = locked.operations.filter(status=OperationStatus.RUNNING).update(
-            status=OperationStatus.SKIPPED, error="Cancelled while running.", error_type="Cancelled", finished_at=now
+        allowed: tuple[str, ...] = (*NOT_STARTED_STATUSES, *ACTIVE_STATUSES)
+        if mode == "drain":
+            allowed = tuple(status for status in allowed if status != BatchStatus.CANCELLING)
+        require_status(locked, allowed, "cancel")
+        drain = mode == "drain" and locked.running > 0
+        cancel_outside_work_on_commit(
+            locked, (OperationStatus.PENDING,) if drain else (OperationStatus.RUNNING, OperationStatus.PENDING)
         )
-        update_batch(locked, running=-stopped, skipped=+stopped)
+        if not drain:
+            stop_running(locked, now, "Cancelled while running.", "Cancelled")
         skip_pending(locked, now, "Cancelled.")
-        update_batch(
-            locked,
-            status=BatchStatus.CANCELLED,
-            finished_at=now,
-            current_operation="",
-            cancel_reason=reason[:500],
-            cancelled_by=by,
-        )
-        record_event(locked, BatchEventKind.CANCELLED, by, reason or "")
+        by = by or locked.cancelled_by
+        reason = (reason or locked.cancel_reason)[:500]
+        if drain:
+            update_batch(locked, status=BatchStatus.CANCELLING, cancel_reason=reason, cancelled_by=by)
+            record_event(
+                locked, BatchEventKind.CANCELLING, by, f"Draining {locked.running} running operation(s). {reason}"
+            )
+        else:
+            update_batch(
+                locked,
+                status=BatchStatus.CANCELLED,
+                finished_at=now,
+                current_operation="",
+                cancel_reason=reason,
+                cancelled_by=by,
+            )
+            record_event(locked, BatchEventKind.CANCELLED, by, reason or "")
+            release_dependents(locked, now)
         publisher.batch_changed(locked, status_changed=True)
-        if stopped:
-            transaction.on_commit(lambda: dispatch.request_stop(str(locked.pk)))
     return locked
 
 
@@ -332,13 +416,18 @@ def batch_retry_failed(*, batch: Batch, by=None) -> int:
         )
         changes: dict[str, Any] = {}
         if locked.is_terminal:
-            changes = {"status": BatchStatus.QUEUED, "finished_at": None}
+            changes = {"status": BatchStatus.QUEUED, "finished_at": None, **fresh_deadline(locked, timezone.now())}
         update_batch(locked, failed=-count, pending=+count, **changes, **RATE_RESET)
         record_event(locked, BatchEventKind.RETRIED, by, f"{count} failed operations retried")
         publisher.batch_changed(locked, status_changed=True)
         if locked.status != BatchStatus.PAUSED:
             enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
     return count
+
+
+def fresh_deadline(batch: Batch, now: datetime) -> dict[str, Any]:
+    """A finished batch that runs again (retry, reopen) gets its deadline's full window again."""
+    return {"deadline_at": now + timedelta(seconds=batch.deadline_s)} if batch.deadline_s else {}
 
 
 def batch_run_again(*, batch: Batch, by) -> Batch:
@@ -352,12 +441,19 @@ def batch_run_again(*, batch: Batch, by) -> Batch:
 
 
 def batch_delete(*, batch: Batch, by=None) -> None:
-    """Delete a batch that is not running (cancel it first) with its operations, rows and publisher."""
+    """Delete a batch that is not running (cancel it first) with its operations, rows and publisher.
+    Batches still waiting for it end cancelled: their condition can no longer hold."""
     with locked_batch(batch.pk) as locked:
         if locked.is_active:
             raise IllegalTransition(
                 f"Cannot delete a {locked.get_status_display().lower()} batch; cancel it first.", locked.status
             )
+        now = timezone.now()
+        for pk in Batch.objects.filter(after_id=locked.pk, status=BatchStatus.WAITING).values_list("pk", flat=True):
+            dependent = lock_batch(pk, missing_ok=True)
+            if dependent is not None and dependent.status == BatchStatus.WAITING:
+                resolve_waiting(dependent, None, now)
+                flush_batch(dependent)
         batch_id = str(locked.pk)
         locked.delete()
         transaction.on_commit(lambda: dispatch.forget(batch_id))
@@ -385,15 +481,36 @@ def batch_restart_lanes(*, batch_id: str, live_lanes: int) -> int:
     finalizes a batch left with nothing to do. Returns the number of lanes enqueued."""
     with locked_batch_or_none(batch_id) as batch:
         now = timezone.now()
-        if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+        if batch is None or batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.CANCELLING):
             return 0
+        if batch.status == BatchStatus.CANCELLING and batch.pending:
+            # A draining batch's operation that came back (its worker was lost) does not run again.
+            cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
+            skip_pending(batch, now, "Cancelled.")
         if finalize_if_done(batch, now):
             publisher.batch_changed(batch, status_changed=True)
             return 0
-        if live_lanes > 0 or batch.pending == 0:
+        if live_lanes > 0 or batch.pending == 0 or batch.status == BatchStatus.CANCELLING:
             return 0
         # No lane serves it (its workers died, Redis lost the queues): lanes for what may run now.
         missing = dispatch.lanes_for(min(batch.max_parallel, batch.pending))
         record_event(batch, BatchEventKind.REAPED, None, f"{missing} lane(s) restarted")
         enqueue_lanes_on_commit(batch, missing, lanes=True)
     return missing
+
+
+def batch_expire(*, batch_id: Any) -> bool:
+    """End the batch `expired` if its deadline passed (pending skipped, running stopped, results
+    kept). True when it expired now."""
+    with locked_batch_or_none(batch_id) as batch:
+        if batch is None or not expire_if_due(batch, timezone.now()):
+            return False
+        publisher.batch_changed(batch, status_changed=True)
+    return True
+
+
+def batches_expire_due() -> int:
+    """The reaper's pass over deadlines: one indexed query for the batches past theirs, then each
+    expired in its own transition. Returns how many expired."""
+    due = Batch.objects.filter(status__in=ACTIVE_STATUSES, deadline_at__lte=timezone.now()).values_list("pk", flat=True)
+    return sum(batch_expire(batch_id=pk) for pk in list(due[:1000]))

@@ -37,6 +37,7 @@ from jobs.services.transitions import (
     CREATE_CHUNK,
     add_attempts,
     cancel_outside_work_on_commit,
+    expire_if_due,
     finalize_if_done,
     locked_batch_or_none,
     record_event,
@@ -145,6 +146,11 @@ def _next_due(batch: Batch) -> datetime | None:
 
 def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[Claim] | NoClaim:
     if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
+        return NoClaim("inactive")
+    if batch.deadline_at is not None and now >= batch.deadline_at:
+        # Free here: the row is already read under its lock. The reaper expires idle batches.
+        expire_if_due(batch, now)
+        publisher.batch_changed(batch, status_changed=True)
         return NoClaim("inactive")
     if batch.pending == 0:
         return NoClaim("empty")
@@ -256,7 +262,8 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
                 "duration_ms": outcome.duration_ms,
             }
             auto_retries = row[1]
-            if outcome.retryable and auto_retries < batch.max_retries:
+            # A draining cancel starts nothing new, automatic retries included.
+            if outcome.retryable and auto_retries < batch.max_retries and batch.status != BatchStatus.CANCELLING:
                 delay = batch.retry_backoff_s * (2**auto_retries)
                 values = {"auto_retries": auto_retries + 1, "not_before": now + timedelta(seconds=delay), **common}
                 updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
@@ -296,6 +303,10 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
         skipped = skip_pending(batch, now, "Skipped: the batch stopped on error.")
         record_event(batch, BatchEventKind.STOPPED, None, f"Stopped after #{seq} {label} failed; {skipped} skipped")
         stopped = True
+    if batch.status == BatchStatus.CANCELLING and batch.pending:
+        # Draining: what came back to pending (rescheduled, handed back) does not run again.
+        cancel_outside_work_on_commit(batch, (OperationStatus.PENDING,))
+        skip_pending(batch, now, "Cancelled.")
     _mark_rate(batch, now)
     finished = finalize_if_done(batch, now)
     publisher.batch_changed(batch, status_changed=finished or stopped)

@@ -1,9 +1,10 @@
 """The machinery every transition of a batch or an operation shares.
 
 Rules every function here keeps:
-- One transaction per transition. It locks the batch row first (`_lock_batch`), then touches
+- One transaction per transition. It locks the batch row first (`lock_batch`), then touches
   operations: one lock order everywhere, so concurrent transitions queue instead of deadlocking.
-  On SQLite the IMMEDIATE transaction mode gives the same serialisation.
+  On SQLite the IMMEDIATE transaction mode gives the same serialisation. Transitions that touch
+  several batches of a chain lock a batch before the batches waiting for it, never the other way.
 - Operation transitions are conditional updates (`status=running, attempts=N`), so an outcome
   reported twice, or by a worker whose attempt was already reaped or cancelled, changes nothing.
 - Counters change in the same transaction as the rows they count.
@@ -13,15 +14,18 @@ Rules every function here keeps:
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 
 from jobs.engine import dispatch
 from jobs.errors import IllegalTransition, InvalidInput
+from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
+    AFTER_CONDITION_STATUSES,
+    TERMINAL_STATUSES,
     AttemptOutcome,
     Batch,
     BatchEvent,
@@ -39,7 +43,7 @@ CREATE_CHUNK = 2000
 # ----------------------------------------------------------------------------------
 
 
-def _lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
+def lock_batch(batch_id, *, missing_ok: bool = False) -> Batch | None:
     pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
     rows = rawsql.select_for_update(Batch, "WHERE {id} = %s", [rawsql.prep(Batch, "pk", pk)])
     batch = rows[0] if rows else None
@@ -64,7 +68,7 @@ def locked_batch_or_none(batch_id) -> Iterator[Batch | None]:
     the changes `update_batch` collected are written as a single UPDATE when the block ends
     without an error."""
     with transaction.atomic():
-        batch = _lock_batch(batch_id, missing_ok=True)
+        batch = lock_batch(batch_id, missing_ok=True)
         yield batch
         if batch is not None:
             flush_batch(batch)
@@ -168,9 +172,20 @@ def record_cancelled_attempts(batch: Batch, now: datetime, reason: str, **operat
 
 
 def finalize_if_done(batch: Batch, now: datetime) -> bool:
-    """The terminal status, set exactly once: when an active batch has nothing pending or running."""
+    """The terminal status, set exactly once: when an active batch has nothing pending or running.
+    A draining cancel ends `cancelled` here, once its last running operation ended."""
     if batch.status not in ACTIVE_STATUSES or batch.pending or batch.running:
         return False
+    if batch.status == BatchStatus.CANCELLING:
+        update_batch(batch, status=BatchStatus.CANCELLED, finished_at=now, current_operation="")
+        record_event(
+            batch,
+            BatchEventKind.CANCELLED,
+            batch.cancelled_by,
+            f"Drained: {batch.completed} completed, {batch.failed} failed, {batch.skipped} skipped",
+        )
+        release_dependents(batch, now)
+        return True
     if batch.completed == batch.total:
         status = BatchStatus.COMPLETED
     elif batch.completed == 0:
@@ -184,7 +199,102 @@ def finalize_if_done(batch: Batch, now: datetime) -> bool:
         None,
         f"{status.label}: {batch.completed} completed, {batch.failed} failed, {batch.skipped} skipped",
     )
+    release_dependents(batch, now)
     return True
+
+
+# --- starting, expiring, chains -----------------------------------------------------------------
+
+
+def start_locked(batch: Batch, now: datetime) -> None:
+    """pending or waiting → queued, its deadline counted from now, lanes enqueued after commit."""
+    changes: dict[str, Any] = {"status": BatchStatus.QUEUED}
+    if batch.deadline_s:
+        changes["deadline_at"] = now + timedelta(seconds=batch.deadline_s)
+    update_batch(batch, **changes)
+    publisher.batch_changed(batch, status_changed=True)
+    enqueue_lanes_on_commit(batch, min(batch.max_parallel, batch.pending))
+
+
+def stop_running(batch: Batch, now: datetime, error: str, error_type: str) -> int:
+    """Running operations to skipped (their late outcomes are fenced out) and their workers told
+    to stop them after commit; each stopped run gets its attempt record."""
+    record_cancelled_attempts(batch, now, error)
+    stopped = batch.operations.filter(status=OperationStatus.RUNNING).update(
+        status=OperationStatus.SKIPPED, error=error, error_type=error_type, finished_at=now
+    )
+    update_batch(batch, running=-stopped, skipped=+stopped)
+    if stopped:
+        batch_id = str(batch.pk)
+        transaction.on_commit(lambda: dispatch.request_stop(batch_id))
+    return stopped
+
+
+def expire_if_due(batch: Batch, now: datetime) -> bool:
+    """A batch whose deadline passed ends `expired`: pending operations skipped, running ones
+    stopped, what finished is kept. The caller holds the lock and publishes."""
+    if batch.deadline_at is None or now < batch.deadline_at or batch.status not in ACTIVE_STATUSES:
+        return False
+    cancel_outside_work_on_commit(batch, (OperationStatus.RUNNING, OperationStatus.PENDING))
+    stop_running(batch, now, "Stopped: the batch's deadline passed while it ran.", "Expired")
+    skip_pending(batch, now, "Skipped: the batch's deadline passed.")
+    update_batch(batch, status=BatchStatus.EXPIRED, finished_at=now, current_operation="")
+    record_event(
+        batch,
+        BatchEventKind.EXPIRED,
+        None,
+        f"Deadline of {batch.deadline_s} s passed: {batch.completed} completed, {batch.failed} failed, "
+        f"{batch.skipped} skipped",
+    )
+    release_dependents(batch, now)
+    return True
+
+
+def release_dependents(batch: Batch, now: datetime) -> None:
+    """`batch` (locked) just ended: each batch waiting for it starts if its condition holds, else
+    ends cancelled with the reason, and so on down its own chain. Locks go from a batch to its
+    dependents, the order every chain transition takes, and no chain has a cycle."""
+    if batch.status not in TERMINAL_STATUSES:
+        return
+    waiting = list(
+        Batch.objects.filter(after_id=batch.pk, status=BatchStatus.WAITING)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    for pk in waiting:
+        dependent = lock_batch(pk, missing_ok=True)
+        if dependent is None or dependent.status != BatchStatus.WAITING:
+            continue
+        resolve_waiting(dependent, batch, now)
+        flush_batch(dependent)
+
+
+def resolve_waiting(dependent: Batch, predecessor: Batch | None, now: datetime) -> None:
+    """Start a waiting batch (locked) whose predecessor ended as its condition asks, or cancel it
+    when that can no longer happen (the predecessor ended otherwise, or was deleted)."""
+    if predecessor is not None and predecessor.status not in TERMINAL_STATUSES:
+        return
+    if predecessor is not None and predecessor.status in AFTER_CONDITION_STATUSES[dependent.after_condition]:
+        record_event(
+            dependent,
+            BatchEventKind.UNBLOCKED,
+            None,
+            f"{predecessor.name} ({predecessor.short_id}) ended {predecessor.status}; starting",
+        )
+        start_locked(dependent, now)
+        return
+    if predecessor is None:
+        reason = "Not started: the batch it waited for was deleted."
+    else:
+        reason = (
+            f"Not started: {predecessor.name} ({predecessor.short_id}) ended {predecessor.status}, "
+            f"and this batch waited for it to end {dependent.after_condition}."
+        )
+    skip_pending(dependent, now, "Skipped: the batch never started.")
+    update_batch(dependent, status=BatchStatus.CANCELLED, finished_at=now, cancel_reason=reason[:500])
+    record_event(dependent, BatchEventKind.CANCELLED, None, reason)
+    publisher.batch_changed(dependent, status_changed=True)
+    release_dependents(dependent, now)
 
 
 def record_event(batch: Batch, kind: str, actor, message: str) -> None:

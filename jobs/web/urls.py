@@ -14,6 +14,7 @@ urlpatterns = [
         views.operation_action,
         name="operation_action",
     ),
+    path("batches/<uuid:batch_id>/add-items/", views.batch_add_items, name="batch_add_items"),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
     path("workers/", views.workers, name="workers"),

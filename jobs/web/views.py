@@ -21,7 +21,7 @@ from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors, services
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited
-from jobs.forms import BatchOptionsForm, ItemsForm
+from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
@@ -83,15 +83,18 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
         optype = get_type(type_key)
     except InvalidInput:
         raise Http404("No such operation type.") from None
+    chainable = selectors.batches_to_wait_for(request.user)
     if request.method != "POST":
         options = BatchOptionsForm(initial=BatchOptionsForm.defaults(), label_suffix="")
         params = optype.form(prefix=PARAMS_PREFIX, label_suffix="")
-        return _render_create(request, optype, options, params, ItemsForm(label_suffix=""))
+        after = AfterForm(initial={"after": request.GET.get("after", "")}, batches=chainable, label_suffix="")
+        return _render_create(request, optype, options, params, ItemsForm(label_suffix=""), after)
 
     options = BatchOptionsForm(request.POST, label_suffix="")
     params = optype.form(request.POST, prefix=PARAMS_PREFIX, label_suffix="")
     items_form = ItemsForm(request.POST, request.FILES, label_suffix="")
-    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid()])
+    after = AfterForm(request.POST, batches=chainable, label_suffix="")
+    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid()])
     items: list[Item] = []
     if items_form.is_valid():
         try:
@@ -112,17 +115,19 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
                 name=options.cleaned_data["name"],
                 items=items,
                 params={k: v for k, v in raw_params.items() if v not in (None, "")},
+                after=after.cleaned_data["after"] or None,
+                after_condition=after.cleaned_data["after_condition"] or None,
                 **option_values,
             )
         except InvalidInput as exc:
-            _add_service_errors(exc, options, params, items_form)
+            _add_service_errors(exc, options, params, items_form, after)
         except RateLimited as exc:
             options.add_error(None, str(exc))
-            return _render_create(request, optype, options, params, items_form, status=429)
+            return _render_create(request, optype, options, params, items_form, after, status=429)
         else:
             messages.success(request, f"Batch {batch.name} created with {batch.total} operations.")
             return redirect("batch_detail", batch_id=batch.pk)
-    return _render_create(request, optype, options, params, items_form, status=422)
+    return _render_create(request, optype, options, params, items_form, after, status=422)
 
 
 def _picked(request: HttpRequest, optype) -> list[str]:
@@ -153,10 +158,16 @@ def _items_from(form: ItemsForm, picked: list[str] | None = None) -> list[Item]:
     return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items
 
 
-def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Form, items: ItemsForm) -> None:
+def _add_service_errors(
+    exc: InvalidInput, options: forms.Form, params: forms.Form, items: ItemsForm, after: forms.Form | None = None
+) -> None:
     """Show the service's field-path errors next to the fields they are about."""
     for path, field_messages in exc.errors.items():
         head = path.split(".")[0].split("[")[0]
+        if after is not None and head in after.fields:
+            for message in field_messages:
+                after.add_error(head, message)
+            continue
         if head == "params":
             field = path.partition(".")[2]
             target, name = params, (field if field in params.fields else None)
@@ -173,8 +184,8 @@ def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Fo
             target.add_error(name, message)
 
 
-def _render_create(request, optype, options, params, items, status: int = 200) -> HttpResponse:
-    context = {"optype": optype, "options": options, "params": params, "items_form": items}
+def _render_create(request, optype, options, params, items, after=None, status: int = 200) -> HttpResponse:
+    context = {"optype": optype, "options": options, "params": params, "items_form": items, "after_form": after}
     if optype.items_are_instances:
         context["instance_choices"] = selectors.instance_rows(list(selectors.instances_visible_to(request.user)))
         context["picked"] = request.POST.getlist("instances") if request.method == "POST" else []
@@ -204,7 +215,41 @@ def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     context = batch_panel_context(batch, tab=tab if tab in _tabs() else "operations", query=request.GET)
     if request.htmx and request.htmx.target == "tab-panel":
         return render(request, "jobs/batch_detail.html#panel", context)
+    context["chain"] = selectors.batch_chain(request.user, batch)
+    context["add_form"] = AddItemsForm(label_suffix="", auto_id="add_%s")
     return render(request, "jobs/batch_detail.html", context)
+
+
+@login_required
+@require_POST
+def batch_add_items(request: HtmxHttpRequest, batch_id) -> HttpResponse:
+    """The batch page's "Add items" form: the same item forms as the create page."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    form = AddItemsForm(request.POST, request.FILES, label_suffix="", auto_id="add_%s")
+    if form.is_valid():
+        try:
+            items = _items_from(form)
+            batch = services.batch_add_operations(
+                batch_id=batch.pk, items=items, by=request.user, reopen=form.cleaned_data["reopen"]
+            )
+        except InvalidInput as exc:
+            for path, field_messages in exc.errors.items():
+                name = path.split(".")[0].split("[")[0]
+                for message in field_messages:
+                    form.add_error(
+                        name if name in form.fields else None, f"{path}: {message}" if path != name else message
+                    )
+        except IllegalTransition as exc:
+            form.add_error(None, str(exc))
+        except Batch.DoesNotExist:
+            raise Http404("No such batch.") from None
+        else:
+            messages.success(request, f"Added {len(items)} operation(s); the batch now has {batch.total}.")
+            return redirect("batch_detail", batch_id=batch.pk)
+    batch.refresh_from_db()
+    context = batch_panel_context(batch, tab="operations", query={})
+    context.update(chain=selectors.batch_chain(request.user, batch), add_form=form)
+    return render(request, "jobs/batch_detail.html", context, status=422)
 
 
 def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
@@ -251,6 +296,9 @@ def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
 
 ACTIONS: dict[str, Any] = {
     "cancel": lambda batch, user: services.batch_cancel(batch=batch, by=user, reason="Cancelled from the page."),
+    "drain": lambda batch, user: services.batch_cancel(
+        batch=batch, by=user, reason="Cancelled from the page (drain).", mode="drain"
+    ),
     "pause": lambda batch, user: services.batch_pause(batch=batch, by=user),
     "resume": lambda batch, user: services.batch_resume(batch=batch, by=user),
     "retry": lambda batch, user: services.batch_retry_failed(batch=batch, by=user),

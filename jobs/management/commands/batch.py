@@ -25,7 +25,7 @@ from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
 from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.management.pipes import QuietPipeCommand
-from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
+from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
 from jobs.optypes.base import find_type
 from jobs.secrets import SecretUnreadable, mask_params
@@ -47,7 +47,7 @@ MAX_PAGE = 1000
 BATCH_FIELDS = (
     "id name description type status params max_parallel stop_on_error max_retries retry_backoff_s timeout_s "
     "priority total pending running completed failed skipped percent_complete eta_seconds current_operation "
-    "created_at started_at finished_at cancel_reason"
+    "deadline_s deadline_at after_condition created_at started_at finished_at cancel_reason"
 ).split()
 ONE_OPERATION = {
     "cancel": "skip it if pending, stop it if running; the batch goes on.",
@@ -89,8 +89,32 @@ class Command(QuietPipeCommand):
         create.add_argument(
             "--webhook", default="", metavar="URL", help="POST a signed notification here when the batch ends."
         )
+        create.add_argument(
+            "--deadline", type=int, metavar="S", help="Expire the batch S seconds after it starts (S > 0)."
+        )
+        create.add_argument("--after", metavar="ID", help="Wait for this batch (id or short id) before starting.")
+        create.add_argument(
+            "--after-condition",
+            choices=AfterCondition.values,
+            default=AfterCondition.COMPLETED,
+            help="With --after: start when it ends completed (default), finished (any end) or failed.",
+        )
         create.add_argument("--user", help="Owner username (default: the first superuser).")
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
+
+        add = verbs.add_parser("add", help="Add operations to a batch (pending, waiting, queued, running, paused).")
+        add.add_argument("batch", help="Batch id or short id.")
+        add.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+        add.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
+        add.add_argument("--reopen", action="store_true", help="A finished batch runs again with the new operations.")
+
+        chain = verbs.add_parser("chain", help="Create batches that run one after another, from a JSON file.")
+        chain.add_argument(
+            "file",
+            type=Path,
+            help='JSON: {"batches": [<POST /api/batches body>, ...], "condition": "completed"} (or just the list).',
+        )
+        chain.add_argument("--user", help="Owner username (default: the first superuser).")
 
         listing = verbs.add_parser("list", help="List batches, newest first.")
         listing.add_argument("--status", choices=BatchStatus.values)
@@ -119,6 +143,11 @@ class Command(QuietPipeCommand):
             sub.add_argument("batch", help="Batch id or short id.")
             if verb == "cancel":
                 sub.add_argument("--reason", default="")
+                sub.add_argument(
+                    "--drain",
+                    action="store_true",
+                    help="Let running operations finish (status cancelling until they have), start nothing new.",
+                )
             if verb in ("cancel", "retry"):
                 sub.add_argument(
                     "--op",
@@ -205,24 +234,32 @@ class Command(QuietPipeCommand):
 
     # --- verbs ---
 
-    def handle_create(self, options) -> None:
-        owner = self._owner(options["user"])
+    def _items(self, options, *, required: bool = True) -> list[Item]:
         items: list[Item] = [Item(label=label) for label in options["item"]]
         if options["items"]:
-            try:
-                text = options["items"].read_text(encoding="utf-8")
-            except OSError as exc:
-                raise CommandError(f"Cannot read items file: {exc}", returncode=BAD_USAGE) from None
-            except UnicodeDecodeError:
-                raise CommandError(
-                    f"Cannot read items file {options['items']}: it is not UTF-8 text.", returncode=BAD_USAGE
-                ) from None
+            text = self._read(options["items"], "items file")
             items += parse_items_text(text, options["items"].name)
+        if not items and required:
+            raise CommandError("Give items with --items FILE or --item LABEL.", returncode=BAD_USAGE)
+        return items
+
+    def _read(self, path: Path, what: str) -> str:
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"Cannot read {what}: {exc}", returncode=BAD_USAGE) from None
+        except UnicodeDecodeError:
+            raise CommandError(f"Cannot read {what} {path}: it is not UTF-8 text.", returncode=BAD_USAGE) from None
+
+    def handle_create(self, options) -> None:
+        owner = self._owner(options["user"])
+        items = self._items(options, required=False)
         select = self._select(options)
         if not items and select is None:
             raise CommandError(
                 "Give items with --items FILE or --item LABEL (or instances with --select).", returncode=BAD_USAGE
             )
+        after = selectors.batch_find(options["after"]).pk if options["after"] else None
         batch = services.batch_create(
             select=select,
             owner=owner,
@@ -234,9 +271,16 @@ class Command(QuietPipeCommand):
             # Options not given take the model's defaults in the service.
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
             webhook_url=options["webhook"],
+            deadline_s=options["deadline"],
+            after=after,
+            after_condition=options["after_condition"],
         )
         try:
             self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
+            if batch.status == BatchStatus.WAITING:
+                self.stdout.write(f"Waiting for batch {options['after']} to end {batch.after_condition}.")
+            elif batch.status == BatchStatus.CANCELLED:
+                self.stdout.write(batch.cancel_reason)
             if not options["wait"]:
                 return
             batch = self._wait(batch)
@@ -309,6 +353,14 @@ class Command(QuietPipeCommand):
             f"  options: max_parallel {batch.max_parallel}, stop_on_error {batch.stop_on_error}, "
             f"retries {batch.max_retries} (backoff {batch.retry_backoff_s} s), timeout {batch.timeout_s} s"
         )
+        if batch.after_id:
+            after = Batch.objects.filter(pk=batch.after_id).first()
+            name = f"{after.name} ({after.short_id}, {after.status})" if after else batch.after_id
+            self.stdout.write(f"  after {name}, when it ends {batch.after_condition}")
+        if batch.deadline_s:
+            left = batch.deadline_left_s
+            remaining = f", {left:.0f} s left" if left is not None else ""
+            self.stdout.write(f"  deadline {batch.deadline_s} s from its start{remaining}")
         if batch.eta_seconds is not None:
             self.stdout.write(f"  ETA {batch.eta_seconds:.0f} s, current operation {batch.current_operation or '-'}")
         self.stdout.write("  timeline:")
@@ -327,9 +379,48 @@ class Command(QuietPipeCommand):
 
     def handle_cancel(self, options) -> None:
         if options.get("op") is not None:
+            if options["drain"]:
+                raise CommandError(
+                    "--drain applies to a whole batch, not to one operation (--op).", returncode=BAD_USAGE
+                )
             return self._one_operation(options, services.operation_cancel, "cancelled")
-        batch = services.batch_cancel(batch=selectors.batch_find(options["batch"]), reason=options["reason"])
+        mode = "drain" if options["drain"] else "now"
+        batch = services.batch_cancel(batch=selectors.batch_find(options["batch"]), reason=options["reason"], mode=mode)
+        if batch.status == BatchStatus.CANCELLING:
+            self.stdout.write(
+                f"Cancelling batch {batch.short_id}: {batch.skipped} operations skipped, "
+                f"{batch.running} running operation(s) will finish."
+            )
+            return
         self.stdout.write(f"Cancelled batch {batch.short_id}: {batch.skipped} operations skipped.")
+
+    def handle_add(self, options) -> None:
+        items = self._items(options)
+        batch = selectors.batch_find(options["batch"])
+        batch = services.batch_add_operations(batch_id=batch.pk, items=items, reopen=options["reopen"])
+        self.stdout.write(
+            f"Added {len(items)} operation(s) to batch {batch.short_id}: {batch.total} in all, {batch.status}."
+        )
+
+    def handle_chain(self, options) -> None:
+        owner = self._owner(options["user"])
+        try:
+            spec = json.loads(self._read(options["file"], "chain file"))
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"The chain file is not JSON: {exc}", returncode=BAD_USAGE) from None
+        if isinstance(spec, list):
+            spec = {"batches": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("batches"), list):
+            raise CommandError('The chain file holds {"batches": [...]} or a list of batch bodies.', returncode=2)
+        bodies = spec["batches"]
+        if not all(isinstance(body, dict) for body in bodies):
+            raise CommandError("Each batch of the chain is a JSON object (a POST /api/batches body).", returncode=2)
+        created = services.chain_create(
+            owner=owner, bodies=bodies, condition=spec.get("condition") or AfterCondition.COMPLETED
+        )
+        for batch in created:
+            self.stdout.write(f"{batch.id}  {batch.status:10}  {batch.name}")
+        self.stdout.write(f"Created a chain of {len(created)} batches.")
 
     def handle_pause(self, options) -> None:
         batch = services.batch_pause(batch=selectors.batch_find(options["batch"]))
@@ -591,6 +682,7 @@ def _batch_json(batch: Batch) -> dict:
     """A batch as the API shows it (GET /api/batches/{id})."""
     data = {name: getattr(batch, name) for name in BATCH_FIELDS}
     data["owner"] = batch.owner.get_username()
+    data["after"] = batch.after_id
     data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
 
