@@ -20,6 +20,7 @@ from pydantic import Field
 
 from jobs import artifacts, selectors, services
 from jobs.api import exports
+from jobs.api.compare import router as compare_router
 from jobs.api.schemas import (
     AnalyticsOut,
     ArtifactList,
@@ -412,6 +413,7 @@ def cleanup(request, payload: CleanupIn):
 
 
 api.add_router("/batches", batches)
+api.add_router("/batches", compare_router)
 
 
 @api.get(

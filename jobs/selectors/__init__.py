@@ -20,6 +20,13 @@ from jobs.selectors.batches import (
     operations_page,
     operations_per_hour,
 )
+from jobs.selectors.compare import (
+    BUCKETS,
+    batch_compare,
+    comparable_columns,
+    parse_key,
+    result_rows_diff,
+)
 from jobs.selectors.results import (
     INSTANCE_COLUMN,
     LABEL_COLUMN,
@@ -30,12 +37,14 @@ from jobs.selectors.results import (
 )
 
 __all__ = [
+    "BUCKETS",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",
     "OPERATIONS_PER_PAGE",
     "OPERATION_EXPORT_COLUMNS",
     "STATS_HOURS",
     "batch_analytics",
+    "batch_compare",
     "batch_find",
     "batch_get_visible",
     "batch_search",
@@ -43,12 +52,15 @@ __all__ = [
     "batch_totals",
     "batches_to_prune_by_owner",
     "batches_visible_to",
+    "comparable_columns",
     "dashboard_context",
     "duration_percentiles",
     "operation_export_rows",
     "operation_type_description",
     "operations_page",
     "operations_per_hour",
+    "parse_key",
+    "result_rows_diff",
     "result_columns",
     "result_rows",
 ]

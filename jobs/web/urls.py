@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import views
+from jobs.web import compare, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -8,6 +8,8 @@ urlpatterns = [
     path("batches/new/", views.batch_new, name="batch_new"),
     path("batches/new/<str:type_key>/", views.batch_create, name="batch_create"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),
+    path("batches/<uuid:batch_id>/compare/", compare.batch_compare_pick, name="batch_compare_pick"),
+    path("batches/<uuid:batch_id>/compare/<uuid:other_id>/", compare.batch_compare, name="batch_compare"),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
 ]

@@ -21,6 +21,7 @@ from jobs.forms import BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
+from jobs.web import compare
 
 BATCHES_PER_PAGE = 25
 PARAMS_PREFIX = "params"
@@ -187,6 +188,8 @@ def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     context = batch_panel_context(batch, tab=tab if tab in _tabs() else "operations", query=request.GET)
     if request.htmx and request.htmx.target == "tab-panel":
         return render(request, "jobs/batch_detail.html#panel", context)
+    context["compare_candidates"] = compare.compare_candidates(request.user, batch)
+    context["compare_default"] = compare.previous_run(context["compare_candidates"], batch)
     return render(request, "jobs/batch_detail.html", context)
 
 
