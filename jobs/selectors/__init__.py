@@ -28,16 +28,20 @@ from jobs.selectors.compare import (
     result_rows_diff,
 )
 from jobs.selectors.results import (
+    CHART_AGGREGATES,
     INSTANCE_COLUMN,
     LABEL_COLUMN,
     OPERATION_EXPORT_COLUMNS,
+    numeric_columns,
     operation_export_rows,
+    result_chart,
     result_columns,
     result_rows,
 )
 
 __all__ = [
     "BUCKETS",
+    "CHART_AGGREGATES",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",
     "OPERATIONS_PER_PAGE",
@@ -55,12 +59,14 @@ __all__ = [
     "comparable_columns",
     "dashboard_context",
     "duration_percentiles",
+    "numeric_columns",
     "operation_export_rows",
     "operation_type_description",
     "operations_page",
     "operations_per_hour",
     "parse_key",
     "result_rows_diff",
+    "result_chart",
     "result_columns",
     "result_rows",
 ]

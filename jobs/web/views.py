@@ -1,6 +1,7 @@
 """Pages (SPEC §5): thin views over selectors and services. Fragments are partials of the page
 templates, rendered the same way for htmx responses and for WebSocket pushes (jobs.live.consumers)."""
 
+import json
 from typing import Any
 
 from django import forms
@@ -206,7 +207,7 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
         context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))
         context["operation_statuses"] = OperationStatus.choices
     elif tab == "results":
-        context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page")))
+        context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page"), query=query))
     elif tab == "analytics":
         context["analytics"] = selectors.batch_analytics(batch)
     else:
@@ -214,7 +215,15 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
     return context
 
 
-def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
+RESULT_VIEWS = {"table": "Table", "chart": "Chart", "raw": "Raw JSON"}
+
+
+def results_context(batch: Batch, *, sort: str, page, query=None) -> dict[str, Any]:
+    """The results tab: one page of rows as a table or as raw JSON (`view=raw`), or (`view=chart`)
+    a numeric column `y` aggregated (`agg`) per value of the category column `x` as bars."""
+    query = query if query is not None else {}
+    view = query.get("view", "")
+    view = view if view in RESULT_VIEWS else "table"
     columns = selectors.result_columns(batch)
     try:
         rows = selectors.result_rows(batch, sort, columns=columns)
@@ -225,7 +234,50 @@ def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
         [label if column == selectors.LABEL_COLUMN else (data or {}).get(column, "") for column in columns]
         for label, data in results
     ]
-    return {"columns": columns, "results": results, "result_table": table, "sort": sort}
+    context: dict[str, Any] = {
+        "columns": columns,
+        "results": results,
+        "result_table": table,
+        "sort": sort,
+        "view": view,
+        "result_views": RESULT_VIEWS.items(),
+        "view_query": f"&view={view}&sort={sort}",
+    }
+    if view == "raw":
+        context["raw_json"] = json.dumps(
+            [{selectors.LABEL_COLUMN: label, **(data if isinstance(data, dict) else {"value": data})} for label, data in results],
+            indent=2,
+            ensure_ascii=False,
+            default=str,
+        )
+    elif view == "chart":
+        context.update(_result_chart_context(batch, columns, query))
+    return context
+
+
+def _result_chart_context(batch: Batch, columns: list[str], query) -> dict[str, Any]:
+    numeric = selectors.numeric_columns(batch)
+    default_x = selectors.INSTANCE_COLUMN if selectors.INSTANCE_COLUMN in columns else selectors.LABEL_COLUMN
+    x = query.get("x") or default_x
+    aggregate = query.get("agg") or "sum"
+    # By default the first number that is not an identifier: a total, a count, a duration.
+    measures = [c for c in numeric if c != x and c.lower() != "id" and not c.lower().endswith("_id")]
+    y = query.get("y") or next(iter(measures or numeric), "")
+    context: dict[str, Any] = {
+        "chart_x": x,
+        "chart_y": y,
+        "chart_agg": aggregate,
+        "numeric_columns": numeric,
+        "chart_aggregates": list(selectors.CHART_AGGREGATES),
+    }
+    if not numeric and aggregate != "count":
+        context["chart_error"] = "These results hold no numbers to plot; choose count to count rows per category."
+        return context
+    try:
+        context["result_chart"] = selectors.result_chart(batch, x=x, y=y, aggregate=aggregate)
+    except InvalidInput as exc:
+        context["chart_error"] = " ".join(m for found in exc.errors.values() for m in found)
+    return context
 
 
 ACTIONS: dict[str, Any] = {
