@@ -2,6 +2,7 @@
 connect, and fragments pushed when services change a batch."""
 
 import re
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -136,8 +137,49 @@ async def test_the_dashboard_gets_its_state_on_connect_and_new_batches_first(red
     fresh = await create_batch(alice, name="fresh")
     message = await receive_until(communicator, f"batch-{fresh.pk}-card")
     assert message.startswith('<section id="dashboard-tiles"')
-    assert '<div hx-swap-oob="afterbegin:#active-batches">' in message
+    assert message.index(f"batch-{fresh.pk}-card") < message.index(f"batch-{existing.pk}-card")
     assert "bobs" not in message
+    await communicator.disconnect()
+
+
+@sync_to_async
+def finish_all(batch):
+    while isinstance(claim := services.operation_claim_next(batch_id=str(batch.pk), worker="test"), services.Claim):
+        services.operation_complete(claim=claim, duration_ms=5)
+
+
+async def test_a_finished_batch_leaves_the_active_list_at_once(redis_clean, alice):
+    batch = await create_batch(alice, count=1, name="short")
+    communicator = await connect("/ws/dashboard/", alice)
+    assert f"batch-{batch.pk}-card" in await communicator.receive_from(timeout=5)
+    await communicator.receive_from(timeout=5)
+    await finish_all(batch)
+    message = await receive_until(communicator, "<span class=\"tile-n\">0</span><span class=\"muted\">active now")
+    assert f"batch-{batch.pk}-card" not in message and 'id="no-active"' in message
+    recent = await communicator.receive_from(timeout=5)
+    assert recent.startswith('<tbody id="recent-batches"') and "short" in recent
+    # A late progress event of the finished batch does not bring its card back.
+    from jobs.live.consumers import DashboardConsumer
+
+    assert DashboardConsumer._card(SimpleNamespace(shown=set()), await refreshed(batch)) == ""
+    await communicator.disconnect()
+
+
+@sync_to_async
+def refreshed(batch):
+    batch.refresh_from_db()
+    return batch
+
+
+async def test_a_staff_dashboard_gets_each_event_once(redis_clean, staff):
+    communicator = await connect("/ws/dashboard/", staff)
+    await communicator.receive_from(timeout=5)
+    await communicator.receive_from(timeout=5)
+    batch = await create_batch(staff, name="own")  # staff's own batch: its owner group and the all-batches group
+    first = await receive_until(communicator, f"batch-{batch.pk}-card")
+    assert first.startswith('<section id="dashboard-tiles"')
+    assert (await communicator.receive_from(timeout=5)).startswith('<tbody id="recent-batches"')
+    assert await communicator.receive_nothing(timeout=1.5)
     await communicator.disconnect()
 
 
