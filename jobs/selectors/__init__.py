@@ -4,7 +4,7 @@
 below and are gathered here.
 """
 
-from jobs.selectors.analytics import batch_analytics, duration_percentiles
+from jobs.selectors.analytics import active_seconds, batch_analytics, duration_percentiles
 from jobs.selectors.batches import (
     OPERATIONS_PER_PAGE,
     STATS_HOURS,
@@ -47,6 +47,7 @@ __all__ = [
     "OPERATIONS_PER_PAGE",
     "OPERATION_EXPORT_COLUMNS",
     "STATS_HOURS",
+    "active_seconds",
     "batch_analytics",
     "batch_compare",
     "batch_find",

@@ -5,6 +5,8 @@ from datetime import datetime
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 
+from jobs import selectors
+
 register = template.Library()
 
 
@@ -40,3 +42,9 @@ def milliseconds(value: int | None) -> str:
 def ago(moment: datetime | None) -> str:
     """'3 minutes ago'; Django's naturaltime, one name for all pages."""
     return naturaltime(moment) if moment else ""
+
+
+@register.filter
+def ran_seconds(batch) -> float | None:
+    """Seconds the batch was at work (selectors.active_seconds: not the idle gap before a retry)."""
+    return selectors.active_seconds(batch)
