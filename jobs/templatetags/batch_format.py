@@ -2,10 +2,15 @@
 
 from datetime import datetime
 
+import re
+
 from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 from django.contrib.humanize.templatetags.humanize import naturaltime
 
 from jobs import selectors
+from jobs.models import BatchStatus
 
 register = template.Library()
 
@@ -48,3 +53,25 @@ def ago(moment: datetime | None) -> str:
 def ran_seconds(batch) -> float | None:
     """Seconds the batch was at work (selectors.active_seconds: not the idle gap before a retry)."""
     return selectors.active_seconds(batch)
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+@register.filter
+def inline_code(text: str) -> SafeString:
+    """Plain text in which `backticked` words are code, as the types' descriptions write them."""
+    return mark_safe(_CODE.sub(r"<code>\1</code>", str(escape(text or ""))))
+
+
+@register.filter
+def ran_percent(batch) -> int:
+    """Share of the operations that ran to an outcome (completed or failed), rounded down: what a
+    cancelled batch got done, where percent_complete counts the skipped ones too and says 100."""
+    return (batch.completed + batch.failed) * 100 // batch.total if batch.total else 0
+
+
+@register.filter
+def status_label(status: str) -> str:
+    """A batch status as people read it: partial_success → Partial success."""
+    return str(dict(BatchStatus.choices).get(status, status))

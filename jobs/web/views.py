@@ -1,7 +1,10 @@
 """Pages (SPEC §5): thin views over selectors and services. Fragments are partials of the page
 templates, rendered the same way for htmx responses and for WebSocket pushes (jobs.live.consumers)."""
 
+import csv
+import io
 import json
+import re
 from typing import Any
 
 from django import forms
@@ -141,8 +144,47 @@ def _items_from(form: ItemsForm) -> list[Item]:
     return [Item(label=line.strip()) for line in text.splitlines() if line.strip()]
 
 
+_ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
+
+
+def _item_places(form: ItemsForm) -> list[str] | None:
+    """Where each item was given, as a person sees it: "Line 3" of the text box or of a CSV (whose
+    header is line 1); None for a JSON array (its items are numbered instead)."""
+    upload = form.cleaned_data.get("items_file")
+    if upload:
+        upload.seek(0)
+        text = upload.read().decode("utf-8-sig", errors="replace")
+    else:
+        text = form.cleaned_data.get("items", "")
+    lines = text.lstrip("\ufeff").splitlines()
+    first = next((line for line in lines if line.strip()), "").strip()
+    if first.startswith("[") or (upload and upload.name.lower().endswith(".json")):
+        return None
+    if upload or ("," in first and "label" in [cell.strip() for cell in first.split(",")]):
+        reader = csv.reader(io.StringIO("\n".join(lines)))
+        try:
+            next(reader)  # the header
+            return [f"Line {reader.line_num}" for _ in reader]
+        except (csv.Error, StopIteration):
+            return None
+    return [f"Line {number}" for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _item_message(path: str, message: str, places: list[str] | None) -> str:
+    """`items[1].label: ...` as "Line 2: ...", `items[1].params.x: ...` as "Line 2, x: ..."."""
+    found = _ITEM_PATH.match(path)
+    if found is None:
+        return f"{path}: {message}"
+    index, rest = int(found.group(2)), found.group(3)
+    place = places[index] if places is not None and index < len(places) else f"Item {index + 1}"
+    detail = rest.removeprefix("params.") if rest not in ("", "label") else ""
+    return f"{place}{', ' + detail if detail else ''}: {message}"
+
+
 def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Form, items: ItemsForm) -> None:
-    """Show the service's field-path errors next to the fields they are about."""
+    """Show the service's field-path errors next to the fields they are about; an item's error says
+    which line of the text box or file it is on."""
+    places = _item_places(items) if items.is_valid() else None
     for path, field_messages in exc.errors.items():
         head = path.split(".")[0].split("[")[0]
         if head == "params":
@@ -151,8 +193,9 @@ def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Fo
         elif head in options.fields:
             target, name = options, head
         elif head in ("items", "items_file"):
-            target, name = items, head
-            field_messages = [f"{path}: {m}" if path != head else m for m in field_messages]
+            # Items from an uploaded file: their errors go by the file field.
+            target, name = items, "items_file" if items.is_valid() and items.cleaned_data.get("items_file") else head
+            field_messages = [_item_message(path, m, places) if path != head else m for m in field_messages]
         else:
             target, name = options, None
         for message in field_messages:
