@@ -154,7 +154,7 @@ async def test_a_finished_batch_leaves_the_active_list_at_once(redis_clean, alic
     assert f"batch-{batch.pk}-card" in await communicator.receive_from(timeout=5)
     await communicator.receive_from(timeout=5)
     await finish_all(batch)
-    message = await receive_until(communicator, "<span class=\"tile-n\">0</span><span class=\"muted\">active now")
+    message = await receive_until(communicator, '<span class="tile-n">0</span><span class="muted">active now')
     assert f"batch-{batch.pk}-card" not in message and 'id="no-active"' in message
     recent = await communicator.receive_from(timeout=5)
     assert recent.startswith('<tbody id="recent-batches"') and "short" in recent

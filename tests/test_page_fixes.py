@@ -9,7 +9,6 @@ from django.test import Client
 
 from jobs import services
 from jobs.models import Batch
-
 from tests.test_views import finish, make_batch, valid_form
 
 

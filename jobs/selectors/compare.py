@@ -85,7 +85,11 @@ def check_comparable(a: Batch, b: Batch) -> None:
     """InvalidInput (field `b`) unless the two batches are of one type."""
     if a.type != b.type:
         raise InvalidInput(
-            {"b": [f"Batch {b.short_id} is a {b.type} batch and {a.short_id} a {a.type} one: only batches of the same type compare."]},
+            {
+                "b": [
+                    f"Batch {b.short_id} is a {b.type} batch and {a.short_id} a {a.type} one: only batches of the same type compare."
+                ]
+            },
             "Different operation types.",
         )
 
@@ -100,25 +104,27 @@ def batch_compare(a: Batch, b: Batch) -> dict[str, Any]:
     Raises InvalidInput (field `b`) when the types differ. The caller checks visibility."""
     check_comparable(a, b)
     side_a, side_b = _operations_by_label(a), _operations_by_label(b)
-    items = []
+    items: list[dict[str, Any]] = []
+    order = {name: index for index, name in enumerate(BUCKETS)}
+    sort_keys: list[tuple[int, int]] = []
+    summary = {name: 0 for name in BUCKETS}
     for key in [*side_b, *(k for k in side_a if k not in side_b)]:
         left, right = side_a.get(key), side_b.get(key)
         bucket = _bucket(left, right)
-        durations = (left or {}).get("duration_ms"), (right or {}).get("duration_ms")
+        before = left["duration_ms"] if left is not None else None
+        after = right["duration_ms"] if right is not None else None
+        summary[bucket] += 1
+        sort_keys.append((order[bucket], (right or left or {}).get("seq") or 0))
         items.append(
             {
                 "label": key[0],
                 "bucket": bucket,
                 "a": left,
                 "b": right,
-                "duration_change_ms": durations[1] - durations[0] if None not in durations else None,
+                "duration_change_ms": after - before if after is not None and before is not None else None,
             }
         )
-    order = {name: index for index, name in enumerate(BUCKETS)}
-    items.sort(key=lambda item: (order[item["bucket"]], (item["b"] or item["a"])["seq"]))
-    summary = {name: 0 for name in BUCKETS}
-    for item in items:
-        summary[item["bucket"]] += 1
+    items = [item for _, item in sorted(zip(sort_keys, items, strict=True), key=lambda pair: pair[0])]
     p50_a, p95_a, _ = duration_percentiles(a.operations.filter(status__in=FINISHED))
     p50_b, p95_b, _ = duration_percentiles(b.operations.filter(status__in=FINISHED))
     return {

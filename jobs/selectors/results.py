@@ -3,6 +3,7 @@
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
+    Aggregate,
     Avg,
     Count,
     F,
@@ -14,13 +15,13 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
-from django.db.models.functions import Cast
 from django.db.models.expressions import OrderBy
 from django.db.models.fields.json import (  # type: ignore[attr-defined]  # not in the stubs, public since 4.2
     KeyTextTransform,
     KeyTransform,
     compile_json_path,
 )
+from django.db.models.functions import Cast
 
 from jobs.errors import InvalidInput
 from jobs.models import Batch, ResultRow
@@ -152,7 +153,7 @@ def numeric_columns(batch: Batch) -> list[str]:
     return columns
 
 
-CHART_AGGREGATES = {"sum": Sum, "avg": Avg, "min": Min, "max": Max, "count": None}
+CHART_AGGREGATES: dict[str, type[Aggregate] | None] = {"sum": Sum, "avg": Avg, "min": Min, "max": Max, "count": None}
 CHART_MAX_BARS = 50
 
 
@@ -173,11 +174,13 @@ def result_chart(batch: Batch, *, x: str, y: str, aggregate: str = "sum") -> dic
         raise InvalidInput(errors)
     rows = ResultRow.objects.filter(batch=batch)
     category = F("operation__label") if x == LABEL_COLUMN else KeyTextTransform(x, "data")
-    if aggregate == "count":
+    function = CHART_AGGREGATES[aggregate]
+    value: Aggregate
+    if function is None:
         value = Count("id")
     else:
         rows = rows.annotate(y_rank=JSONKeyTypeRank(y)).filter(y_rank=0)
-        value = CHART_AGGREGATES[aggregate](Cast(KeyTextTransform(y, "data"), FloatField()))
+        value = function(Cast(KeyTextTransform(y, "data"), FloatField()))
     grouped = rows.annotate(category=category).values("category").annotate(value=value).order_by("category")
     found = list(grouped[: CHART_MAX_BARS + 1])
     bars = [

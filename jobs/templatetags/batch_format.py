@@ -1,13 +1,12 @@
 """Readable durations and moments for the pages ("ETA 42 s", "1 min 5 s", "3 minutes ago")."""
 
+import re
 from datetime import datetime
 
-import re
-
 from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
-from django.contrib.humanize.templatetags.humanize import naturaltime
 
 from jobs import selectors
 from jobs.models import BatchStatus

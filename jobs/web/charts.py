@@ -338,5 +338,9 @@ def category_bars(data: dict) -> dict:
     return {
         **chart,
         "rows": rows,
-        "label": f"{chart['title']}: " + "; ".join(f"{r['title']}" for r in rows[:5]) + (" …" if len(rows) > 5 else "") + more + ".",
+        "label": f"{chart['title']}: "
+        + "; ".join(f"{r['title']}" for r in rows[:5])
+        + (" …" if len(rows) > 5 else "")
+        + more
+        + ".",
     }

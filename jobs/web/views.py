@@ -288,7 +288,10 @@ def results_context(batch: Batch, *, sort: str, page, query=None) -> dict[str, A
     }
     if view == "raw":
         context["raw_json"] = json.dumps(
-            [{selectors.LABEL_COLUMN: label, **(data if isinstance(data, dict) else {"value": data})} for label, data in results],
+            [
+                {selectors.LABEL_COLUMN: label, **(data if isinstance(data, dict) else {"value": data})}
+                for label, data in results
+            ],
             indent=2,
             ensure_ascii=False,
             default=str,

@@ -86,9 +86,7 @@ def test_on_a_phone_pages_fit_keep_their_key_columns_and_readable_charts(sign_in
     assert_charts_readable(page, server, [f"/batches/{batch.pk}/?tab=analytics", "/stats/"], PHONE)
 
 
-def test_on_a_desktop_charts_are_readable_the_query_box_wide_and_the_admin_list_whole(
-    sign_in, server, alice, staff
-):
+def test_on_a_desktop_charts_are_readable_the_query_box_wide_and_the_admin_list_whole(sign_in, server, alice, staff):
     batch = finish(services.batch_create(owner=alice, type="noop", name="charts", items=["a", "b"]), {"b"})
     page = sign_in("alice", "alice-password", DESKTOP)
     assert_charts_readable(page, server, [f"/batches/{batch.pk}/?tab=analytics", "/stats/"], DESKTOP)
