@@ -172,3 +172,14 @@ def test_the_batch_page_offers_the_previous_run_and_the_picker_orders_a_before_b
     assert picked["Location"] == f"/batches/{first.pk}/compare/{again.pk}/"
     picked = as_alice.get(f"/batches/{again.pk}/compare/?with={first.pk}")
     assert picked["Location"] == f"/batches/{first.pk}/compare/{again.pk}/"
+
+
+def test_a_template_run_links_to_a_comparison_with_the_run_before(as_alice, alice):
+    from jobs.schedules import services as schedules
+
+    template = schedules.template_create(owner=alice, name="nightly", type="noop", items=[{"label": "a"}])
+    first = schedules.template_run(template=template)
+    second = schedules.template_run(template=template)
+    page = as_alice.get(f"/batches/{second.batch_id}/").content.decode()
+    assert f'href="/batches/{first.batch_id}/compare/{second.batch_id}/">Compare with run #1</a>' in page
+    assert "Compare with run" not in as_alice.get(f"/batches/{first.batch_id}/").content.decode()
