@@ -15,9 +15,12 @@ from jobs.api.schemas import Error
 router = Router(tags=["compare"])
 ERRORS = {401: Error, 404: Error, 400: Error, 422: Error}
 Bucket = Literal["newly_failing", "still_failing", "only_in_a", "only_in_b", "other", "fixed", "passing"]
+# Stated in the schema: text without NUL characters (refused with a 422 before any endpoint).
+NO_NUL = r"^[^\x00]*$"
 KEY = Query(
     "",
     max_length=1000,
+    pattern=NO_NUL,
     description="Comma-separated result columns to match result rows by (e.g. `_instance,id`): adds "
     "`row_diff`. Both batches must have every column (`operation` is the operation's label).",
 )
@@ -156,7 +159,9 @@ def compare_rows_csv(
     request,
     batch_id: UUID,
     other_id: UUID,
-    key: str = Query(..., min_length=1, max_length=1000, description="Comma-separated columns to match rows by."),
+    key: str = Query(
+        ..., min_length=1, max_length=1000, pattern=NO_NUL, description="Comma-separated columns to match rows by."
+    ),
 ):
     a, b = _pair(request, batch_id, other_id)
     diff = selectors.result_rows_diff(a, b, selectors.parse_key(key), shown=None)
