@@ -213,6 +213,19 @@ BATCHSITE_SCHEDULE_MISSED_AFTER_S = env_number("BATCHSITE_SCHEDULE_MISSED_AFTER_
 # Operation types that reach registered database instances.
 # sql.workflow runs only SELECT/WITH statements in read-only transactions unless this is on.
 BATCHSITE_SQL_ALLOW_WRITES = env_bool("BATCHSITE_SQL_ALLOW_WRITES", False)
+# Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets at rest: instance URLs
+# and secret params. Empty: one key derived from SECRET_KEY (jobs.secrets).
+BATCHSITE_ENCRYPTION_KEY = env_str("BATCHSITE_ENCRYPTION_KEY", "")
+for _key in filter(None, (part.strip() for part in BATCHSITE_ENCRYPTION_KEY.split(","))):
+    try:
+        __import__("cryptography.fernet", fromlist=["Fernet"]).Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            "BATCHSITE_ENCRYPTION_KEY: each comma-separated key must be a Fernet key (32 url-safe base64-encoded "
+            'bytes; make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
+        ) from None
+# How often a claim that found every targeted instance at its max_connections looks again.
+BATCHSITE_INSTANCE_RECHECK_S = env_number("BATCHSITE_INSTANCE_RECHECK_S", 0.2, float, minimum=0.01)
 # Files operations produce (data.generate's CSV output), one directory per batch.
 BATCHSITE_ARTIFACTS_DIR = Path(env_str("BATCHSITE_ARTIFACTS_DIR", str(VAR_DIR / "artifacts")))
 

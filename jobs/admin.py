@@ -470,7 +470,7 @@ class DatabaseInstanceForm(forms.ModelForm):
 
     class Meta:
         model = DatabaseInstance
-        fields = ("name", "url", "region", "tags")
+        fields = ("name", "url", "region", "tags", "max_connections", "shared", "owner")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -487,8 +487,11 @@ class DatabaseInstanceForm(forms.ModelForm):
                 url=url if url or adding else None,
                 region=data.get("region") or "",
                 tags=[tag for tag in (data.get("tags") or "").split(",") if tag.strip()],
+                max_connections=data.get("max_connections"),
                 instance=None if adding else self.instance,
             )
+            self.service_fields.pop("engine", None)
+            self.service_fields.update(shared=bool(data.get("shared")), owner=data.get("owner"))
         except InvalidInput as exc:
             for path, problems in exc.errors.items():
                 field = path.split("[")[0]
@@ -502,16 +505,28 @@ class DatabaseInstanceForm(forms.ModelForm):
 @admin.register(DatabaseInstance)
 class DatabaseInstanceAdmin(admin.ModelAdmin):
     form = DatabaseInstanceForm
-    list_display = ("name", "region", "tags_display", "masked_url", "created_at")
-    list_filter = ("region",)
+    list_display = (
+        "name",
+        "engine",
+        "region",
+        "tags_display",
+        "masked_url",
+        "owner",
+        "shared",
+        "max_connections",
+        "last_test_ok",
+        "created_at",
+    )
+    list_filter = ("region", "engine", "shared")
     search_fields = ("name", "region")
-    readonly_fields = ("masked_url", "created_at")
+    readonly_fields = ("masked_url", "engine", "last_test_message", "last_tested_at", "created_at")
     actions = ("test_connection",)
 
     def get_fields(self, request: HttpRequest, obj: DatabaseInstance | None = None) -> tuple[str, ...]:
+        editable = ("region", "tags", "max_connections", "owner", "shared")
         if obj is None:
-            return ("name", "url", "region", "tags")
-        return ("name", "masked_url", "url", "region", "tags", "created_at")
+            return ("name", "url", *editable)
+        return ("name", "masked_url", "url", "engine", *editable, "last_test_message", "last_tested_at", "created_at")
 
     @admin.display(description="Tags")
     def tags_display(self, instance: DatabaseInstance) -> str:
@@ -522,7 +537,7 @@ class DatabaseInstanceAdmin(admin.ModelAdmin):
         return instance.masked_url
 
     def save_model(self, request: HttpRequest, obj: DatabaseInstance, form: Any, change: bool) -> None:
-        fields = form.service_fields
+        fields = dict(form.service_fields)
         if change:
             services.instance_update(instance=obj, **{"url": None, **fields})
         else:

@@ -11,7 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from jobs.secrets import mask_url
+from jobs.secrets import SecretUnreadable, decrypt, encrypt, mask_url
 
 
 class BatchStatus(models.TextChoices):
@@ -127,6 +127,11 @@ class Batch(models.Model):
     cancelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Some operation targets an instance with max_connections: its claims take the path that counts
+    # connections (jobs.services.instance_limits); every other batch pays nothing for it.
+    instance_limited = models.BooleanField(default=False)
+    # The `select` its items were resolved from ({"tags", "region", "names"} and the names found).
+    selection = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -248,6 +253,9 @@ class Operation(models.Model):
     # Runs lost with their worker (killed, out of memory, machine gone): such a run is repeated
     # without spending an automatic retry, until BATCHSITE_MAX_LOST losses fail it as WorkerLost.
     lost = models.PositiveSmallIntegerField(default=0)
+    # The database instance the operation connects to ("" for none), set at creation: the claim
+    # counts running operations by it to hold instances' max_connections across all batches.
+    resource = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["seq"]
@@ -255,6 +263,9 @@ class Operation(models.Model):
         indexes = [
             models.Index(fields=["batch", "status", "seq"], name="operation_batch_status_seq"),
             models.Index(fields=["status", "heartbeat_at"], name="operation_status_heartbeat"),
+            models.Index(
+                fields=["resource", "status"], name="operation_resource_status", condition=~models.Q(resource="")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -343,17 +354,52 @@ class IdempotencyRecord(models.Model):
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_user_key")]
 
 
+class DatabaseInstanceQuerySet(models.QuerySet):
+    def visible_to(self, user) -> "DatabaseInstanceQuerySet":
+        """The instances `user` may see and use: their own and the shared ones; staff see all."""
+        if getattr(user, "is_staff", False):
+            return self
+        if user is None or not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(models.Q(shared=True) | models.Q(owner=user))
+
+
 class DatabaseInstance(models.Model):
     """A database that operation types (sql.workflow, metadata.extract, ...) connect to by name.
 
-    `url` holds credentials: it is never shown back (admin, API, commands show `masked_url`).
+    The connection URL holds credentials: it is stored encrypted (`url_encrypted`, Fernet, see
+    jobs.secrets) and never shown back (admin, API, pages and commands show `masked_url`). `url`
+    reads and sets it in clear for the code that connects.
+
+    Who may see and use it: its owner, or everyone when `shared` (set by staff); staff see all.
     """
 
     name = models.SlugField(max_length=100, unique=True, help_text="Letters, digits, - and _; what items refer to.")
-    url = models.TextField(help_text="SQLAlchemy connection URL, e.g. postgresql://user:password@host:5432/db.")
+    url_encrypted = models.TextField(
+        "connection URL (encrypted)",
+        help_text="SQLAlchemy connection URL, e.g. postgresql://user:password@host:5432/db; stored encrypted.",
+    )
+    engine = models.CharField(max_length=30, blank=True, help_text="postgresql, mysql or sqlite (from the URL).")
     region = models.CharField(max_length=100, blank=True)
     tags = models.JSONField(default=list, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="database_instances"
+    )
+    shared = models.BooleanField(default=False, help_text="Everyone may see and use it (staff decide).")
+    max_connections = models.PositiveIntegerField(
+        "max connections",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Operations running against it at once, across all batches and users (empty: no limit).",
+    )
+    last_test_ok = models.BooleanField(null=True, blank=True)
+    last_test_message = models.CharField(max_length=500, blank=True)
+    last_test_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_tested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DatabaseInstanceQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -363,5 +409,16 @@ class DatabaseInstance(models.Model):
         return self.name
 
     @property
+    def url(self) -> str:
+        return decrypt(self.url_encrypted)
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self.url_encrypted = encrypt(value)
+
+    @property
     def masked_url(self) -> str:
-        return mask_url(self.url)
+        try:
+            return mask_url(self.url)
+        except SecretUnreadable:
+            return "(unreadable: encryption key changed)"

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from pytest_httpserver import HTTPServer
 
-from tests.databases import pg_scratch, sqlite_db  # noqa: E402,F401  (fixtures: real databases for optypes)
+from tests.databases import mysql_scratch, pg_scratch, sqlite_db  # noqa: E402,F401  (fixtures: real databases for optypes)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -210,7 +210,9 @@ def test_the_schema_states_types_sort_dates_and_required_fields(as_alice):
     schema = as_alice.get("/api/openapi.json").json()
     batch_in = schema["components"]["schemas"]["BatchIn"]
     assert {"demo.sleep", "noop", "sql.workflow"} <= set(batch_in["properties"]["type"]["enum"])
-    assert {"type", "name", "items"} <= set(batch_in["required"])
+    assert {"type", "name"} <= set(batch_in["required"])
+    # Items, unless a `select` of instances stands for them.
+    assert batch_in["anyOf"] == [{"required": ["items"]}, {"required": ["select"]}]
     assert batch_in["properties"]["name"]["minLength"] == 1
     assert batch_in["properties"]["items"]["minItems"] == 1
     listing = {p["name"]: p for p in schema["paths"][BATCHES]["get"]["parameters"]}

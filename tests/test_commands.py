@@ -215,7 +215,7 @@ def test_create_without_a_superuser_or_user_exits_2(alice):
     "args, message",
     [
         (["--type", "no.such.type", "--item", "a"], "Unknown operation type 'no.such.type'"),
-        (["--type", "demo.sleep"], "Give items with --items FILE or --item LABEL."),
+        (["--type", "demo.sleep"], "Give items with --items FILE or --item LABEL"),
         (["--type", "demo.sleep", "--item", "a", "--max-parallel", "0"], "max_parallel"),
         (["--type", "demo.sleep", "--item", "a", "--max-parallel", "101"], "max_parallel"),
         (["--type", "demo.sleep", "--item", "a", "--retries", "11"], "max_retries"),

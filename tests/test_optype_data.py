@@ -40,7 +40,9 @@ def errors_of(call) -> dict[str, list[str]]:
 
 
 def sa_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    return sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://")
+    )
 
 
 # --- data.generate ----------------------------------------------------------------------------
@@ -149,11 +151,12 @@ def test_deleting_or_pruning_a_batch_removes_its_artifacts(transactional_db, red
     assert not (artifacts_dir / str(kept.pk)).exists()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"])
 def test_table_output_creates_related_tables_on_an_instance(
-    transactional_db, redis_clean, alice, sqlite_db, pg_scratch, backend
+    transactional_db, redis_clean, alice, sqlite_db, request, backend
 ):
-    url = sqlite_db("target") if backend == "sqlite" else pg_scratch
+    scratch = {"sqlite": lambda: sqlite_db("target"), "postgresql": lambda: request.getfixturevalue("pg_scratch")}
+    url = scratch.get(backend, lambda: request.getfixturevalue("mysql_scratch"))()
     services.instance_create(name="target", url=url)
     params = {"rows": 300, "seed": 5, "output": "table", "instance": "target", "table_prefix": "demo_"}
     batch = run_inline(generate(alice, ["retail"], **params))
@@ -177,10 +180,21 @@ def test_table_output_creates_related_tables_on_an_instance(
     assert (count, orphans) == (300, 0)
     assert foreign[0]["referred_table"] == "demo_customers"
 
-    # Appending the same ids again collides with the primary keys: a clear failure, nothing half-written.
+    # Appending again continues the keys after the tables' largest, foreign keys following.
     again = run_inline(generate(alice, ["retail"], **params))
-    operation = again.operations.get()
-    assert (operation.status, operation.error_type) == ("failed", "SQLError")
+    assert again.status == "completed", again.operations.get().error
+    engine = sa_engine(url)
+    with engine.connect() as connection:
+        counts = connection.exec_driver_sql(
+            "SELECT count(*), max(order_item_id), min(order_id) FROM demo_order_items WHERE order_item_id > 300"
+        ).one()
+        orphans = connection.exec_driver_sql(
+            "SELECT count(*) FROM demo_orders o LEFT JOIN demo_customers c ON c.customer_id = o.customer_id "
+            "WHERE c.customer_id IS NULL"
+        ).scalar()
+    engine.dispose()
+    assert tuple(counts[:2]) == (300, 600) and counts[2] > 120
+    assert orphans == 0
     replaced = run_inline(generate(alice, ["retail"], **{**params, "rows": 100, "if_exists": "replace"}))
     assert replaced.status == "completed"
     engine = sa_engine(url)

@@ -476,3 +476,55 @@ def test_the_admin_schedule_form_quotes_a_bad_cron_and_saves_through_the_service
     assert response.status_code == 302
     schedule = Schedule.objects.get()
     assert schedule.next_run_at is not None and schedule.timezone == "Europe/Paris"
+
+
+# --- secret params ----------------------------------------------------------------------------
+
+SECRET = "Bearer Tpl-5150"
+
+
+def test_template_secrets_are_stored_encrypted_shown_masked_and_kept_by_edits_and_runs(alice_api, as_alice, alice):
+    from jobs import secrets
+    from jobs.optypes import get_type
+
+    headers = {"Authorization": SECRET}
+    body = {
+        "name": "hooks",
+        "type": "pipeline.http",
+        "items": ["p1", {"label": "p2", "params": {"headers": {"Authorization": "Bearer Item-77"}}}],
+        "params": {"url": "https://example.com/run/{label}", "headers": headers},
+    }
+    answer = post(alice_api, "/api/templates", body)
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["params"]["headers"] == {"Authorization": "***"}
+    assert answer.json()["items"][1]["params"]["headers"] == {"Authorization": "***"}
+    template = BatchTemplate.objects.get(pk=answer.json()["id"])
+    stored = json.dumps([template.params, template.items])
+    assert "Tpl-5150" not in stored and "Item-77" not in stored
+
+    for url in (f"/templates/{template.pk}/", f"/templates/{template.pk}/edit/", f"/api/templates/{template.pk}"):
+        text = (as_alice if url.startswith("/templates") else alice_api).get(url).content.decode()
+        assert "Tpl-5150" not in text and "Item-77" not in text, url
+    shown = io.StringIO()
+    call_command("batch", "template", "show", str(template.pk), "--user", "alice", stdout=shown)
+    assert "Tpl-5150" not in shown.getvalue() and "***" in shown.getvalue()
+
+    # An edit that sends the masks back (as the prefilled form does) keeps the secrets.
+    masked = answer.json()
+    response = patch(alice_api, f"/api/templates/{template.pk}", {"params": masked["params"], "items": masked["items"]})
+    assert response.status_code == 200, response.content
+    # A run with the masked value as an override, as the prefilled run form posts it, too.
+    run = services.template_run(template=template, params={"headers": {"Authorization": "***"}}, start=False)
+    optype = get_type("pipeline.http")
+    assert secrets.reveal_params(optype, run.batch.params)["headers"] == headers
+    item_params = run.batch.operations.get(label="p2").params
+    assert secrets.reveal_params(optype, item_params)["headers"] == {"Authorization": "Bearer Item-77"}
+    # A new value replaces it.
+    response = patch(
+        alice_api,
+        f"/api/templates/{template.pk}",
+        {"params": {**body["params"], "headers": {"Authorization": "Bearer New-1"}}},
+    )
+    assert response.status_code == 200, response.content
+    template.refresh_from_db()
+    assert secrets.reveal_params(optype, template.params)["headers"] == {"Authorization": "Bearer New-1"}

@@ -9,6 +9,7 @@ import json
 from typing import Annotated
 from uuid import UUID
 
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Query, Router
@@ -21,6 +22,7 @@ from pydantic import Field
 from jobs import artifacts, selectors, services
 from jobs.api import exports
 from jobs.api.compare import router as compare_router
+from jobs.api.instances import router as instances_router
 from jobs.api.schemas import (
     AnalyticsOut,
     ArtifactList,
@@ -41,6 +43,8 @@ from jobs.api.schemas import (
 from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types
+from jobs.optypes.base import find_type
+from jobs.secrets import mask_params
 
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
@@ -142,6 +146,11 @@ def on_http_error(request, exc: HttpError):
     return _error(request, exc.status_code, str(exc.message))
 
 
+@api.exception_handler(PermissionDenied)
+def on_permission_denied(request, exc: PermissionDenied):
+    return _error(request, 403, str(exc) or "Not allowed.")
+
+
 @api.exception_handler(Http404)
 def on_not_found(request, exc):
     return _error(request, 404, "Not found.")
@@ -160,6 +169,7 @@ def batch_out(batch: Batch) -> dict:
     """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
     data = {name: getattr(batch, name) for name in BatchOut.model_fields if name != "owner"}
     data["owner"] = batch.owner.get_username()
+    data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
 
 
@@ -194,7 +204,7 @@ def create_batch(request, payload: BatchIn):
     """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
     returns the first batch (201 again); the same key with another body is a 409."""
     body = payload.dict()
-    options = {name: body[name] for name in body if name not in ("type", "name", "items", "params")}
+    options = {name: body[name] for name in body if name not in ("type", "name", "items", "params", "select")}
     key = request.headers.get("Idempotency-Key", "").strip()
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     batch = services.batch_create(
@@ -203,6 +213,7 @@ def create_batch(request, payload: BatchIn):
         name=payload.name,
         items=body["items"],
         params=payload.params,
+        select=body["select"],
         idempotency=(key, request_hash) if key else None,
         **options,
     )
@@ -260,10 +271,15 @@ def get_progress(request, batch_id: UUID):
 def list_operations(
     request, batch_id: UUID, status: OperationStatus | None = None, limit: int = LIMIT, offset: int = OFFSET
 ):
-    operations = selectors.batch_get_visible(request.user, batch_id).operations.all()
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    operations = batch.operations.all()
     if status:
         operations = operations.filter(status=status)
-    return {"items": list(operations[_page(limit, offset)]), "count": operations.count()}
+    page = list(operations[_page(limit, offset)])
+    optype = find_type(batch.type)
+    for operation in page:
+        operation.params = mask_params(optype, operation.params)
+    return {"items": page, "count": operations.count()}
 
 
 @batches.get(
@@ -414,6 +430,7 @@ def cleanup(request, payload: CleanupIn):
 
 api.add_router("/batches", batches)
 api.add_router("/batches", compare_router)
+api.add_router("/instances", instances_router)
 
 
 @api.get(

@@ -5,7 +5,16 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from jobs.models import BatchStatus, option_field, option_field_bounds
 
@@ -47,18 +56,21 @@ def _option(name: str) -> Any:
 
 
 class BatchIn(Schema):
-    # A misspelt option ("max_paralel") is an error, not silently the default.
-    model_config = ConfigDict(extra="forbid")
+    # A misspelt option ("max_paralel") is an error, not silently the default. Items are required
+    # unless `select` stands for them.
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["items"]}, {"required": ["select"]}]}
+    )
 
     type: TypeKey = Field(..., description="A registered operation type key (see GET /api/operation-types).")
     name: str = Field(..., min_length=1, max_length=200, description="Required: 1 to 200 characters.")
     description: str = ""
     # Objects are checked by the service, which names the failing field as `items[3].label`.
     items: list[ItemIn] = Field(
-        ...,
+        default_factory=list,
         min_length=1,
         description='Labels (text or numbers), or objects {"label": "...", "params": {...}} whose params '
-        "override `params`. Booleans and null are refused.",
+        "override `params`. Booleans and null are refused. Required unless `select` is given.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
     max_parallel: Integer = _option("max_parallel")
@@ -68,6 +80,33 @@ class BatchIn(Schema):
     timeout_s: Integer = _option("timeout_s")
     priority: Literal["high", "default", "low"] = _option("priority")
     webhook_url: str = _option("webhook_url")
+    select: "SelectIn | None" = Field(
+        None,
+        description='For types whose items are instance names: {"tags": ["prod"], "region": "eu"} instead of '
+        "`items`, resolved to the matching instances you may use when the batch is created.",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _items_or_select(cls, data: Any, handler: Any) -> Any:
+        """`items` is required unless `select` stands for it; said with the other missing fields."""
+        missing = isinstance(data, dict) and "items" not in data and data.get("select") is None
+        try:
+            validated = handler(data)
+        except ValidationError as exc:
+            if not missing:
+                raise
+            details: list[Any] = [
+                {key: error[key] for key in ("type", "loc", "input", "ctx") if key in error} for error in exc.errors()
+            ]
+            raise ValidationError.from_exception_data(exc.title, [*details, _missing_items(data)]) from None
+        if missing:
+            raise ValidationError.from_exception_data(cls.__name__, [_missing_items(data)])
+        return validated
+
+
+def _missing_items(data: Any) -> Any:
+    return {"type": "missing", "loc": ("items",), "input": data}
 
 
 class ProgressOut(Schema):
@@ -103,6 +142,9 @@ class BatchOut(ProgressOut):
     started_at: datetime | None
     finished_at: datetime | None
     cancel_reason: str
+    selection: dict[str, Any] | None = Field(
+        None, description="The `select` the items were resolved from, with the instance names found (`resolved`)."
+    )
 
 
 class BatchList(Schema):
@@ -289,3 +331,92 @@ class ArtifactOut(Schema):
 class ArtifactList(Schema):
     items: list[ArtifactOut]
     count: int
+
+
+# --- database instances -------------------------------------------------------------------------
+
+Tag = Annotated[StrictStr, Field(min_length=1, max_length=50)]
+
+
+class SelectIn(Schema):
+    """Instances chosen by what they are rather than by name (for types whose items are instance
+    names): every tag given, the region given, and among `names` when given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[Tag] = Field(default_factory=list, description="The instance must carry every one of these tags.")
+    region: StrictStr = Field("", max_length=100, description="The instance's region (empty: any).")
+    names: list[StrictStr] = Field(default_factory=list, description="Only among these instance names (empty: any).")
+
+
+class InstanceIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr = Field(..., min_length=1, max_length=100, description="Letters, digits, - and _.")
+    url: StrictStr = Field(
+        ...,
+        min_length=1,
+        description="SQLAlchemy URL (postgresql://, mysql:// or mariadb://, sqlite:////abs/path.db). Write-only: "
+        "stored encrypted, never returned.",
+    )
+    region: StrictStr = Field("", max_length=100)
+    tags: list[Tag] = Field(default_factory=list)
+    max_connections: Integer | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Operations running against it at once, all batches and users (null: no limit).",
+    )
+    shared: StrictBool = Field(False, description="Visible to and usable by everyone; staff only.")
+
+
+class InstancePatch(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr | None = Field(None, min_length=1, max_length=100)
+    url: StrictStr | None = Field(None, min_length=1, description="Write-only; absent keeps the stored URL.")
+    region: StrictStr | None = Field(None, max_length=100)
+    tags: list[Tag] | None = None
+    max_connections: Integer | None = Field(None, ge=1, le=1000, description="null: no limit.")
+    shared: StrictBool | None = None
+
+
+class InstanceTest(Schema):
+    ok: bool
+    message: str
+    elapsed_ms: int | None
+    at: datetime | None = None
+    warnings: list[str] = Field(default_factory=list, description="The role can write or is a superuser.")
+
+
+class InstanceOut(Schema):
+    name: str
+    engine: str = Field(..., description="postgresql, mysql or sqlite.")
+    url: str = Field(..., description="The connection URL with its password masked (***).")
+    region: str
+    tags: list[str]
+    max_connections: int | None
+    shared: bool
+    owner: str | None
+    last_test: InstanceTest | None
+    batches: int = Field(..., description="Batches with operations against this instance.")
+    created_at: datetime
+
+
+class InstanceList(Schema):
+    items: list[InstanceOut]
+    count: int
+
+
+class InstanceImportIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] | None = Field(
+        None, description="Objects with name, url, region, tags, max_connections (and shared, staff only)."
+    )
+    csv: StrictStr | None = Field(
+        None, description="Or a CSV text with a header naming name and url (region, tags separated by ; optional)."
+    )
+
+
+BatchIn.model_rebuild()

@@ -20,7 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.utils import timezone
 
-from jobs import services
+from jobs import secrets, services
 from jobs.engine import dispatch
 from jobs.errors import InvalidInput
 from jobs.live import publisher
@@ -89,6 +89,9 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
     timed_out = f"Timed out after {claim.timeout_s} s."
     try:
         optype = get_type(claim.type)
+        if optype.secret_params:
+            # Stored encrypted; only the run sees them in clear.
+            context.params = secrets.reveal_params(optype, context.params)
         if before:
             before(claim.timeout_s)
         try:
@@ -102,6 +105,8 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
         return failed(timed_out, "Timeout")
     except InvalidInput as exc:
         return failed(str(exc), "UnknownType", retryable=False)
+    except secrets.SecretUnreadable as exc:
+        return failed(str(exc), "SecretUnreadable", retryable=False)
     except Reschedule as request:
         try:
             json.dumps(request.state, cls=DjangoJSONEncoder)

@@ -2,6 +2,7 @@
 
 import logging
 
+from jobs import secrets
 from jobs.errors import InvalidInput
 from jobs.models import Batch, Operation
 from jobs.optypes import get_type
@@ -27,7 +28,8 @@ def cancel_outside_work(batch_id: str, operation_ids: list[int]) -> int:
     operations = Operation.objects.filter(batch_id=batch_id, pk__in=operation_ids, state__isnull=False)
     for operation in operations.only("pk", "seq", "label", "params", "state").order_by("seq"):
         try:
-            optype.cancel(label=operation.label, params={**batch["params"], **operation.params}, state=operation.state)
+            params = secrets.reveal_params(optype, {**batch["params"], **operation.params})
+            optype.cancel(label=operation.label, params=params, state=operation.state)
             done += 1
         except Exception:
             logger.warning(

@@ -42,6 +42,8 @@ from jobs.notifications.models import (
     new_secret,
 )
 from jobs.optypes import get_type
+from jobs.optypes.base import find_type
+from jobs.secrets import mask_params
 
 # The outbox events this feature reads. "expired" is written by the deadlines feature.
 OUTBOX_KINDS = (BatchEventKind.FINISHED, BatchEventKind.CANCELLED, "expired", BatchEventKind.OPERATION_FAILED_FINAL)
@@ -229,6 +231,7 @@ HIDDEN_BATCH_FIELDS = frozenset(
         "rate_done",
         "rate_prev_at",
         "rate_prev_done",
+        "instance_limited",
     )
 )
 
@@ -242,7 +245,11 @@ def batch_json(batch: Batch) -> dict[str, Any]:
         if field.name not in HIDDEN_BATCH_FIELDS and field.name != "owner"
     }
     data.update(
-        owner=batch.owner.get_username(), percent_complete=batch.percent_complete, eta_seconds=batch.eta_seconds
+        owner=batch.owner.get_username(),
+        percent_complete=batch.percent_complete,
+        eta_seconds=batch.eta_seconds,
+        # Secret params (an Authorization header) leave only masked, as in the API.
+        params=mask_params(find_type(batch.type), batch.params),
     )
     return json.loads(json.dumps(data, default=_json_value))
 

@@ -76,6 +76,10 @@ CancelFunction = Callable[..., None]
 # cancelled, expired) with the batch as the API shows it plus `event`; what it raises is logged in
 # the batch's delivery log and never changes the batch.
 BatchFinishedHook = Callable[[dict[str, Any]], None]
+# (item label, effective params) -> the name of the registered database instance the operation
+# connects to, or None: lets batch creation check the owner may use it, and the claim hold the
+# instance's max_connections.
+InstanceOf = Callable[[str, dict[str, Any]], str | None]
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,12 @@ class OperationType:
     validate_operation: ValidateFunction | None = None
     cancel: CancelFunction | None = None
     on_batch_finished: BatchFinishedHook | None = None
+    # Params whose values are secrets (an Authorization header, a password, a token): stored
+    # encrypted, handed to the run in clear, masked everywhere they are shown (jobs.secrets).
+    secret_params: tuple[str, ...] = ()
+    instance_of: InstanceOf | None = None
+    # Items are instance names: batches of this type may be created from a `select` (tags, region).
+    items_are_instances: bool = False
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
@@ -167,6 +177,11 @@ def get_type(key: str) -> OperationType:
         raise InvalidInput(
             {"type": [f"Unknown operation type {key!r}. Known: {', '.join(sorted(_registry))}."]}
         ) from None
+
+
+def find_type(key: str) -> OperationType | None:
+    """The registered type of this key, or None (a batch of a type since removed)."""
+    return _registry.get(key)
 
 
 def all_types() -> list[OperationType]:

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from jobs.errors import InvalidInput, RateLimited
-from jobs.schedules import cron, services
+from jobs.schedules import cron, selectors, services
 from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
 
 
@@ -37,9 +37,8 @@ class BatchTemplateAdmin(admin.ModelAdmin):
 
     @admin.display(description="items, params and options")
     def definition(self, template: BatchTemplate) -> str:
-        text = json.dumps(
-            {"params": template.params, "options": template.options, "items": template.items[:50]}, indent=1
-        )
+        params, items = selectors.template_masked(template)
+        text = json.dumps({"params": params, "options": template.options, "items": items[:50]}, indent=1)
         return format_html("<pre style='max-height:20em;overflow:auto'>{}</pre>", text)
 
     def save_model(self, request, obj: BatchTemplate, form, change: bool) -> None:

@@ -179,6 +179,7 @@ def template_out(template: BatchTemplate) -> dict[str, Any]:
         for name in "id name type name_pattern description items params options run_count created_at updated_at".split()
     }
     data["owner"] = template.owner.get_username()
+    data["params"], data["items"] = selectors.template_masked(template)
     return data
 
 

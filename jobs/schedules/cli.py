@@ -154,7 +154,8 @@ def template_show(command, options: dict[str, Any]) -> None:
     out = command.stdout.write
     out(f"Template {template.id}: {template.name} (owner {template.owner.username})")
     out(f"  type {template.type}, batches named {template.name_pattern!r}, {template.run_count} run(s)")
-    out(f"  params {json.dumps(template.params)}; options {json.dumps(template.options)}")
+    params, _ = selectors.template_masked(template)
+    out(f"  params {json.dumps(params)}; options {json.dumps(template.options)}")
     out(f"  {len(template.items)} item(s): {', '.join(i['label'] for i in template.items[:10])}")
     for schedule in template.schedules.all():
         state = "enabled" if schedule.enabled else "disabled"

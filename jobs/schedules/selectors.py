@@ -7,6 +7,8 @@ from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from jobs import secrets
+from jobs.optypes.base import find_type
 from jobs.schedules import cron
 from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
 
@@ -30,6 +32,14 @@ def templates_visible_to(user) -> QuerySet[BatchTemplate]:
     if user is None or user.is_staff:
         return templates
     return templates.filter(owner=user)
+
+
+def template_masked(template: BatchTemplate) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The template's params and items as pages, API, admin and commands show them: the type's
+    secret params masked (a template of a type since removed shows what is stored: encrypted)."""
+    optype = find_type(template.type)
+    items = [{**item, "params": secrets.mask_params(optype, item.get("params") or {})} for item in template.items]
+    return secrets.mask_params(optype, template.params), items
 
 
 def template_get_visible(user, template_id: Any) -> BatchTemplate:

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from jobs import services
+from jobs import secrets, services
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
@@ -59,11 +59,13 @@ def render_name(pattern: str, *, template: str, n: int, moment: datetime, zone_n
     return name[:200]
 
 
-def _clean_definition(data: dict[str, Any]) -> dict[str, Any]:
+def _clean_definition(data: dict[str, Any], current: BatchTemplate | None = None) -> dict[str, Any]:
     """Check a template's fields as batch creation would check them, without creating anything.
 
     Returns the values to store: items as {"label", "params"} objects, params and options as given
-    (so a default changed later applies to later runs). Raises InvalidInput with field paths."""
+    (so a default changed later applies to later runs), the type's secret params encrypted as on a
+    batch. Values may come stored (encrypted) or, from a form that showed `current` masked, still
+    masked: both stand for the current secret. Raises InvalidInput with field paths."""
     errors: dict[str, list[str]] = {}
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -94,6 +96,10 @@ def _clean_definition(data: dict[str, Any]) -> dict[str, Any]:
     except InvalidInput as exc:
         errors.update(exc.errors)
     params = data.get("params") or {}
+    if isinstance(params, dict):
+        params = _revealed(optype, params, current.params if current else None)
+    stored_items = {i["label"]: i.get("params") or {} for i in current.items} if current else {}
+    items = [Item(item.label, _revealed(optype, item.params, stored_items.get(item.label))) for item in items]
     options = data.get("options") or {}
     if not isinstance(options, dict):
         errors["options"] = ["Must be an object."]
@@ -119,10 +125,24 @@ def _clean_definition(data: dict[str, Any]) -> dict[str, Any]:
         "type": optype.key,
         "name_pattern": pattern,
         "description": description,
-        "items": [{"label": item.label, "params": item.params} for item in items],
-        "params": params,
+        "items": [{"label": item.label, "params": secrets.encrypt_params(optype, item.params)} for item in items],
+        "params": secrets.encrypt_params(optype, params),
         "options": options,
     }
+
+
+def _revealed(optype, params: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Params with encrypted secrets decrypted and masked ones given back their stored value."""
+    params = secrets.reveal_params(optype, params)
+    if stored:
+        params = secrets.unmask_params(optype, params, secrets.reveal_params(optype, stored))
+    return params
+
+
+def template_secrets_revealed(template: BatchTemplate, optype) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The template's params and items with their secrets decrypted: what a run is made of."""
+    items = [{**item, "params": secrets.reveal_params(optype, item.get("params") or {})} for item in template.items]
+    return secrets.reveal_params(optype, template.params), items
 
 
 def _check_options(options: dict[str, Any], path: str = "options") -> dict[str, list[str]]:
@@ -152,8 +172,10 @@ def template_create(*, owner, **fields: Any) -> BatchTemplate:
 
 def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "") -> BatchTemplate:
     """A template of what `batch` is made of: type, items with their params, params, options."""
+    # Secret params are stored encrypted on the batch; the template's own checks read them in clear.
+    optype = get_type(batch.type)
     items = [
-        {"label": label, "params": params}
+        {"label": label, "params": secrets.reveal_params(optype, params)}
         for label, params in batch.operations.order_by("seq").values_list("label", "params").iterator(2000)
     ]
     return template_create(
@@ -163,7 +185,7 @@ def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "
         name_pattern=name_pattern or DEFAULT_NAME_PATTERN,
         description=batch.description,
         items=items,
-        params=batch.params,
+        params=secrets.reveal_params(optype, batch.params),
         options={option: getattr(batch, option) for option in OPTION_NAMES if hasattr(batch, option)},
     )
 
@@ -173,7 +195,7 @@ def template_update(*, template: BatchTemplate, **changes: Any) -> BatchTemplate
     if unknown:
         raise InvalidInput({"body": [f"Unknown field(s): {', '.join(sorted(unknown))}."]})
     current = {field: getattr(template, field) for field in TEMPLATE_FIELDS}
-    values = _clean_definition({**current, **changes})
+    values = _clean_definition({**current, **changes}, current=template)
     with transaction.atomic():
         if (
             values["name"] != template.name
@@ -191,17 +213,17 @@ def template_delete(*, template: BatchTemplate) -> None:
         BatchTemplate.objects.filter(pk=template.pk).delete()
 
 
-def _override_items(template: BatchTemplate, labels: Any) -> list[dict[str, Any]]:
+def _override_items(template_items: list[dict[str, Any]], template_name: str, labels: Any) -> list[dict[str, Any]]:
     """The template's items whose labels are given, in the order given (a subset)."""
     if not isinstance(labels, list) or not labels:
         raise InvalidInput({"items": ["Give a non-empty list of the template's item labels."]})
-    by_label = {item["label"]: item for item in template.items}
+    by_label = {item["label"]: item for item in template_items}
     chosen, errors = [], {}
     for index, label in enumerate(labels):
         if isinstance(label, dict):
             label = label.get("label")
         if not isinstance(label, str) or label.strip() not in by_label:
-            errors[f"items[{index}]"] = [f"{label!r} is not an item of template {template.name!r}."]
+            errors[f"items[{index}]"] = [f"{label!r} is not an item of template {template_name!r}."]
             continue
         chosen.append(by_label[label.strip()])
     if errors:
@@ -243,7 +265,10 @@ def template_run(
     option_errors = _check_options(options, path="options")
     if option_errors:
         raise InvalidInput(option_errors)
-    run_items = _override_items(template, items) if items is not None else template.items
+    base_params, template_items = template_secrets_revealed(template, optype)
+    # A run form prefilled with the template's masked secrets sends the masks back unchanged.
+    params = secrets.unmask_params(optype, params or {}, base_params)
+    run_items = _override_items(template_items, template.name, items) if items is not None else template_items
     merged_options = {**template.options, **options}
     now = timezone.now()
     zone_name = schedule.timezone if schedule is not None else None
@@ -257,7 +282,7 @@ def template_run(
             name=name or template.name,
             description=template.description,
             items=run_items,
-            params={**template.params, **(params or {})},
+            params={**base_params, **params},
             start=start,
             rate_limit=rate_limit,
             **merged_options,

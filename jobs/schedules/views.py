@@ -64,8 +64,10 @@ def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
             initial={f: getattr(template, f) for f in ("name", "name_pattern", "description")}, label_suffix=""
         )
         options = OptionsForm(initial={**BatchOptionsForm.defaults(), **template.options}, label_suffix="")
-        params = optype.form(initial=template.params, prefix=PARAMS_PREFIX, label_suffix="")
-        items_form = ItemsForm(initial={"items": _items_text(template.items)}, label_suffix="")
+        # Secrets show masked; sent back unchanged, the service keeps the stored ones.
+        shown_params, shown_items = selectors.template_masked(template)
+        params = optype.form(initial=shown_params, prefix=PARAMS_PREFIX, label_suffix="")
+        items_form = ItemsForm(initial={"items": _items_text(shown_items)}, label_suffix="")
         return _render_edit(request, optype, meta, options, params, items_form, template)
     meta = TemplateMetaForm(request.POST, label_suffix="")
     options = OptionsForm(request.POST, label_suffix="")
@@ -173,7 +175,7 @@ def _run_forms(template: BatchTemplate, data=None):
     except InvalidInput:
         return None, None, None
     options = OptionsForm(data, initial={**BatchOptionsForm.defaults(), **template.options}, label_suffix="")
-    params = optype.form(data, initial=template.params, prefix=PARAMS_PREFIX, label_suffix="")
+    params = optype.form(data, initial=selectors.template_masked(template)[0], prefix=PARAMS_PREFIX, label_suffix="")
     items = RunItemsForm(data, label_suffix="")
     return options, params, items
 

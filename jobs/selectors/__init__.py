@@ -27,6 +27,15 @@ from jobs.selectors.compare import (
     parse_key,
     result_rows_diff,
 )
+from jobs.selectors.instances import (
+    InstanceNotFound,
+    instance_batch_counts,
+    instance_get_editable,
+    instance_get_visible,
+    instance_rows,
+    instance_waits,
+    instances_visible_to,
+)
 from jobs.selectors.results import (
     CHART_AGGREGATES,
     INSTANCE_COLUMN,
@@ -42,6 +51,13 @@ from jobs.selectors.results import (
 __all__ = [
     "BUCKETS",
     "CHART_AGGREGATES",
+    "InstanceNotFound",
+    "instance_batch_counts",
+    "instance_get_editable",
+    "instance_get_visible",
+    "instance_rows",
+    "instance_waits",
+    "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",
     "OPERATIONS_PER_PAGE",

@@ -4,6 +4,7 @@
 below by sub-domain and are gathered here so callers need not know which.
 """
 
+from jobs.services import instance_limits
 from jobs.services.batches import (
     IDEMPOTENCY_WINDOW,
     batch_cancel,
@@ -18,12 +19,16 @@ from jobs.services.batches import (
     batch_start,
     idempotent_batch,
 )
+from jobs.services.encryption import secrets_rotate
 from jobs.services.instances import (
     instance_create,
     instance_remove,
     instance_test_connection,
     instance_update,
     instance_validate,
+    instances_import,
+    instances_test_connections,
+    parse_instances_file,
 )
 from jobs.services.operations import (
     WORKER_LOST,
@@ -64,6 +69,10 @@ __all__ = [
     "batch_start",
     "idempotent_batch",
     "instance_create",
+    "instance_limits",
+    "instances_import",
+    "instances_test_connections",
+    "parse_instances_file",
     "instance_remove",
     "instance_test_connection",
     "instance_update",
@@ -77,6 +86,7 @@ __all__ = [
     "operations_claim",
     "operations_record",
     "running_operations_of",
+    "secrets_rotate",
     "token_authenticate",
     "token_create",
     "token_revoke",

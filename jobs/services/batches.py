@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import artifacts
+from jobs import artifacts, secrets
 from jobs.engine import dispatch
 from jobs.errors import IdempotencyKeyReused, IllegalTransition, InvalidInput, RateLimited, TooManyOperations
 from jobs.forms import BatchOptionsForm
@@ -25,7 +25,7 @@ from jobs.models import (
     OperationStatus,
 )
 from jobs.optypes import get_type
-from jobs.services import ratelimit
+from jobs.services import instance_selection, ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
@@ -56,6 +56,7 @@ def batch_create(
     start: bool = True,
     idempotency: tuple[str, str] | None = None,
     rate_limit: bool = True,
+    select: dict[str, Any] | None = None,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
@@ -67,6 +68,10 @@ def batch_create(
     within IDEMPOTENCY_WINDOW gets the batch the first one created (also when both race), and
     InvalidInput if its hash differs. `rate_limit`: a person's creation counts against
     BATCH_CREATE_RATE_LIMIT (RateLimited when over); the system's own creations pass False.
+
+    `select` (`{"tags": [...], "region": "...", "names": [...]}`), for types whose items are instance
+    names, stands for the items: the instances the owner may use that match, resolved now and
+    recorded on the batch (`selection`).
     """
     if idempotency:
         replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1])
@@ -77,7 +82,7 @@ def batch_create(
         if wait:
             raise RateLimited(wait)
     try:
-        return _create(owner, type, items, params, name, start, idempotency, options)
+        return _create(owner, type, items, params, name, start, idempotency, options, select)
     except IntegrityError:
         # The same key raced in from a parallel request and won the unique constraint.
         replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1]) if idempotency else None
@@ -86,9 +91,16 @@ def batch_create(
         return replay
 
 
-def _create(owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any]) -> Batch:
+def _create(
+    owner, type: str, items, params, name: str, start: bool, idempotency, options: dict[str, Any], select=None
+) -> Batch:
     optype = get_type(type)
+    selection = None
+    if select is not None:
+        items, selection = instance_selection.resolve(optype, owner, select, items)
     items = normalize_items(items)
+    if optype.secret_params:
+        items = [Item(item.label, secrets.reveal_params(optype, item.params)) for item in items]
     if not items:
         raise InvalidInput({"items": ["At least one item is required."]})
     limit = settings.BATCH_MAX_OPERATIONS
@@ -104,7 +116,8 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
         errors["options"] = [f"Unknown option(s): {', '.join(sorted(unknown))}."]
     if not options_form.is_valid():
         errors.update({field: [str(m) for m in messages] for field, messages in options_form.errors.items()})
-    base_raw = params or {}
+    # A run again or a template run hands back stored (encrypted) secret params: clear them first.
+    base_raw = secrets.reveal_params(optype, params or {})
     base_params: dict[str, Any] = {}
     try:
         base_params = optype.clean_params(base_raw)
@@ -116,10 +129,17 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
     if not errors and optype.check_items is not None:
         # Type-specific checks of the items themselves (e.g. "this instance is registered").
         errors.update(optype.check_items(items, base_params))
+    resources: list[str] = []
+    if not errors and optype.instance_of is not None:
+        resources = instance_selection.resources_of(optype, owner, base_params, items, item_params, errors)
     if errors:
         raise InvalidInput(errors)
 
     options = options_form.cleaned_data
+    limited = bool(resources) and instance_selection.any_limited(resources)
+    if optype.secret_params:
+        base_params = secrets.encrypt_params(optype, base_params)
+        item_params = [secrets.encrypt_params(optype, overrides) for overrides in item_params]
     now = timezone.now()
     with transaction.atomic():
         batch = Batch.objects.create(
@@ -128,16 +148,27 @@ def _create(owner, type: str, items, params, name: str, start: bool, idempotency
             params=base_params,
             total=len(items),
             pending=len(items),
+            instance_limited=limited,
+            selection=selection,
             **options,
         )
         Operation.objects.bulk_create(
             (
-                Operation(batch=batch, seq=index, label=item.label, params=overrides)
+                Operation(
+                    batch=batch,
+                    seq=index,
+                    label=item.label,
+                    params=overrides,
+                    resource=resources[index - 1] if resources else "",
+                )
                 for index, (item, overrides) in enumerate(zip(items, item_params, strict=True), start=1)
             ),
             batch_size=CREATE_CHUNK,
         )
-        record_event(batch, BatchEventKind.CREATED, owner, f"{len(items)} operations")
+        message = f"{len(items)} operations"
+        if selection is not None:
+            message += f" from {instance_selection.describe(selection)}"
+        record_event(batch, BatchEventKind.CREATED, owner, message[:500])
         if idempotency:
             # Same transaction: a batch exists exactly when its key is recorded. A parallel request
             # with the same key fails on the unique constraint and replays this one.

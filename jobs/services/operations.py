@@ -31,7 +31,7 @@ from jobs.models import (
     OperationStatus,
     ResultRow,
 )
-from jobs.services import rawsql
+from jobs.services import instance_limits, rawsql
 from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
@@ -129,6 +129,10 @@ def operation_claim_next(*, batch_id: str, worker: str) -> Claim | NoClaim:
     return claims[0] if isinstance(claims, list) else claims
 
 
+def _next_due(batch: Batch) -> datetime | None:
+    return batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
+
+
 def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[Claim] | NoClaim:
     if batch.status not in (BatchStatus.QUEUED, BatchStatus.RUNNING):
         return NoClaim("inactive")
@@ -137,10 +141,19 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
     room = min(limit, batch.max_parallel - batch.running)
     if room <= 0:
         return NoClaim("full")
-    found = rawsql.claim_due_operations(Operation, batch_pk=batch.pk, now=now, limit=room, worker=worker[:200])
+    only = None
+    if batch.instance_limited:
+        only, full = instance_limits.choose(batch, now, room)
+        if only == []:
+            # Every due operation targets an instance at its max_connections: another batch's
+            # operations hold them, and no outcome of ours will wake this worker, so look again soon.
+            recheck = now + timedelta(seconds=settings.BATCHSITE_INSTANCE_RECHECK_S)
+            return NoClaim("not_due", recheck) if full else NoClaim("not_due", _next_due(batch))
+    found = rawsql.claim_due_operations(
+        Operation, batch_pk=batch.pk, now=now, limit=room, worker=worker[:200], only=only
+    )
     if not found:
-        next_due = batch.operations.filter(status=OperationStatus.PENDING).aggregate(at=Min("not_before"))["at"]
-        return NoClaim("not_due", next_due)
+        return NoClaim("not_due", _next_due(batch))
     started = batch.status == BatchStatus.QUEUED
     changes: dict[str, Any] = {"current_operation": found[-1]["label"]}
     if started:

@@ -79,11 +79,14 @@ def prep(model: type[Model], name: str, value: Any) -> Any:
     return field.get_db_prep_value(value, connection)
 
 
-def claim_due_operations(model: type[Model], *, batch_pk: Any, now: Any, limit: int, worker: str) -> list[dict]:
+def claim_due_operations(
+    model: type[Model], *, batch_pk: Any, now: Any, limit: int, worker: str, only: list[Any] | None = None
+) -> list[dict]:
     """Move up to `limit` due pending operations of a batch, in sequence order, to running for a
     new attempt (attempts + 1) in one statement, and return them (pk, seq, label, params,
     attempts, state, started_at), in sequence order. An operation resuming outside work it started
-    earlier (it saved state) keeps its start. PostgreSQL skips rows another transaction locked."""
+    earlier (it saved state) keeps its start. PostgreSQL skips rows another transaction locked.
+    `only`: claim among these operation pks alone (the per-instance limit's choice)."""
     names = ("pk", "batch", "status", "started_at", "state", "heartbeat_at", "finished_at", "not_before", "worker")
     column = {name: _column(model, name)[0] for name in (*names, "seq", "label", "params", "attempts")}
     moment = _column(model, "started_at")[1].get_db_prep_save(now, connection)
@@ -97,11 +100,22 @@ def claim_due_operations(model: type[Model], *, batch_pk: Any, now: Any, limit: 
         f"{column['worker']} = %s, {column['attempts']} = {column['attempts']} + 1 "
         f"WHERE {column['pk']} IN (SELECT {column['pk']} FROM {table} WHERE {column['batch']} = %s "
         f"AND {column['status']} = %s AND ({column['not_before']} IS NULL OR {column['not_before']} <= %s) "
-        f"ORDER BY {column['seq']} LIMIT %s{lock}) "
+        + (f"AND {column['pk']} IN ({', '.join(['%s'] * len(only))}) " if only else "")
+        + f"ORDER BY {column['seq']} LIMIT %s{lock}) "
         f"RETURNING {column['pk']}, {column['seq']}, {column['label']}, {column['params']}, {column['attempts']}, "
         f"{column['state']}, {column['started_at']}"
     )
-    params = ["running", moment, moment, worker, prep(model, "batch", batch_pk), "pending", moment, limit]
+    params = [
+        "running",
+        moment,
+        moment,
+        worker,
+        prep(model, "batch", batch_pk),
+        "pending",
+        moment,
+        *(only or ()),
+        limit,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

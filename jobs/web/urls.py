@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import compare, views
+from jobs.web import compare, instances, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -12,4 +12,9 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/compare/<uuid:other_id>/", compare.batch_compare, name="batch_compare"),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
+    path("instances/", instances.instance_list, name="instance_list"),
+    path("instances/import/", instances.instance_import, name="instance_import"),
+    path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),
+    path("instances/<slug:name>/edit/", instances.instance_edit, name="instance_edit"),
+    path("instances/<slug:name>/remove/", instances.instance_remove, name="instance_remove"),
 ]

@@ -96,7 +96,7 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     items: list[Item] = []
     if items_form.is_valid():
         try:
-            items = _items_from(items_form)
+            items = _items_from(items_form, picked=_picked(request, optype))
         except InvalidInput as exc:
             _add_service_errors(exc, options, params, items_form)
             valid = False
@@ -126,7 +126,15 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     return _render_create(request, optype, options, params, items_form, status=422)
 
 
-def _items_from(form: ItemsForm) -> list[Item]:
+def _picked(request: HttpRequest, optype) -> list[str]:
+    """The instances ticked in the create form's picker (types whose items are instance names)."""
+    if not optype.items_are_instances:
+        return []
+    return [name for name in dict.fromkeys(request.POST.getlist("instances")) if name.strip()]
+
+
+def _items_from(form: ItemsForm, picked: list[str] | None = None) -> list[Item]:
+    picked_items = [Item(label=name) for name in picked or []]
     upload = form.cleaned_data.get("items_file")
     if upload:
         try:
@@ -134,14 +142,16 @@ def _items_from(form: ItemsForm) -> list[Item]:
         except UnicodeDecodeError:
             raise InvalidInput({"items_file": ["The file is not UTF-8 text."]}) from None
         # What is wrong with the file shows on the file field.
-        return parse_items_text(text, filename=upload.name, path="items_file")
+        return parse_items_text(text, filename=upload.name, path="items_file") + picked_items
     text = form.cleaned_data.get("items", "").strip()
     if not text:
+        if picked_items:
+            return picked_items
         raise InvalidInput({"items": ["Give at least one item: one label per line, or upload a file."]})
     first_line = text.splitlines()[0]
     if text.startswith("[") or ("," in first_line and "label" in [c.strip() for c in first_line.split(",")]):
-        return parse_items_text(text)
-    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()]
+        return parse_items_text(text) + picked_items
+    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items
 
 
 _ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
@@ -206,6 +216,9 @@ def _add_service_errors(exc: InvalidInput, options: forms.Form, params: forms.Fo
 
 def _render_create(request, optype, options, params, items, status: int = 200) -> HttpResponse:
     context = {"optype": optype, "options": options, "params": params, "items_form": items}
+    if optype.items_are_instances:
+        context["instance_choices"] = selectors.instance_rows(list(selectors.instances_visible_to(request.user)))
+        context["picked"] = request.POST.getlist("instances") if request.method == "POST" else []
     return render(request, "jobs/batch_create.html", context, status=status)
 
 

@@ -25,6 +25,8 @@ from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
+from jobs.optypes.base import find_type
+from jobs.secrets import SecretUnreadable, mask_params
 
 FAILED = 1
 BAD_USAGE = 2
@@ -61,6 +63,15 @@ class Command(QuietPipeCommand):
         create.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
         create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
+        create.add_argument(
+            "--select",
+            metavar="JSON",
+            help='Instead of items, for types whose items are instance names: {"tags": ["prod"], "region": "eu"}.',
+        )
+        create.add_argument(
+            "--select-tag", action="append", default=[], help="Select instances with this tag (repeatable)."
+        )
+        create.add_argument("--select-region", default="", help="Select instances in this region.")
         for flag, field in OPTION_FLAGS.items():
             model_field = option_field(field)
             if isinstance(model_field, BooleanField):
@@ -118,9 +129,28 @@ class Command(QuietPipeCommand):
         add.add_argument("url", help="SQLAlchemy URL, e.g. postgresql://user:password@host:5432/db.")
         add.add_argument("--region", default="")
         add.add_argument("--tag", action="append", default=[], help="A tag (repeatable).")
+        add.add_argument("--max-connections", type=int, help="Operations running against it at once, all batches.")
+        add.add_argument("--owner", help="Owner username (default: none, shared with everyone).")
+        add.add_argument("--shared", action="store_true", help="With --owner: shared with everyone anyway.")
+        limit = instance_verbs.add_parser("limit", help="Set (or with 0, remove) an instance's max_connections.")
+        limit.add_argument("name")
+        limit.add_argument("max_connections", type=int)
+        imports = instance_verbs.add_parser(
+            "import", help="Register the instances of a CSV (name,url,region,tags) or JSON file: all or none."
+        )
+        imports.add_argument("file", type=Path)
+        imports.add_argument("--owner", help="Owner username (default: none, shared with everyone).")
         instance_verbs.add_parser("list", help="List registered instances (passwords masked).")
-        test = instance_verbs.add_parser("test", help="Connect to an instance and run SELECT 1 (exit 1 if it fails).")
-        test.add_argument("name")
+        test = instance_verbs.add_parser(
+            "test", help="Connect and run SELECT 1, several instances at once (exit 1 if one fails)."
+        )
+        test.add_argument("name", nargs="*", help="Instance names (default with --all: every one).")
+        test.add_argument("--all", action="store_true", help="Test every registered instance.")
+        secrets_verb = verbs.add_parser("secrets", help="Secrets at rest (instance URLs, secret params).")
+        secrets_verbs = secrets_verb.add_subparsers(dest="secrets_verb", required=True, metavar="ACTION")
+        secrets_verbs.add_parser(
+            "rotate", help="Encrypt every stored secret again with the first key of BATCHSITE_ENCRYPTION_KEY."
+        )
         remove = instance_verbs.add_parser("remove", help="Forget a registered instance.")
         remove.add_argument("name")
 
@@ -142,6 +172,8 @@ class Command(QuietPipeCommand):
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (Batch.DoesNotExist, Batch.MultipleObjectsReturned) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
+        except SecretUnreadable as exc:
+            raise CommandError(str(exc), returncode=FAILED) from None
         except DatabaseInstance.DoesNotExist:
             raise CommandError(f"No database instance named {options.get('name')!r}.", returncode=BAD_USAGE) from None
 
@@ -160,9 +192,13 @@ class Command(QuietPipeCommand):
                     f"Cannot read items file {options['items']}: it is not UTF-8 text.", returncode=BAD_USAGE
                 ) from None
             items += parse_items_text(text, options["items"].name)
-        if not items:
-            raise CommandError("Give items with --items FILE or --item LABEL.", returncode=BAD_USAGE)
+        select = self._select(options)
+        if not items and select is None:
+            raise CommandError(
+                "Give items with --items FILE or --item LABEL (or instances with --select).", returncode=BAD_USAGE
+            )
         batch = services.batch_create(
+            select=select,
             owner=owner,
             type=options["type"],
             name=options["name"] or f"{options['type']} {timezone.localtime():%Y-%m-%d %H:%M}",
@@ -325,25 +361,101 @@ class Command(QuietPipeCommand):
         getattr(self, f"handle_instance_{options['instance_verb']}")(options)
 
     def handle_instance_add(self, options) -> None:
+        owner = self._owner(options["owner"]) if options["owner"] else None
         instance = services.instance_create(
-            name=options["name"], url=options["url"], region=options["region"], tags=options["tag"]
+            name=options["name"],
+            url=options["url"],
+            region=options["region"],
+            tags=options["tag"],
+            max_connections=options["max_connections"],
+            owner=owner,
+            shared=True if options["shared"] or owner is None else False,
         )
         self.stdout.write(f"Registered instance {instance.name} ({instance.masked_url}).")
+        self._warn_role(instance)
+
+    def handle_instance_limit(self, options) -> None:
+        instance = DatabaseInstance.objects.get(name=options["name"])
+        value = options["max_connections"] or None
+        services.instance_update(instance=instance, max_connections=value)
+        self.stdout.write(f"Instance {instance.name}: " + (f"max_connections {value}." if value else "no limit."))
+
+    def handle_instance_import(self, options) -> None:
+        owner = self._owner(options["owner"]) if options["owner"] else None
+        try:
+            content = options["file"].read_bytes()
+        except OSError as exc:
+            raise CommandError(f"Cannot read {options['file']}: {exc}", returncode=BAD_USAGE) from None
+        rows = services.parse_instances_file(content, options["file"].name)
+        created = services.instances_import(rows=rows, owner=owner)
+        self.stdout.write(f"Imported {len(created)} instance(s): {', '.join(i.name for i in created)}.")
 
     def handle_instance_list(self, options) -> None:
         rows = list(DatabaseInstance.objects.all())
-        self.stdout.write(f"{'NAME':20}  {'REGION':12}  {'TAGS':20}  URL")
+        self.stdout.write(f"{'NAME':20}  {'ENGINE':10}  {'REGION':12}  {'TAGS':20}  {'MAX':>4}  {'LAST TEST':10}  URL")
         for instance in rows:
             tags = ",".join(instance.tags)
-            self.stdout.write(f"{instance.name:20}  {instance.region[:12]:12}  {tags[:20]:20}  {instance.masked_url}")
+            limit = str(instance.max_connections or "-")
+            tested = "-" if instance.last_test_ok is None else ("ok" if instance.last_test_ok else "failed")
+            self.stdout.write(
+                f"{instance.name:20}  {instance.engine[:10]:10}  {instance.region[:12]:12}  {tags[:20]:20}  "
+                f"{limit:>4}  {tested:10}  {instance.masked_url}"
+            )
         self.stdout.write(f"{len(rows)} instance(s).")
 
     def handle_instance_test(self, options) -> None:
-        instance = DatabaseInstance.objects.get(name=options["name"])
+        if options["all"]:
+            instances = list(DatabaseInstance.objects.all())
+        elif options["name"]:
+            instances = []
+            for name in options["name"]:
+                instance = DatabaseInstance.objects.filter(name=name).first()
+                if instance is None:
+                    raise CommandError(f"No database instance named {name!r}.", returncode=BAD_USAGE)
+                instances.append(instance)
+        else:
+            raise CommandError("Name instances to test, or give --all.", returncode=BAD_USAGE)
+        checks = services.instances_test_connections(instances=instances)
+        failed = []
+        for name, check in checks.items():
+            if check.ok:
+                self.stdout.write(f"Instance {name}: {check.message}.")
+                for warning in check.warnings:
+                    self.stdout.write(f"  warning: {warning}")
+            else:
+                failed.append(f"Instance {name}: connection failed: {check.message}")
+        if failed:
+            raise CommandError("\n".join(failed), returncode=FAILED)
+
+    def handle_secrets(self, options) -> None:
+        counts = services.secrets_rotate()
+        self.stdout.write(
+            f"Encrypted again with the first key: {counts['instances']} instance URL(s), "
+            f"{counts['batches']} batch(es) and {counts['operations']} operation(s) with secret params."
+        )
+
+    def _warn_role(self, instance: DatabaseInstance) -> None:
+        """Registration is where a person can still choose another role: say what this one may do."""
         check = services.instance_test_connection(instance=instance)
         if not check.ok:
-            raise CommandError(f"Instance {instance.name}: connection failed: {check.message}", returncode=FAILED)
-        self.stdout.write(f"Instance {instance.name}: {check.message}.")
+            self.stdout.write(f"  note: the connection test failed for now: {check.message}")
+        for warning in check.warnings:
+            self.stdout.write(f"  warning: {warning}")
+
+    def _select(self, options) -> dict | None:
+        select = None
+        if options["select"]:
+            try:
+                select = json.loads(options["select"])
+            except ValueError as exc:
+                raise CommandError(f"--select is not JSON: {exc}", returncode=BAD_USAGE) from None
+        if options["select_tag"] or options["select_region"]:
+            select = dict(select) if isinstance(select, dict) else {}
+            if options["select_tag"]:
+                select["tags"] = [*select.get("tags", []), *options["select_tag"]]
+            if options["select_region"]:
+                select["region"] = options["select_region"]
+        return select
 
     def handle_instance_remove(self, options) -> None:
         services.instance_remove(name=options["name"])
@@ -408,6 +520,7 @@ def _batch_json(batch: Batch) -> dict:
     """A batch as the API shows it (GET /api/batches/{id})."""
     data = {name: getattr(batch, name) for name in BATCH_FIELDS}
     data["owner"] = batch.owner.get_username()
+    data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
 
 

@@ -45,6 +45,8 @@ def validate_pipeline_call(params: dict[str, Any]) -> None:
     "(CSV columns, or JSON items with params) fill other placeholders and override the batch's params.",
     allow_extra_params=True,
     validate_operation=validate_pipeline_call,
+    # Headers carry credentials (Authorization, API keys): stored encrypted, shown masked.
+    secret_params=("headers",),
 )
 def run_pipeline_call(ctx) -> dict[str, Any]:
     params = ctx.params

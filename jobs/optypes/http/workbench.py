@@ -198,6 +198,8 @@ def _give_up(ctx, params: dict[str, Any], state: dict[str, Any], why: str) -> No
     allow_extra_params=True,
     validate_operation=validate_workbench_job,
     cancel=cancel_workbench_job,
+    # Headers carry credentials (Authorization, API keys): stored encrypted, shown masked.
+    secret_params=("headers",),
 )
 def run_workbench_job(ctx) -> dict[str, Any]:
     params = ctx.params

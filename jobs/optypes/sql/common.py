@@ -47,11 +47,8 @@ class BadItem(PermanentFailure):
 def find_instance(name: str) -> DatabaseInstance:
     instance = DatabaseInstance.objects.filter(name=name).first()
     if instance is None:
-        known = list(DatabaseInstance.objects.values_list("name", flat=True)[:20])
-        raise UnknownInstance(
-            f"No registered database instance named {name!r}"
-            + (f" (registered: {', '.join(known)})." if known else "; register one with `batch instance add`.")
-        )
+        # Only the missing name: the other instances' names are not this batch owner's business.
+        raise UnknownInstance(f"No registered database instance named {name!r} (removed after the batch was created?).")
     return instance
 
 
@@ -78,14 +75,18 @@ def connect(name: str, *, read_only: bool = False, timeout_s: float | None = Non
                     connection.execute(sa.text(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}"))
             elif backend == "sqlite" and read_only:
                 connection.exec_driver_sql("PRAGMA query_only = ON")
+            elif backend in ("mysql", "mariadb") and read_only:
+                # Applies to the transactions that follow, the first of which holds the query.
+                connection.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
             try:
                 yield connection
             finally:
-                if backend == "sqlite" and read_only:
+                if read_only and backend in ("sqlite", "mysql", "mariadb"):
                     # The pooled connection outlives this operation: give it back writable.
+                    restore = "PRAGMA query_only = OFF" if backend == "sqlite" else "SET SESSION TRANSACTION READ WRITE"
                     try:
                         connection.rollback()
-                        connection.exec_driver_sql("PRAGMA query_only = OFF")
+                        connection.exec_driver_sql(restore)
                     except SQLAlchemyError:
                         connection.invalidate()
     except SQLAlchemyError as exc:
@@ -109,6 +110,19 @@ def check_instance_names(named: list[tuple[str, str]]) -> dict[str, list[str]]:
     return errors
 
 
+def instance_of_label(label: str, params: dict[str, Any]) -> str | None:
+    """The instance of an operation whose item is an instance name."""
+    return label
+
+
+def instance_of_table_label(label: str, params: dict[str, Any]) -> str | None:
+    """The instance of an `instance.table` item (None when the label cannot be read)."""
+    try:
+        return parse_table_label(label)[0]
+    except BadItem:
+        return None
+
+
 def parse_table_label(label: str) -> tuple[str, str | None, str]:
     """`instance.table` or `instance:schema.table` (or `instance:table`) → (instance, schema, table)."""
     if ":" in label:
@@ -127,16 +141,15 @@ def parse_table_label(label: str) -> tuple[str, str | None, str]:
 
 
 def json_value(value: Any) -> Any:
-    """A database value as JSON: numbers stay numbers (Decimal becomes a float, or an int when
-    whole), times become ISO 8601 text, bytes base64, anything else its text."""
+    """A database value as JSON: integers and floats stay numbers, exact decimals (NUMERIC,
+    DECIMAL) become their exact text ("10.50": a float would turn 0.1 into 0.1000000000000000055),
+    times become ISO 8601 text, bytes base64, anything else its text."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            return str(value)
-        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+        return str(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):

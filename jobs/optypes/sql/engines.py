@@ -24,13 +24,31 @@ class InstanceUnavailable(Exception):
     """An instance could not be reached; the message never contains the password."""
 
 
+# Driverless URLs get the driver Batchsite ships with: psycopg 3 for PostgreSQL, the pure-Python
+# PyMySQL for MySQL and MariaDB.
+DEFAULT_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
 def engine_url(url: str) -> URL:
-    """The URL SQLAlchemy connects with: `postgres://` and a driverless `postgresql://` use
-    psycopg 3, the PostgreSQL driver Batchsite ships with."""
+    """The URL SQLAlchemy connects with (DEFAULT_DRIVERS for a URL that names no driver)."""
     parsed = make_url(url)
-    if parsed.drivername in ("postgres", "postgresql"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=DEFAULT_DRIVERS[parsed.drivername])
     return parsed
+
+
+def engine_name(url: str) -> str:
+    """`postgresql`, `mysql` (MariaDB too) or `sqlite`: what the pages call the engine."""
+    try:
+        backend = engine_url(url).get_backend_name()
+    except (ArgumentError, ValueError, TypeError):
+        return ""
+    return "mysql" if backend == "mariadb" else backend
 
 
 def url_problems(url: str) -> list[str]:
@@ -105,6 +123,11 @@ def _build_engine(url: str, pooled: bool = True) -> Engine:
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         if pooled:
             options.update(pool_size=2, max_overflow=4)
+    elif backend in ("mysql", "mariadb"):
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if pooled:
+            # MySQL closes idle connections after wait_timeout; recycle before it does.
+            options.update(pool_size=2, max_overflow=4, pool_recycle=3600)
     elif backend == "sqlite":
         # Another process may be writing the file: wait for its lock instead of failing at once.
         options["connect_args"] = {"timeout": 20}
@@ -122,10 +145,52 @@ class ConnectionCheck:
     ok: bool
     message: str
     elapsed_ms: int
+    # What the registered role may do that a reading workflow should not (write, superuser).
+    warnings: tuple[str, ...] = ()
+
+
+READ_ONLY_GUIDANCE = "register a read-only role (see the README: Database instances, read-only roles)"
+
+
+def role_warnings(connection: sa.Connection) -> list[str]:
+    """Warnings when the connected role can write or is a superuser: the database's read-only
+    transaction is the guard, but a superuser can leave it (lo_import, COPY ... PROGRAM, SET)."""
+    backend = connection.dialect.name
+    found: list[str] = []
+    try:
+        if backend == "postgresql":
+            superuser, can_create = connection.execute(
+                sa.text(
+                    "SELECT rolsuper, has_database_privilege(current_database(), 'CREATE') "
+                    "FROM pg_roles WHERE rolname = current_user"
+                )
+            ).one()
+            writes = connection.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.table_privileges WHERE grantee = current_user "
+                    "AND privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'))"
+                )
+            ).scalar()
+            if superuser:
+                found.append(
+                    f"The role is a superuser: it can read server files and leave read-only mode; {READ_ONLY_GUIDANCE}."
+                )
+            elif writes or can_create:
+                found.append(f"The role can write (INSERT/UPDATE/DELETE or CREATE); {READ_ONLY_GUIDANCE}.")
+        elif backend in ("mysql", "mariadb"):
+            grants = " ".join(str(row[0]).upper() for row in connection.exec_driver_sql("SHOW GRANTS"))
+            if "ALL PRIVILEGES ON *.*" in grants or "SUPER" in grants:
+                found.append(f"The account has all privileges (superuser); {READ_ONLY_GUIDANCE}.")
+            elif any(word in grants for word in ("INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALL PRIVILEGES")):
+                found.append(f"The account can write (INSERT/UPDATE/DELETE or DDL); {READ_ONLY_GUIDANCE}.")
+    except SQLAlchemyError:
+        # Not allowed to look is no reason to fail the test: the check is advice.
+        connection.rollback()
+    return found
 
 
 def check_connection(name: str, url: str) -> ConnectionCheck:
-    """Connect and run SELECT 1."""
+    """Connect, run SELECT 1, and look at what the role may do (ConnectionCheck.warnings)."""
     started = time.perf_counter()
     # A throwaway engine: the web process that asks should not keep idle connections open.
     engine = _build_engine(url, pooled=False)
@@ -133,6 +198,7 @@ def check_connection(name: str, url: str) -> ConnectionCheck:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1")).scalar()
             version = connection.dialect.server_version_info
+            warnings = role_warnings(connection)
     except (SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
         engine.dispose()
         elapsed = int((time.perf_counter() - started) * 1000)
@@ -141,6 +207,7 @@ def check_connection(name: str, url: str) -> ConnectionCheck:
         return ConnectionCheck(False, message or type(exc).__name__, elapsed)
     engine.dispose()
     elapsed = int((time.perf_counter() - started) * 1000)
-    dialect = engine_url(url).get_backend_name()
+    dialect = engine_name(url)
     shown = ".".join(str(part) for part in version) if version else ""
-    return ConnectionCheck(True, f"connected to {dialect} {shown}".strip() + f" in {elapsed} ms", elapsed)
+    message = f"connected to {dialect} {shown}".strip() + f" in {elapsed} ms"
+    return ConnectionCheck(True, message, elapsed, tuple(warnings))

@@ -349,6 +349,10 @@ def check_items(items: list[Any], params: dict[str, Any]) -> dict[str, list[str]
     return errors
 
 
+def instance_of(label: str, params: dict[str, Any]) -> str | None:
+    return params.get("instance") or None if params.get("output") == "table" else None
+
+
 def run_data_generate(ctx) -> dict[str, Any]:
     params = ctx.params
     preset = preset_of(ctx.label, params)
@@ -433,10 +437,11 @@ def _write_tables(ctx, preset: str, tables: tuple[TableSpec, ...], rows: int, se
             if params.get("if_exists") == "replace":
                 metadata.drop_all(connection, tables=built, checkfirst=True)
             metadata.create_all(connection, tables=built, checkfirst=True)
+            offsets = _key_offsets(connection, tables, built)
             for spec, table in zip(tables, built, strict=True):
                 count = 0
                 for chunk in generate_rows(preset, spec, rows, seed):
-                    connection.execute(table.insert(), chunk)
+                    connection.execute(table.insert(), _shift_keys(spec, chunk, offsets))
                     count += len(chunk)
                     ctx.heartbeat(f"{preset}.{table.name}: {count} rows")
                 written.append((spec.name, count, f"{name}:{table.fullname}"))
@@ -445,6 +450,33 @@ def _write_tables(ctx, preset: str, tables: tuple[TableSpec, ...], rows: int, se
             url = common.find_instance(name).url
             raise common.SQLError(f"{name}: {engines.error_message(exc, url)}") from None
     return written
+
+
+def _key_offsets(connection: sa.Connection, tables: tuple[TableSpec, ...], built: list[sa.Table]) -> dict[str, int]:
+    """Per preset table, the largest key already in its table (0 when empty): appended rows take
+    the keys after it, and their foreign keys follow, so appending twice never collides."""
+    offsets: dict[str, int] = {}
+    for spec, table in zip(tables, built, strict=True):
+        key = next(column for column in spec.columns if column.primary_key)
+        offsets[spec.name] = int(connection.execute(sa.select(sa.func.max(table.c[key.name]))).scalar() or 0)
+    return offsets
+
+
+def _shift_keys(spec: TableSpec, chunk: list[dict[str, Any]], offsets: dict[str, int]) -> list[dict[str, Any]]:
+    shifts: dict[str, int] = {}
+    for column in spec.columns:
+        if column.primary_key:
+            shifts[column.name] = offsets.get(spec.name, 0)
+        for foreign in column.foreign_keys:
+            target = foreign.target_fullname.replace("{prefix}", "").split(".")[0]
+            shifts[column.name] = offsets.get(target, 0)
+    shifts = {name: shift for name, shift in shifts.items() if shift}
+    if not shifts:
+        return chunk
+    for row in chunk:
+        for name, shift in shifts.items():
+            row[name] += shift
+    return chunk
 
 
 register(
@@ -458,5 +490,6 @@ register(
         items_help="One preset per item: retail, finance or healthcare (or any label with a `preset` "
         "param). Per-item params (rows, seed, output, instance...) override the base ones.",
         check_items=check_items,
+        instance_of=instance_of,
     )
 )

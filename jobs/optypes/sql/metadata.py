@@ -69,7 +69,7 @@ def run_metadata_extract(ctx) -> dict[str, Any]:
                                 "schema": schema,
                                 "table": table,
                                 "column": column["name"],
-                                "type": str(column["type"]),
+                                "type": type_name(column["type"]),
                                 "nullable": bool(column.get("nullable", True)),
                                 "primary_key": column["name"] in primary,
                                 "foreign_key": references.get(column["name"], ""),
@@ -83,6 +83,15 @@ def run_metadata_extract(ctx) -> dict[str, Any]:
     return {"schemas": len(schemas), "tables": tables, "columns": len(rows)}
 
 
+def type_name(column_type: Any) -> str:
+    """The column type as its database names it; SQLAlchemy's generic text drops the time zone of
+    `timestamp with time zone` (it prints TIMESTAMP)."""
+    name = str(column_type)
+    if getattr(column_type, "timezone", False) and " WITH TIME ZONE" not in name.upper():
+        name = f"{name} WITH TIME ZONE"
+    return name
+
+
 register(
     OperationType(
         key="metadata.extract",
@@ -93,5 +102,7 @@ register(
         "registered database instances; one result row per column.",
         items_help="One registered instance name per item (see `manage.py batch instance list`).",
         check_items=common.check_instance_labels,
+        instance_of=common.instance_of_label,
+        items_are_instances=True,
     )
 )

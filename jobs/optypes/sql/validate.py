@@ -177,5 +177,6 @@ register(
         "freshness); one result row per check, quality score = share of checks passed.",
         items_help="One table per item: `instance.table`, or `instance:schema.table` for another schema.",
         check_items=check_items,
+        instance_of=common.instance_of_table_label,
     )
 )

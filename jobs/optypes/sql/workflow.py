@@ -211,5 +211,7 @@ register(
         "per-item params are placeholder values overriding query_params (CSV: label,region,...).",
         allow_extra_params=True,
         check_items=check_items,
+        instance_of=common.instance_of_label,
+        items_are_instances=True,
     )
 )
