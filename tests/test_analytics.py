@@ -2,6 +2,7 @@
 selectors.batch_stats, jobs.selectors.analytics)."""
 
 import random
+import re
 from datetime import timedelta
 
 import pytest
@@ -9,8 +10,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from jobs import selectors
-from jobs.models import Operation, OperationStatus
+from jobs import selectors, services
+from jobs.models import Batch, BatchEvent, Operation, OperationStatus
 from jobs.selectors import analytics
 from tests.helpers_analytics import T0, add_operations, at, make_batch
 
@@ -235,6 +236,13 @@ def test_percentiles_are_the_same_in_the_database_and_in_python(alice):
         ("rate -1.5e3 too low", "rate <n> too low"),
         ("  spaced   out\n text ", "spaced out text"),
         ("connection refused", "connection refused"),
+        # HTTP statuses are the kind of failure: kept.
+        (
+            "HTTP 500 Internal Server Error from POST http://10.0.0.5/run/17: boom",
+            "HTTP 500 Internal Server Error from POST <url> boom",
+        ),
+        ("HTTP/1.1 404 Not Found after 3 tries", "HTTP/1.1 404 Not Found after <n> tries"),
+        ("poll answered status 503 at 12:00", "poll answered status 503 at <n>:<n>"),
     ],
 )
 def test_error_messages_are_normalised(message, expected):
@@ -310,3 +318,42 @@ def test_stats_are_owner_scoped_and_staff_see_all(client: Client, alice, bob, st
     client.force_login(staff)
     everyone = client.get("/api/stats").json()
     assert (everyone["total"], everyone["operations_last_24h"], everyone["throughput_24h"][-1]["failed"]) == (2, 3, 1)
+
+
+# --- active time ----------------------------------------------------------------------------------
+
+
+def test_the_idle_gap_before_a_retry_counts_in_neither_ran_nor_throughput(alice):
+    batch = services.batch_create(owner=alice, type="noop", name="gap", items=["a", "b", "c", "d"])
+    for n in range(4):
+        claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+        if n < 2:
+            services.operation_complete(claim=claim, duration_ms=5)
+        else:
+            services.operation_fail(claim=claim, error="boom", error_type="Boom", duration_ms=5, retryable=False)
+    # The first run ended four and a half minutes ago; then a person retried the failures.
+    gap = timedelta(seconds=270)
+    for event in BatchEvent.objects.filter(batch=batch):
+        BatchEvent.objects.filter(pk=event.pk).update(created_at=event.created_at - gap)
+    for operation in batch.operations.all():
+        batch.operations.filter(pk=operation.pk).update(
+            started_at=operation.started_at - gap, finished_at=operation.finished_at - gap
+        )
+    batch.refresh_from_db()
+    Batch.objects.filter(pk=batch.pk).update(started_at=batch.started_at - gap, finished_at=batch.finished_at - gap)
+    batch.refresh_from_db()
+    services.batch_retry_failed(batch=batch, by=alice)
+    for _ in range(2):
+        services.operation_complete(
+            claim=services.operation_claim_next(batch_id=str(batch.pk), worker="test"), duration_ms=5
+        )
+    batch.refresh_from_db()
+    assert batch.status == "completed" and batch.elapsed.total_seconds() >= 270
+
+    assert selectors.active_seconds(batch) < 30
+    # 4 operations in a few seconds of work, not 4 in four and a half minutes.
+    assert selectors.batch_analytics(batch)["throughput_per_minute"] > 8
+    client = Client()
+    client.force_login(alice)
+    page = client.get(f"/batches/{batch.pk}/").content.decode()
+    assert re.search(r" · ran \d+ s · ", page) and "ran 4 min" not in page

@@ -66,8 +66,9 @@ RESULT_COLUMNS = ["operation", "n", "word"]
 
 def with_real_batch(case, owner) -> None:
     """Point a generated case at a real batch of `owner` (fresh for each example, as a DELETE or
-    cancel may have changed the last one), and its `sort` at a real column. Values schemathesis
-    made invalid on purpose (not a UUID, a sort over 300 characters) are left as they are."""
+    cancel may have changed the last one; the second of a comparison too), and its `sort` and a
+    comparison's `key` at a real column. Values schemathesis made invalid on purpose (not a UUID, a
+    sort over 300 characters) are left as they are."""
     path = case.path_parameters or {}
     if "batch_id" in path:
         try:
@@ -75,6 +76,15 @@ def with_real_batch(case, owner) -> None:
         except ValueError:
             return
         path["batch_id"] = str(finished_batch(owner).pk)
+    if "other_id" in path:  # the second batch of a comparison
+        try:
+            uuid.UUID(str(path["other_id"]))
+        except ValueError:
+            return
+        path["other_id"] = str(finished_batch(owner).pk)
+    key = (case.query or {}).get("key")
+    if isinstance(key, str) and 0 < len(key) <= 1000 and "\x00" not in key:
+        case.query["key"] = RESULT_COLUMNS[len(key) % len(RESULT_COLUMNS)]
     sort = (case.query or {}).get("sort")
     if isinstance(sort, str) and len(sort) <= 300 and sort.lstrip("-") not in RESULT_COLUMNS:
         column = RESULT_COLUMNS[len(sort) % len(RESULT_COLUMNS)]

@@ -99,10 +99,10 @@ def test_completions_stack_failed_on_completed():
     assert [tick["label"] for tick in chart["x_ticks"]] == ["12:00", "12:01", "12:02"]
 
 
-def test_throughput_has_24_columns_and_at_most_8_labels():
+def test_throughput_has_24_columns_and_at_most_5_labels():
     chart = charts.throughput_24h(STATS)
     assert len(chart["columns"]) == 24
-    assert len(chart["x_ticks"]) == 8
+    assert len(chart["x_ticks"]) == 5
     assert chart["label"].startswith("Operations per hour over the last 24 hours: 36 finished")
 
 
@@ -129,7 +129,7 @@ def test_each_partial_renders_an_accessible_svg(partial):
     label = re.search(r'aria-label="([^"]+)"', svg).group(1)
     assert len(label) > 20
     assert re.search(r"<svg [^>]*>\s*<title>[^<]+</title>", svg)
-    assert 'font-size="12"' in svg
+    assert f'font-size="{charts.FONT_SIZE}"' in svg
     assert f'id="chart-{partial.replace("_", "-")}"' in html
     assert "<figcaption>" in html
 

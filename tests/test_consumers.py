@@ -1,7 +1,9 @@
 """WebSocket consumers against the real Redis channel layer: auth, isolation, the state on
 connect, and fragments pushed when services change a batch."""
 
+import asyncio
 import re
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -136,8 +138,67 @@ async def test_the_dashboard_gets_its_state_on_connect_and_new_batches_first(red
     fresh = await create_batch(alice, name="fresh")
     message = await receive_until(communicator, f"batch-{fresh.pk}-card")
     assert message.startswith('<section id="dashboard-tiles"')
-    assert '<div hx-swap-oob="afterbegin:#active-batches">' in message
+    assert message.index(f"batch-{fresh.pk}-card") < message.index(f"batch-{existing.pk}-card")
     assert "bobs" not in message
+    await communicator.disconnect()
+
+
+@sync_to_async
+def finish_all(batch):
+    while isinstance(claim := services.operation_claim_next(batch_id=str(batch.pk), worker="test"), services.Claim):
+        services.operation_complete(claim=claim, duration_ms=5)
+
+
+async def test_a_finished_batch_leaves_the_active_list_at_once(redis_clean, alice):
+    batch = await create_batch(alice, count=1, name="short")
+    communicator = await connect("/ws/dashboard/", alice)
+    assert f"batch-{batch.pk}-card" in await communicator.receive_from(timeout=5)
+    await communicator.receive_from(timeout=5)
+    await finish_all(batch)
+    message = await receive_until(communicator, '<span class="tile-n">0</span><span class="muted">active now')
+    assert f"batch-{batch.pk}-card" not in message and 'id="no-active"' in message
+    recent = await communicator.receive_from(timeout=5)
+    assert recent.startswith('<tbody id="recent-batches"') and "short" in recent
+    # A late progress event of the finished batch does not bring its card back.
+    from jobs.live.consumers import DashboardConsumer
+
+    assert DashboardConsumer._card(SimpleNamespace(shown=set()), await refreshed(batch)) == ""
+    await communicator.disconnect()
+
+
+@sync_to_async
+def refreshed(batch):
+    batch.refresh_from_db()
+    return batch
+
+
+async def test_a_staff_dashboard_gets_each_event_once(redis_clean, staff, monkeypatch):
+    """The publisher sends a staff member's own batch to their owner group and to the all-batches
+    group: the dashboard must be in only one of them. Counted per batch id, so events of other
+    batches (from other processes) cannot blur the count."""
+    from jobs.live import publisher
+    from jobs.live.consumers import DashboardConsumer
+
+    handled: list[str] = []
+    original = DashboardConsumer.batch_progress
+
+    async def counting(self, event):
+        handled.append(event["batch_id"])
+        await original(self, event)
+
+    monkeypatch.setattr(DashboardConsumer, "batch_progress", counting)
+    communicator = await connect("/ws/dashboard/", staff)
+    await communicator.receive_from(timeout=5)
+    await communicator.receive_from(timeout=5)
+    marker = "no-such-batch-" + str(staff.pk)
+    publisher.publisher().submit(
+        {"batch_id": marker, "owner_id": staff.pk, "version": 1, "status": "running"}, urgent=False
+    )
+    deadline = asyncio.get_running_loop().time() + 5
+    while marker not in handled and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # time for a second copy to arrive, if one were sent
+    assert handled.count(marker) == 1
     await communicator.disconnect()
 
 

@@ -253,7 +253,7 @@ def valid_form(**changes) -> dict:
         ({"max_parallel": "500"}, "id_max_parallel", "less than or equal to 100"),
         ({"params-failure_rate": "2"}, "id_params-failure_rate", "less than or equal to 1"),
         ({"name": ""}, "id_name", "This field is required"),
-        ({"items": '[{"label": "a", "params": {"duration_ms": -5}}]'}, "id_items", "items[0].params.duration_ms"),
+        ({"items": '[{"label": "a", "params": {"duration_ms": -5}}]'}, "id_items", "Item 1, duration_ms"),
     ],
 )
 def test_a_bad_form_shows_the_error_at_its_field_keeps_the_input_and_writes_nothing(

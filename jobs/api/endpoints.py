@@ -23,6 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from jobs import artifacts, selectors, services
 from jobs.api import exports
+from jobs.api.compare import router as compare_router
 from jobs.api.instances import router as instances_router
 from jobs.api.schemas import (
     AddOperationsIn,
@@ -572,6 +573,7 @@ def cleanup(request, payload: CleanupIn):
 
 
 api.add_router("/batches", batches)
+api.add_router("/batches", compare_router)
 api.add_router("/instances", instances_router)
 
 

@@ -83,3 +83,56 @@ def operations_csv_response(batch: Batch) -> StreamingHttpResponse:
         list(selectors.OPERATION_EXPORT_COLUMNS),
         _lazy(lambda: rows.iterator(chunk_size=CHUNK_ROWS)),
     )
+
+
+COMPARE_COLUMNS = [
+    "label",
+    "change",
+    "a_seq",
+    "a_status",
+    "a_duration_ms",
+    "a_error_type",
+    "a_error",
+    "b_seq",
+    "b_status",
+    "b_duration_ms",
+    "b_error_type",
+    "b_error",
+    "duration_change_ms",
+]
+
+
+def compare_csv_response(comparison: dict) -> StreamingHttpResponse:
+    """The item table of selectors.batch_compare as CSV, regressions first (COMPARE_COLUMNS)."""
+
+    def side(operation: dict | None) -> list:
+        if operation is None:
+            return [None] * 5
+        return [operation[name] for name in ("seq", "status", "duration_ms", "error_type", "error")]
+
+    rows = (
+        [item["label"], item["bucket"], *side(item["a"]), *side(item["b"]), item["duration_change_ms"]]
+        for item in comparison["items"]
+    )
+    name = f"compare-{comparison['a']['short_id']}-{comparison['b']['short_id']}.csv"
+    return csv_response(name, COMPARE_COLUMNS, rows)
+
+
+def compare_rows_csv_response(a: Batch, b: Batch, diff: dict) -> StreamingHttpResponse:
+    """A row diff (selectors.result_rows_diff with every row) as CSV, one line per differing cell:
+    change (added, removed, changed), the key columns, then column, value in A, value in B."""
+    key = diff["key"]
+
+    def lines():
+        for change, entries in (("changed", diff["changed"]), ("removed", diff["removed"]), ("added", diff["added"])):
+            for entry in entries:
+                key_values = [entry["key"].get(column) for column in key]
+                if change == "changed":
+                    for column, values in entry["changes"].items():
+                        yield [change, *key_values, column, values["a"], values["b"]]
+                    continue
+                for column in diff["columns"]:
+                    value = entry["row"].get(column)
+                    yield [change, *key_values, column, *((value, None) if change == "removed" else (None, value))]
+
+    return csv_response(f"compare-{a.short_id}-{b.short_id}-rows.csv", ["change", *key, "column", "a", "b"], lines())

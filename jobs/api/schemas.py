@@ -330,7 +330,9 @@ class AnalyticsOut(Schema):
     first_started_at: datetime | None
     last_finished_at: datetime | None
     throughput_per_minute: float = Field(
-        ..., description="Finished operations per minute between the first start and the last finish."
+        ...,
+        description="Finished operations per minute between the first start and the last finish, counting "
+        "only the time the batch was at work (not pauses, nor the idle gap before a retry).",
     )
     errors: list[ErrorGroup] = Field(..., description="Failures by error type and normalised message, largest first.")
     error_types: list[ErrorTypeGroup] = Field(..., description="Failures by error type, largest first.")

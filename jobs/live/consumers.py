@@ -242,8 +242,9 @@ class OperationConsumer(AsyncWebsocketConsumer):
 class DashboardConsumer(EventConsumer):
     """The dashboard of one user: totals, the active batches' cards, the recently finished list.
 
-    Cards change in place; a batch the page does not show yet (created after it loaded) is put
-    first in the active list. Status changes also redraw the totals and the finished list."""
+    Progress changes a card in place (a batch the page does not show yet is put first). A status
+    change redraws the totals, the active list (a batch that finished leaves it) and the finished
+    list."""
 
     group = ""
 
@@ -254,18 +255,16 @@ class DashboardConsumer(EventConsumer):
             await self.close(code=FORBIDDEN)
             return
         self.shown: set[str] = set()
-        self.group = publisher.owner_group(user.pk)
+        # Staff see everyone's batches: their dashboard follows the group of all batches, and only
+        # that one (their own batches' events also reach their owner group: each would come twice).
+        self.group = publisher.ALL_GROUP if user.is_staff else publisher.owner_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        if user.is_staff:
-            # Staff see everyone's batches; their dashboard follows every owner.
-            await self.channel_layer.group_add(publisher.ALL_GROUP, self.channel_name)
         for message in await self._render_all():
             await self.send(text_data=message)
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.channel_layer.group_discard(publisher.ALL_GROUP, self.channel_name)
 
     async def batch_progress(self, event: dict) -> None:
         card = await self._render_card(event["batch_id"])
@@ -273,10 +272,17 @@ class DashboardConsumer(EventConsumer):
             await self.send(text_data=card)
 
     async def batch_status(self, event: dict) -> None:
-        for message in await self._render_all(changed=event["batch_id"]):
+        for message in await self._render_all():
             await self.send(text_data=message)
 
     def _card(self, batch) -> str:
+        if batch.is_terminal:
+            # A finished batch leaves the active list (the finished list shows it); a late progress
+            # event of one never puts it back.
+            if str(batch.pk) in self.shown:
+                self.shown.discard(str(batch.pk))
+                return f'<article id="batch-{batch.pk}-card" hx-swap-oob="delete"></article>'
+            return ""
         html = render_to_string("jobs/dashboard.html#card", {"batch": batch})
         if str(batch.pk) in self.shown:
             return oob(html)
@@ -290,17 +296,14 @@ class DashboardConsumer(EventConsumer):
         return self._card(batch) if batch is not None else ""
 
     @database_sync_to_async
-    def _render_all(self, changed: str | None = None) -> list[str]:
-        """Totals and (on connect) the whole active list, or the changed batch's card; then the
-        finished list in a message of its own (table rows do not mix with divs)."""
+    def _render_all(self) -> list[str]:
+        """Totals and the whole active list (on connect and on every status change, so a batch that
+        finished leaves it and one that started joins it), then the finished list in a message of
+        its own (table rows do not mix with divs)."""
         context = selectors.dashboard_context(self.scope["user"])
         tiles = oob(render_to_string("jobs/dashboard.html#tiles", context))
-        if changed is None:
-            self.shown = {str(batch.pk) for batch in context["active"]}
-            body = oob(render_to_string("jobs/dashboard.html#active", context))
-        else:
-            batch = _visible_batch(self.scope["user"], changed)
-            body = self._card(batch) if batch is not None else ""
+        self.shown = {str(batch.pk) for batch in context["active"]}
+        body = oob(render_to_string("jobs/dashboard.html#active", context))
         recent = oob(render_to_string("jobs/dashboard.html#recent", context))
         return [tiles + body, recent]
 

@@ -72,6 +72,11 @@ class TemplateRun(models.Model):
     def __str__(self) -> str:
         return f"{self.template} #{self.number}"
 
+    @property
+    def previous(self) -> "TemplateRun | None":
+        """The run of the same template just before this one (the batch page compares with it)."""
+        return self.template.runs.filter(number__lt=self.number).order_by("-number").first()
+
 
 class Overlap(models.TextChoices):
     SKIP = "skip", "Skip while the previous run is active"

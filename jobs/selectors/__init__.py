@@ -4,7 +4,7 @@
 below and are gathered here.
 """
 
-from jobs.selectors.analytics import batch_analytics, duration_percentiles
+from jobs.selectors.analytics import active_seconds, batch_analytics, duration_percentiles
 from jobs.selectors.batches import (
     OPERATIONS_PER_PAGE,
     STATS_HOURS,
@@ -21,6 +21,13 @@ from jobs.selectors.batches import (
     operation_type_description,
     operations_page,
     operations_per_hour,
+)
+from jobs.selectors.compare import (
+    BUCKETS,
+    batch_compare,
+    comparable_columns,
+    parse_key,
+    result_rows_diff,
 )
 from jobs.selectors.instances import (
     InstanceNotFound,
@@ -43,16 +50,21 @@ from jobs.selectors.operations import (
     row_columns,
 )
 from jobs.selectors.results import (
+    CHART_AGGREGATES,
     INSTANCE_COLUMN,
     LABEL_COLUMN,
     OPERATION_EXPORT_COLUMNS,
+    numeric_columns,
     operation_export_rows,
+    result_chart,
     result_columns,
     result_rows,
 )
 from jobs.selectors.workers import workers_overview
 
 __all__ = [
+    "BUCKETS",
+    "CHART_AGGREGATES",
     "InstanceNotFound",
     "instance_batch_counts",
     "instance_get_editable",
@@ -65,9 +77,11 @@ __all__ = [
     "OPERATIONS_PER_PAGE",
     "OPERATION_EXPORT_COLUMNS",
     "STATS_HOURS",
+    "active_seconds",
     "batch_analytics",
     "batch_artifact_urls",
     "batch_chain",
+    "batch_compare",
     "batch_find",
     "batch_get_visible",
     "batch_search",
@@ -76,11 +90,13 @@ __all__ = [
     "batches_to_prune_by_owner",
     "batches_to_wait_for",
     "batches_visible_to",
+    "comparable_columns",
     "dashboard_context",
     "may_see_traceback",
     "duration_percentiles",
     "operation_artifacts",
     "operation_detail",
+    "numeric_columns",
     "operation_export_rows",
     "operation_get_visible",
     "operation_params_masked",
@@ -89,6 +105,9 @@ __all__ = [
     "operation_type_description",
     "operations_page",
     "operations_per_hour",
+    "parse_key",
+    "result_rows_diff",
+    "result_chart",
     "result_columns",
     "result_rows",
     "row_columns",

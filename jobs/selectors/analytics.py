@@ -25,7 +25,7 @@ from django.db.models import (
 from django.db.models.functions import Floor, Trunc
 from django.utils import timezone
 
-from jobs.models import Batch, Operation, OperationStatus
+from jobs.models import Batch, BatchEventKind, Operation, OperationStatus
 
 PERCENTILES = (0.50, 0.95, 0.99)
 QUALITY_BINS = 10
@@ -67,6 +67,8 @@ def duration_bins(minimum: int, maximum: int, bins: int = DURATION_BINS) -> tupl
 # One pass, alternatives tried in this order at each position: whole tokens (urls, uuids, quoted
 # strings, hosts, paths, hex ids) before the numbers inside them.
 _PLACEHOLDERS = {
+    # Kept as it is, not a placeholder: an HTTP status tells failures apart ("HTTP 503" is not "HTTP 404").
+    "status": (r"\bHTTP(?:/[\d.]+)?\s+[1-5]\d\d\b|\bstatus(?:[ _]code)?\s*[:=]?\s*[1-5]\d\d\b", ""),
     "url": (r"\b[a-z][a-z0-9+.-]*://\S+", "<url>"),
     "uuid": (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<uuid>"),
     "str": (r"'[^']*'|\"[^\"]*\"|`[^`]*`", "<str>"),
@@ -82,8 +84,9 @@ _SPACES = re.compile(r"\s+")
 def normalise_message(message: str) -> str:
     """An error message with its variable parts replaced by placeholders, so messages that differ only
     in numbers, uuids, hex ids, quoted strings, hosts, urls or paths fall in one group:
-    "timeout after 31 s on host 10.0.0.5" → "timeout after <n> s on host <ip>"."""
-    text = _VARIABLE.sub(lambda match: _PLACEHOLDERS[match.lastgroup or ""][1], message.strip())
+    "timeout after 31 s on host 10.0.0.5" → "timeout after <n> s on host <ip>". HTTP statuses
+    ("HTTP 503", "status 404") stay: they are the kind of failure, not a detail of it."""
+    text = _VARIABLE.sub(lambda match: _PLACEHOLDERS[match.lastgroup or ""][1] or match.group(0), message.strip())
     return _SPACES.sub(" ", text)[:MESSAGE_MAX]
 
 
@@ -230,13 +233,57 @@ def _completions(finished: QuerySet, first: datetime | None, last: datetime | No
     return {"bucket": kind, "bucket_seconds": seconds, "buckets": buckets}
 
 
+# Timeline events that start and stop a batch's work: the time between a stop and the next start
+# (a finished batch waiting for a person's retry, a pause) is idle and counts in neither "ran"
+# nor throughput.
+# "extended" is a finished batch reopened with added operations; "expired" its deadline's end.
+RUN_STARTS = (BatchEventKind.STARTED, BatchEventKind.RETRIED, BatchEventKind.RESUMED, BatchEventKind.EXTENDED)
+RUN_STOPS = (BatchEventKind.FINISHED, BatchEventKind.PAUSED, BatchEventKind.CANCELLED, BatchEventKind.EXPIRED)
+
+
+def active_intervals(batch: Batch, now: datetime | None = None) -> list[tuple[datetime, datetime]]:
+    """The spans in which the batch was at work, from its timeline: each opens at a start (started,
+    retried, resumed) and closes at the next stop (finished, paused, cancelled); one still open
+    ends `now`. A start while already at work (a retry of a running batch) opens nothing new."""
+    now = now or timezone.now()
+    intervals: list[tuple[datetime, datetime]] = []
+    since: datetime | None = None
+    events = batch.events.filter(kind__in=(*RUN_STARTS, *RUN_STOPS)).order_by("created_at", "id")
+    for kind, at in events.values_list("kind", "created_at"):
+        if kind in RUN_STARTS and since is None:
+            since = at
+        elif kind in RUN_STOPS and since is not None:
+            intervals.append((since, at))
+            since = None
+    if since is not None:
+        intervals.append((since, max(now, since)))
+    return intervals
+
+
+def active_seconds(batch: Batch, now: datetime | None = None) -> float | None:
+    """How long the batch has been at work (the sum of active_intervals), None before it started.
+    Unlike finished_at - started_at, it leaves out the idle gap before a retry and pauses."""
+    intervals = active_intervals(batch, now)
+    if not intervals:
+        if batch.started_at is None:
+            return None
+        return ((batch.finished_at or now or timezone.now()) - batch.started_at).total_seconds()
+    return sum((end - start).total_seconds() for start, end in intervals)
+
+
+def _overlap_seconds(intervals: list[tuple[datetime, datetime]], first: datetime, last: datetime) -> float:
+    return sum(max(0.0, (min(end, last) - max(start, first)).total_seconds()) for start, end in intervals)
+
+
 def batch_analytics(batch: Batch) -> dict:
     """Figures of a batch's finished (completed or failed) operations, exact, from a few grouped
     queries (no per-operation rows loaded, except the sorted durations on SQLite):
 
     - counts by status; `success_rate` = completed / (completed + failed + skipped);
     - duration mean, min, max and p50/p95/p99 (linear interpolation, see duration_percentiles);
-    - `throughput_per_minute`: finished operations per minute between the first start and the last finish;
+    - `throughput_per_minute`: finished operations per minute between the first start and the last
+      finish, counting only the time the batch was at work (active_intervals: not the idle gap
+      before a person's retry, nor pauses);
     - `errors`: failures grouped by error type and normalised message (numbers, uuids, hex ids, quoted
       strings, hosts, urls and paths as placeholders), with a raw example, count and share of failures;
       `error_types`: the same by error type only;
@@ -276,7 +323,16 @@ def batch_analytics(batch: Batch) -> dict:
     else:
         p50, p95, p99 = duration_percentiles(finished, in_database=False)
     first_started, last_finished = summary["first_started"], summary["last_finished"]
-    span_minutes = (last_finished - first_started).total_seconds() / 60 if first_started and last_finished else 0
+    span_minutes = 0.0
+    if first_started and last_finished:
+        # Between the first start and the last finish, only while the batch was at work.
+        intervals = active_intervals(batch)
+        span = (
+            _overlap_seconds(intervals, first_started, last_finished)
+            if intervals
+            else (last_finished - first_started).total_seconds()
+        )
+        span_minutes = span / 60
     errors, error_types = _error_groups(operations.filter(status=OperationStatus.FAILED))
     duration_histogram, quality_histogram = _histograms(finished, summary["minimum"], summary["maximum"])
     done = completed + failed + skipped

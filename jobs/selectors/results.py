@@ -3,16 +3,25 @@
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
     F,
+    FloatField,
     Func,
     IntegerField,
+    Max,
+    Min,
     QuerySet,
+    Sum,
 )
 from django.db.models.expressions import OrderBy
 from django.db.models.fields.json import (  # type: ignore[attr-defined]  # not in the stubs, public since 4.2
+    KeyTextTransform,
     KeyTransform,
     compile_json_path,
 )
+from django.db.models.functions import Cast
 
 from jobs.errors import InvalidInput
 from jobs.models import Batch, ResultRow
@@ -112,6 +121,79 @@ def result_rows(batch: Batch, sort: str = "", columns: list[str] | None = None) 
                 OrderBy(value, descending=descending, nulls_last=True),
             ]
     return rows.order_by(*order, "id").values_list("operation__label", "data")
+
+
+def numeric_columns(batch: Batch) -> list[str]:
+    """The result columns (in result_columns order) that hold a number in at least one row: what the
+    results chart can plot. Found by the database over every row, cached per batch version."""
+    cache_key = f"batchsite:result-numeric-columns:{batch.pk}:{batch.version}"
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return cached
+    table = connection.ops.quote_name(ResultRow._meta.db_table)
+    batch_column = connection.ops.quote_name(ResultRow._meta.get_field("batch").column)
+    batch_id = ResultRow._meta.get_field("batch").get_db_prep_value(batch.pk, connection)
+    if connection.vendor == "postgresql":
+        sql = f"""
+            SELECT DISTINCT k.key FROM {table} r
+            CROSS JOIN LATERAL jsonb_each(
+                CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data ELSE '{{}}'::jsonb END
+            ) AS k(key, value)
+            WHERE r.{batch_column} = %s AND jsonb_typeof(k.value) = 'number'"""
+    else:
+        sql = f"""
+            SELECT DISTINCT k.key FROM {table} r,
+            json_each(CASE WHEN json_type(r.data) = 'object' THEN r.data ELSE '{{}}' END) k
+            WHERE r.{batch_column} = %s AND k.type IN ('integer', 'real')"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [batch_id])
+        found = {key for (key,) in cursor.fetchall()}
+    columns = [column for column in result_columns(batch) if column in found]
+    cache.set(cache_key, columns, RESULT_COLUMNS_CACHE_S)
+    return columns
+
+
+CHART_AGGREGATES: dict[str, type[Aggregate] | None] = {"sum": Sum, "avg": Avg, "min": Min, "max": Max, "count": None}
+CHART_MAX_BARS = 50
+
+
+def result_chart(batch: Batch, *, x: str, y: str, aggregate: str = "sum") -> dict:
+    """A numeric column `y` aggregated (sum, avg, min, max, or count of rows) per value of the
+    category column `x`, grouped by the database; rows whose `y` is not a number are left out
+    (count counts every row). Bars sorted by category, at most CHART_MAX_BARS (`more` says how many
+    categories were left out). Raises InvalidInput (fields `x`, `y`, `agg`) for unknown columns."""
+    columns = result_columns(batch)
+    errors: dict[str, list[str]] = {}
+    if x not in columns:
+        errors["x"] = [f"Unknown column {x!r}; pick one of: {', '.join(columns)}."]
+    if aggregate not in CHART_AGGREGATES:
+        errors["agg"] = [f"Pick one of: {', '.join(CHART_AGGREGATES)}."]
+    if aggregate != "count" and y not in numeric_columns(batch):
+        errors["y"] = [f"{y!r} is not a numeric column of these results."]
+    if errors:
+        raise InvalidInput(errors)
+    rows = ResultRow.objects.filter(batch=batch)
+    category = F("operation__label") if x == LABEL_COLUMN else KeyTextTransform(x, "data")
+    function = CHART_AGGREGATES[aggregate]
+    value: Aggregate
+    if function is None:
+        value = Count("id")
+    else:
+        rows = rows.annotate(y_rank=JSONKeyTypeRank(y)).filter(y_rank=0)
+        value = function(Cast(KeyTextTransform(y, "data"), FloatField()))
+    grouped = rows.annotate(category=category).values("category").annotate(value=value).order_by("category")
+    found = list(grouped[: CHART_MAX_BARS + 1])
+    bars = [
+        {"category": "" if row["category"] is None else str(row["category"]), "value": float(row["value"] or 0)}
+        for row in found[:CHART_MAX_BARS]
+    ]
+    return {
+        "x": x,
+        "y": y if aggregate != "count" else "",
+        "aggregate": aggregate,
+        "bars": bars,
+        "more": grouped.count() - CHART_MAX_BARS if len(found) > CHART_MAX_BARS else 0,
+    }
 
 
 OPERATION_EXPORT_COLUMNS = (

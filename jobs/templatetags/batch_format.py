@@ -1,9 +1,15 @@
 """Readable durations and moments for the pages ("ETA 42 s", "1 min 5 s", "3 minutes ago")."""
 
+import re
 from datetime import datetime
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from jobs import selectors
+from jobs.models import BatchStatus
 
 register = template.Library()
 
@@ -40,3 +46,31 @@ def milliseconds(value: int | None) -> str:
 def ago(moment: datetime | None) -> str:
     """'3 minutes ago'; Django's naturaltime, one name for all pages."""
     return naturaltime(moment) if moment else ""
+
+
+@register.filter
+def ran_seconds(batch) -> float | None:
+    """Seconds the batch was at work (selectors.active_seconds: not the idle gap before a retry)."""
+    return selectors.active_seconds(batch)
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+@register.filter
+def inline_code(text: str) -> SafeString:
+    """Plain text in which `backticked` words are code, as the types' descriptions write them."""
+    return mark_safe(_CODE.sub(r"<code>\1</code>", str(escape(text or ""))))
+
+
+@register.filter
+def ran_percent(batch) -> int:
+    """Share of the operations that ran to an outcome (completed or failed), rounded down: what a
+    cancelled batch got done, where percent_complete counts the skipped ones too and says 100."""
+    return (batch.completed + batch.failed) * 100 // batch.total if batch.total else 0
+
+
+@register.filter
+def status_label(status: str) -> str:
+    """A batch status as people read it: partial_success → Partial success."""
+    return str(dict(BatchStatus.choices).get(status, status))

@@ -15,14 +15,16 @@ BAD = "var(--bad)"
 ACCENT = "var(--accent)"
 MUTED = "var(--muted)"
 
-WIDTH = 640
+# A narrow canvas and a large font: charts are drawn at about 340 px wide on a phone and 480 on a
+# desktop (two a row), so the text reads at 11 to 15 px, never the 6 px of a wide canvas shrunk.
+WIDTH = 420
 HEIGHT = 240
-LEFT, RIGHT, TOP, BOTTOM = 48, 16, 28, 36
-FONT_SIZE = 12
+LEFT, RIGHT, TOP, BOTTOM = 48, 16, 28, 40
+FONT_SIZE = 14
 Y_TICKS = 4
 ERROR_ROWS = 8
 ERROR_ROW_HEIGHT = 36
-ERROR_LABEL_CHARS = 70
+ERROR_LABEL_CHARS = 46
 
 TIME_FORMATS = {"second": "%H:%M:%S", "minute": "%H:%M", "hour": "%d %b %H:00", "day": "%d %b"}
 
@@ -98,7 +100,7 @@ def stacked_columns(
     return {"bars": bars, "columns": columns, "y_ticks": y_ticks, "maximum": max(totals, default=0)}
 
 
-def _x_labels(columns: list[dict], labels: list[str], most: int = 8) -> list[dict]:
+def _x_labels(columns: list[dict], labels: list[str], most: int = 5) -> list[dict]:
     """At most `most` evenly spaced x labels, so they never overlap."""
     if not columns:
         return []
@@ -128,7 +130,7 @@ def duration_histogram(analytics: dict) -> dict:
         value = float(analytics.get(f"duration_{name}_ms") or 0)
         x = x_of(value)
         # Labels step down so close percentiles stay readable; near the right edge they sit left of the line.
-        anchor = "end" if x > frame["right"] - 90 else "start"
+        anchor = "end" if x > frame["right"] - 100 else "start"
         markers.append(
             {
                 "x": x,
@@ -142,7 +144,7 @@ def duration_histogram(analytics: dict) -> dict:
             }
         )
     edge_ticks = [{"x": x_of(edge), "label": _number(edge)} for edge in edges]
-    every = max(1, -(-len(edge_ticks) // 8))
+    every = max(1, -(-len(edge_ticks) // 6))
     summary = ", ".join(m["label"] for m in markers)
     return {
         **chart,
@@ -286,8 +288,8 @@ def throughput_24h(stats: dict) -> dict:
 
 def _legend(frame: dict) -> list[dict]:
     return [
-        {"x": frame["right"] - 160, "y": 8, "colour": OK, "text": "completed", "text_x": frame["right"] - 146},
-        {"x": frame["right"] - 70, "y": 8, "colour": BAD, "text": "failed", "text_x": frame["right"] - 56},
+        {"x": frame["right"] - 150, "y": 6, "colour": OK, "text": "completed", "text_x": frame["right"] - 136},
+        {"x": frame["right"] - 58, "y": 6, "colour": BAD, "text": "failed", "text_x": frame["right"] - 44},
     ]
 
 
@@ -312,4 +314,57 @@ def workers_throughput(overview: dict) -> dict:
         "x_title": f"per {found.get('bucket_s', 10)} s",
         "label": f"Operations finished per second over the last {minutes} minutes: peak {peak}, "
         f"latest {per_second[-1] if per_second else 0}.",
+    }
+
+
+CATEGORY_ROW_HEIGHT = 26
+CATEGORY_LABEL_WIDTH = 120
+CATEGORY_LABEL_CHARS = 14
+VALUE_LABEL_WIDTH = 64
+
+
+def category_bars(data: dict) -> dict:
+    """Horizontal bars of selectors.result_chart: one row per category (label left, value right of
+    its bar), the bars scaled to the largest absolute value; negative values in the failure colour."""
+    bars = list(data.get("bars") or [])
+    measure = f"{data.get('aggregate', 'sum')} of {data['y']}" if data.get("y") else "rows"
+    height = 8 + max(len(bars), 1) * CATEGORY_ROW_HEIGHT + 8
+    frame = _frame(height=height)
+    chart = {**frame, "empty": not bars, "title": f"{measure} by {data.get('x', '')}"}
+    if not bars:
+        return {**chart, "label": f"{chart['title']}: no rows with a number to plot.", "rows": []}
+    largest = max(abs(bar["value"]) for bar in bars) or 1
+    start = RIGHT + CATEGORY_LABEL_WIDTH
+    space = frame["width"] - start - RIGHT - VALUE_LABEL_WIDTH
+    rows = []
+    for i, bar in enumerate(bars):
+        y = 8 + i * CATEGORY_ROW_HEIGHT
+        text = bar["category"] or "(none)"
+        short = text if len(text) <= CATEGORY_LABEL_CHARS else text[: CATEGORY_LABEL_CHARS - 1] + "…"
+        width = _r(max(abs(bar["value"]) / largest * space, 1))
+        value = _number(round(bar["value"], 2))
+        rows.append(
+            {
+                "text": short,
+                "text_x": start - 8,
+                "text_y": y + 15,
+                "x": start,
+                "y": y + 4,
+                "width": width,
+                "height": 16,
+                "colour": BAD if bar["value"] < 0 else ACCENT,
+                "value": value,
+                "value_x": _r(start + width + 6),
+                "title": f"{text}: {value}",
+            }
+        )
+    more = f"; {data['more']} more categories not shown" if data.get("more") else ""
+    return {
+        **chart,
+        "rows": rows,
+        "label": f"{chart['title']}: "
+        + "; ".join(f"{r['title']}" for r in rows[:5])
+        + (" …" if len(rows) > 5 else "")
+        + more
+        + ".",
     }

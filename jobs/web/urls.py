@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import instances, views
+from jobs.web import compare, instances, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -15,6 +15,8 @@ urlpatterns = [
         name="operation_action",
     ),
     path("batches/<uuid:batch_id>/add-items/", views.batch_add_items, name="batch_add_items"),
+    path("batches/<uuid:batch_id>/compare/", compare.batch_compare_pick, name="batch_compare_pick"),
+    path("batches/<uuid:batch_id>/compare/<uuid:other_id>/", compare.batch_compare, name="batch_compare"),
     path("batches/<uuid:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("stats/", views.stats, name="stats"),
     path("workers/", views.workers, name="workers"),

@@ -1,6 +1,10 @@
 """Pages (SPEC §5): thin views over selectors and services. Fragments are partials of the page
 templates, rendered the same way for htmx responses and for WebSocket pushes (jobs.live.consumers)."""
 
+import csv
+import io
+import json
+import re
 from typing import Any
 
 import django_rq
@@ -25,6 +29,7 @@ from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
+from jobs.web import compare
 
 BATCHES_PER_PAGE = 25
 PARAMS_PREFIX = "params"
@@ -158,10 +163,49 @@ def _items_from(form: ItemsForm, picked: list[str] | None = None) -> list[Item]:
     return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items
 
 
+_ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
+
+
+def _item_places(form: ItemsForm) -> list[str] | None:
+    """Where each item was given, as a person sees it: "Line 3" of the text box or of a CSV (whose
+    header is line 1); None for a JSON array (its items are numbered instead)."""
+    upload = form.cleaned_data.get("items_file")
+    if upload:
+        upload.seek(0)
+        text = upload.read().decode("utf-8-sig", errors="replace")
+    else:
+        text = form.cleaned_data.get("items", "")
+    lines = text.lstrip("\ufeff").splitlines()
+    first = next((line for line in lines if line.strip()), "").strip()
+    if first.startswith("[") or (upload and upload.name.lower().endswith(".json")):
+        return None
+    if upload or ("," in first and "label" in [cell.strip() for cell in first.split(",")]):
+        reader = csv.reader(io.StringIO("\n".join(lines)))
+        try:
+            next(reader)  # the header
+            return [f"Line {reader.line_num}" for _ in reader]
+        except (csv.Error, StopIteration):
+            return None
+    return [f"Line {number}" for number, line in enumerate(lines, 1) if line.strip()]
+
+
+def _item_message(path: str, message: str, places: list[str] | None) -> str:
+    """`items[1].label: ...` as "Line 2: ...", `items[1].params.x: ...` as "Line 2, x: ..."."""
+    found = _ITEM_PATH.match(path)
+    if found is None:
+        return f"{path}: {message}"
+    index, rest = int(found.group(2)), found.group(3)
+    place = places[index] if places is not None and index < len(places) else f"Item {index + 1}"
+    detail = rest.removeprefix("params.") if rest not in ("", "label") else ""
+    return f"{place}{', ' + detail if detail else ''}: {message}"
+
+
 def _add_service_errors(
     exc: InvalidInput, options: forms.Form, params: forms.Form, items: ItemsForm, after: forms.Form | None = None
 ) -> None:
-    """Show the service's field-path errors next to the fields they are about."""
+    """Show the service's field-path errors next to the fields they are about; an item's error says
+    which line of the text box or file it is on."""
+    places = _item_places(items) if items.is_valid() else None
     for path, field_messages in exc.errors.items():
         head = path.split(".")[0].split("[")[0]
         if after is not None and head in after.fields:
@@ -174,8 +218,9 @@ def _add_service_errors(
         elif head in options.fields:
             target, name = options, head
         elif head in ("items", "items_file"):
-            target, name = items, head
-            field_messages = [f"{path}: {m}" if path != head else m for m in field_messages]
+            # Items from an uploaded file: their errors go by the file field.
+            target, name = items, "items_file" if items.is_valid() and items.cleaned_data.get("items_file") else head
+            field_messages = [_item_message(path, m, places) if path != head else m for m in field_messages]
         else:
             target, name = options, None
         for message in field_messages:
@@ -217,6 +262,8 @@ def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
         return render(request, "jobs/batch_detail.html#panel", context)
     context["chain"] = selectors.batch_chain(request.user, batch)
     context["add_form"] = AddItemsForm(label_suffix="", auto_id="add_%s")
+    context["compare_candidates"] = compare.compare_candidates(request.user, batch)
+    context["compare_default"] = compare.previous_run(context["compare_candidates"], batch)
     return render(request, "jobs/batch_detail.html", context)
 
 
@@ -265,7 +312,7 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
         context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))
         context["operation_statuses"] = OperationStatus.choices
     elif tab == "results":
-        context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page")))
+        context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page"), query=query))
     elif tab == "analytics":
         context["analytics"] = selectors.batch_analytics(batch)
     else:
@@ -273,7 +320,15 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
     return context
 
 
-def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
+RESULT_VIEWS = {"table": "Table", "chart": "Chart", "raw": "Raw JSON"}
+
+
+def results_context(batch: Batch, *, sort: str, page, query=None) -> dict[str, Any]:
+    """The results tab: one page of rows as a table or as raw JSON (`view=raw`), or (`view=chart`)
+    a numeric column `y` aggregated (`agg`) per value of the category column `x` as bars."""
+    query = query if query is not None else {}
+    view = query.get("view", "")
+    view = view if view in RESULT_VIEWS else "table"
     columns = selectors.result_columns(batch)
     try:
         rows = selectors.result_rows(batch, sort, columns=columns)
@@ -284,14 +339,55 @@ def results_context(batch: Batch, *, sort: str, page) -> dict[str, Any]:
         [label if column == selectors.LABEL_COLUMN else (data or {}).get(column, "") for column in columns]
         for label, data in results
     ]
-    return {
+    context: dict[str, Any] = {
         "columns": columns,
         "results": results,
         "result_table": table,
         "sort": sort,
         # Cells that name one of the batch's files become download links.
         "artifact_urls": selectors.batch_artifact_urls(batch),
+        "view": view,
+        "result_views": RESULT_VIEWS.items(),
+        "view_query": f"&view={view}&sort={sort}",
     }
+    if view == "raw":
+        context["raw_json"] = json.dumps(
+            [
+                {selectors.LABEL_COLUMN: label, **(data if isinstance(data, dict) else {"value": data})}
+                for label, data in results
+            ],
+            indent=2,
+            ensure_ascii=False,
+            default=str,
+        )
+    elif view == "chart":
+        context.update(_result_chart_context(batch, columns, query))
+    return context
+
+
+def _result_chart_context(batch: Batch, columns: list[str], query) -> dict[str, Any]:
+    numeric = selectors.numeric_columns(batch)
+    default_x = selectors.INSTANCE_COLUMN if selectors.INSTANCE_COLUMN in columns else selectors.LABEL_COLUMN
+    x = query.get("x") or default_x
+    aggregate = query.get("agg") or "sum"
+    # By default the first number that is not an identifier: a total, a count, a duration.
+    measures = [c for c in numeric if c != x and c.lower() != "id" and not c.lower().endswith("_id")]
+    y = query.get("y") or next(iter(measures or numeric), "")
+    context: dict[str, Any] = {
+        "chart_x": x,
+        "chart_y": y,
+        "chart_agg": aggregate,
+        "numeric_columns": numeric,
+        "chart_aggregates": list(selectors.CHART_AGGREGATES),
+    }
+    if not numeric and aggregate != "count":
+        context["chart_error"] = "These results hold no numbers to plot; choose count to count rows per category."
+        return context
+    try:
+        context["result_chart"] = selectors.result_chart(batch, x=x, y=y, aggregate=aggregate)
+    except InvalidInput as exc:
+        context["chart_error"] = " ".join(m for found in exc.errors.values() for m in found)
+    return context
 
 
 ACTIONS: dict[str, Any] = {

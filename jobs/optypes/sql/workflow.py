@@ -62,13 +62,20 @@ def placeholder_names(query: str) -> list[str]:
     return list(sa.text(query).compile().params)
 
 
+class OptionalJSONField(forms.JSONField):
+    def prepare_value(self, value: Any) -> Any:
+        # An empty optional field shows empty, not the text "null".
+        return "" if value is None else super().prepare_value(value)
+
+
 class SQLWorkflowForm(forms.Form):
     query = forms.CharField(
         label="SQL query",
-        widget=forms.Textarea(attrs={"rows": 6}),
+        widget=forms.Textarea(attrs={"rows": 8}),
         help_text="One statement; :name placeholders take values from query parameters.",
     )
-    query_params = forms.JSONField(
+    query_params = OptionalJSONField(
+        widget=forms.Textarea(attrs={"rows": 2}),
         required=False,
         label="Query parameters",
         help_text='Values for the placeholders, e.g. {"since": "2026-01-01"}; item params override them.',
