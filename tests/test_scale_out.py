@@ -34,7 +34,8 @@ from tests.conftest import database_url_for_subprocess, wait_for
 from tests.invariants import assert_counters_match_rows
 
 OPERATIONS = 240
-DONE = re.compile(r"percent, (\d+) of (\d+) done")
+# The progress bar's aria-valuetext (templates/jobs/_bar.html).
+DONE = re.compile(r"percent, (\d+) completed, (\d+) failed, (\d+) skipped of (\d+)")
 STATUS = re.compile(r'id="batch-title">[^<]*<span class="chip chip-(\w+)"')
 NS_WORKER = f"{hosts.SecondHost.HOSTNAME}:"
 
@@ -87,7 +88,7 @@ class PageWatcher(threading.Thread):
             self.opened.set()
 
     def done_counts(self) -> list[int]:
-        return [int(found.group(1)) for frame in self.frames if (found := DONE.search(frame))]
+        return [sum(map(int, found.group(1, 2, 3))) for frame in self.frames if (found := DONE.search(frame))]
 
     def statuses(self) -> list[str]:
         return [found.group(1) for frame in self.frames if (found := STATUS.search(frame))]
@@ -197,7 +198,7 @@ def test_two_web_servers_and_a_second_host_share_a_batch_through_a_cut_link(work
         assert_counters_match_rows(batch)
         assert completed_by(batch, NS_WORKER) >= 8 and completed_by(batch, NS_WORKER, exclude=True) >= 8
 
-        final = f"{OPERATIONS} of {OPERATIONS} done"
+        final = f"{OPERATIONS} completed, 0 failed, 0 skipped of {OPERATIONS}"
         wait_for(lambda: all(final in page.frames[-1] for page in pages if page.frames), 10, message=final)
         for page in pages:
             counts = page.done_counts()
