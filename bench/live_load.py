@@ -49,7 +49,8 @@ run.BENCH_ENV.update(
 PORTS = (8113, 8103)
 GOAL_P95_MS = 500
 GOAL_FRAMES_PER_S = 10
-DONE = re.compile(r"percent, (\d+) of (\d+) done")
+# The progress bar's aria-valuetext (templates/jobs/_bar.html): completed, failed, skipped of total.
+DONE = re.compile(r"percent, (\d+) completed, (\d+) failed, (\d+) skipped of (\d+)")
 FINAL = re.compile(r'id="batch-title">[^<]*<span class="chip chip-(completed|failed|partial_success|cancelled)"')
 HANDSHAKES_AT_ONCE = 20
 LATENCY_SAMPLE = 100  # subscribers whose every frame is matched to the operations it shows
@@ -125,7 +126,7 @@ async def subscribe(
                 at = time.time()
                 text = str(message)
                 found = DONE.search(text)
-                record.append((at, int(found.group(1)) if found else -1, len(text)))
+                record.append((at, sum(map(int, found.group(1, 2, 3))) if found else -1, len(text)))
                 if FINAL.search(text):
                     done.set()
                     return
