@@ -35,30 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run  # noqa: E402
 
-run.VAR_DIR = Path("/tmp/batchsite-bench-live")
-run.BENCH_ENV.update(
-    {
-        "REDIS_URL": "redis://127.0.0.1:6379/9",
-        "BATCHSITE_VAR_DIR": str(run.VAR_DIR),
-        "BATCHSITE_REDIS_PREFIX": "batchsite-bench-live",
-        "CHANNELS_PREFIX": "batchsite-bench-live",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-        "LOG_LEVEL": "WARNING",
-    }
-)
+run.isolate("live", redis_db=9)
+run.BENCH_ENV.update({"ALLOWED_HOSTS": "127.0.0.1,localhost,testserver", "LOG_LEVEL": "WARNING"})
 PORTS = (8113, 8103)
 GOAL_P95_MS = 500
 GOAL_FRAMES_PER_S = 10
-# The progress bar's aria-valuetext (templates/jobs/_bar.html): completed, failed, skipped of total.
-DONE = re.compile(r"percent, (\d+) completed, (\d+) failed, (\d+) skipped of (\d+)")
 FINAL = re.compile(r'id="batch-title">[^<]*<span class="chip chip-(completed|failed|partial_success|cancelled)"')
 HANDSHAKES_AT_ONCE = 20
 LATENCY_SAMPLE = 100  # subscribers whose every frame is matched to the operations it shows
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 class Daphne:
@@ -125,8 +109,8 @@ async def subscribe(
             async for message in socket:
                 at = time.time()
                 text = str(message)
-                found = DONE.search(text)
-                record.append((at, sum(map(int, found.group(1, 2, 3))) if found else -1, len(text)))
+                count = run.done_count(text)
+                record.append((at, -1 if count is None else count, len(text)))
                 if FINAL.search(text):
                     done.set()
                     return
@@ -220,7 +204,7 @@ async def measure_subscribers(user, cookie: str, subscribers: int, operations: i
         f"    batch {state.status} in {elapsed:.1f} s ({operations / elapsed:,.0f} ops/s); {complete:,} subscribers saw the end"
     )
     if latencies:
-        p50, p95, p99 = (percentile(latencies, q) for q in (0.5, 0.95, 0.99))
+        p50, p95, p99 = (run.percentile(latencies, q) for q in (0.5, 0.95, 0.99))
         print(
             f"    finish → frame latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms "
             f"({len(latencies):,} samples)   goal p95 ≤ {GOAL_P95_MS} ms: {run.verdict(p95 <= GOAL_P95_MS)}"
@@ -287,7 +271,7 @@ def measure_api(user, clients: int, seconds: float) -> None:
             total, latencies, errors = asyncio.run(api_clients(urls, token, clients, seconds))
             print(
                 f"(b) GET /api/batches/{{id}}/progress, {clients} clients, {count} daphne: {total / seconds:,.0f} req/s, "
-                f"p50 {percentile(latencies, 0.5):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms, errors {errors}"
+                f"p50 {run.percentile(latencies, 0.5):.0f} ms, p95 {run.percentile(latencies, 0.95):.0f} ms, errors {errors}"
             )
     finally:
         for server in servers:

@@ -26,26 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run  # noqa: E402
 
-run.VAR_DIR = Path("/tmp/batchsite-bench-pages")
-run.BENCH_ENV.update(
-    {
-        "REDIS_URL": "redis://127.0.0.1:6379/11",
-        "BATCHSITE_VAR_DIR": str(run.VAR_DIR),
-        "BATCHSITE_REDIS_PREFIX": "batchsite-bench-pages",
-        "CHANNELS_PREFIX": "batchsite-bench-pages",
-        "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost",
-    }
-)
+run.isolate("pages", redis_db=11)
+run.BENCH_ENV["ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
 GOAL_PAGE_MS = 150
 GOAL_LATENCY_P95_MS = 250
 GOAL_FRAMES_PER_S = 10
-DONE = re.compile(r"percent, (\d+) of (\d+) done")
 STATUS = re.compile(r'id="batch-title">[^<]*<span class="chip chip-(\w+)"')
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def measure_page(user, n: int) -> None:
@@ -121,9 +107,9 @@ async def watch(user, n: int) -> None:
             break
         now = time.time()
         frames += 1
-        done = DONE.search(message)
-        if done:
-            shown.append((now, int(done.group(1))))
+        done = run.done_count(message)
+        if done is not None:
+            shown.append((now, done))
         status = STATUS.search(message)
         if status and status.group(1) in ("completed", "failed", "partial_success", "cancelled"):
             finished_at = now
@@ -150,7 +136,7 @@ async def watch(user, n: int) -> None:
         f"seen in {frames:,} frames"
     )
     if latencies:
-        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        p50, p95 = run.percentile(latencies, 0.5), run.percentile(latencies, 0.95)
         print(
             f"    finish → frame latency p50 {p50:.0f} ms, p95 {p95:.0f} ms   goal p95 ≤ {GOAL_LATENCY_P95_MS} ms: "
             f"{run.verdict(p95 <= GOAL_LATENCY_P95_MS)}"

@@ -10,6 +10,7 @@ set (PostgreSQL) that database is only migrated, and the batches created here ar
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,36 @@ BENCH_ENV = {
     "SECRET_KEY": "benchmark-only-secret-key",
     "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
 }
+# The progress bar's aria-valuetext (templates/jobs/_bar.html): "<p> percent, <c> completed, <f>
+# failed, <s> skipped of <total>"; the live benchmarks read how many are done from each frame.
+PROGRESS_TEXT = re.compile(r"percent, (\d+) completed, (\d+) failed, (\d+) skipped of (\d+)")
+
+
+def isolate(name: str, redis_db: int) -> None:
+    """Give a benchmark its own Redis database, prefixes and var folder (/tmp/batchsite-bench-NAME)."""
+    global VAR_DIR
+    VAR_DIR = Path(f"/tmp/batchsite-bench-{name}")
+    BENCH_ENV.update(
+        {
+            "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "BATCHSITE_VAR_DIR": str(VAR_DIR),
+            "BATCHSITE_REDIS_PREFIX": f"batchsite-bench-{name}",
+            "CHANNELS_PREFIX": f"batchsite-bench-{name}",
+        }
+    )
+
+
+def done_count(text: str) -> int | None:
+    """Operations done (completed, failed, skipped) as a page frame's progress bar says, or None."""
+    found = PROGRESS_TEXT.search(text)
+    return sum(map(int, found.group(1, 2, 3))) if found else None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
 RAW_QUEUE = "bench-raw"
 RAW_FUNCTION = "bench.rq_noop.noop"
 ENQUEUE_CHUNK = 1000
