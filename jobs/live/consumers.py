@@ -23,10 +23,12 @@ from jobs.errors import BatchNotFound
 from jobs.live import audiences, publisher, snapshots
 from jobs.live.snapshots import oob
 from jobs.models import Batch, Operation
-from jobs.web.views import operation_page_context, workers_context
+from jobs.web.views import batch_panel_context, feature_tab_template, operation_page_context, workers_context
 
 FORBIDDEN = 4403
 ANALYTICS_REFRESH_S = 3.0
+# A feature's tab (the delivery log) changes without batch events: re-read while it is shown.
+FEATURE_TAB_REFRESH_S = 2.0
 
 
 def _visible_batch(user, batch_id: str) -> Batch | None:
@@ -84,17 +86,74 @@ class BatchConsumer(AsyncWebsocketConsumer):
         # Not each page in the batch's group: one listener per process hands events to its pages.
         self.joined = True
         await audiences.join(self.batch_id, self, self.channel_layer)
+        # The other batches of its chain: their status changes redraw the chain card.
+        self.chain_shown = ""
+        self.chain_ids = await self._chain_ids()
+        for other_id in self.chain_ids:
+            await audiences.join(other_id, self, self.channel_layer)
         await self._send_state()
+        await self._send_chain()
+        self.feature_shown = ""
+        self.refresher = None
+        if feature_tab_template(self.tab):
+            self.refresher = asyncio.ensure_future(self._refresh_feature_tab())
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "refresher", None) is not None:
+            self.refresher.cancel()
         if getattr(self, "joined", False):
             await audiences.leave(self.batch_id, self)
+            for other_id in self.chain_ids:
+                await audiences.leave(other_id, self)
 
     async def on_event(self, event: dict) -> None:
-        if event["type"] == "batch.status":
+        if event.get("batch_id", self.batch_id) != self.batch_id:
+            if event["type"] == "batch.status":
+                await self._send_chain()
+        elif event["type"] == "batch.status":
             await self.batch_status(event)
+            await self._send_chain()
         else:
             await self.batch_progress(event)
+
+    async def _send_chain(self) -> None:
+        html = await self._render_chain()
+        if html and html != self.chain_shown:
+            self.chain_shown = html
+            await self.send(text_data=html)
+
+    @database_sync_to_async
+    def _chain_ids(self) -> list[str]:
+        batch = _visible_batch(self.scope.get("user"), self.batch_id)
+        if batch is None:
+            return []
+        return [str(step.pk) for step in selectors.batch_chain(self.scope["user"], batch) if step.pk != batch.pk]
+
+    @database_sync_to_async
+    def _render_chain(self) -> str:
+        batch = _visible_batch(self.scope.get("user"), self.batch_id)
+        if batch is None or not self.chain_ids:
+            return ""
+        chain = selectors.batch_chain(self.scope["user"], batch)
+        return oob(render_to_string("jobs/_batch_chain.html", {"batch": batch, "chain": chain})) if chain else ""
+
+    async def _refresh_feature_tab(self) -> None:
+        while True:
+            html = await self._render_feature_tab()
+            if html is None:
+                return
+            if html != self.feature_shown:
+                self.feature_shown = html
+                await self.send(text_data=html)
+            await asyncio.sleep(FEATURE_TAB_REFRESH_S)
+
+    @database_sync_to_async
+    def _render_feature_tab(self) -> str | None:
+        batch = _visible_batch(self.scope.get("user"), self.batch_id)
+        if batch is None:
+            return None
+        context = batch_panel_context(batch, tab=self.tab, query={})
+        return oob(render_to_string(feature_tab_template(self.tab), context))
 
     async def batch_progress(self, event: dict) -> None:
         if event["version"] <= self.shown_version:

@@ -246,6 +246,12 @@ def _feature_tabs() -> dict[str, dict[str, str]]:
     return settings.BATCHSITE_BATCH_TABS
 
 
+def feature_tab_template(tab: str) -> str:
+    """The template of a feature's tab ("" for the core's own tabs): its top element has an id, so
+    the live page can swap it."""
+    return _feature_tabs().get(tab, {}).get("template", "")
+
+
 def _tabs() -> dict[str, str]:
     return {**TABS, **{key: tab["label"] for key, tab in _feature_tabs().items()}}
 
