@@ -288,3 +288,24 @@ def test_an_external_job_shows_its_id_and_last_polled_state(alice, client):
     assert "External job" in page and "wb-77" in page and "queued" in page
     batch.operations.update(status="completed")
     assert ApiClient(alice).get(operation_url(batch, 1)).json()["external_job"]["state"] == "completed"
+
+
+def test_an_external_job_that_ended_failed_shows_its_final_answer(alice, client):
+    params = {"submit_url": "https://wb.example.com/submit", "status_url": "https://wb.example.com/jobs/{job_id}"}
+    batch = services.batch_create(
+        owner=alice, type="workbench.job", name="wb", items=["r1"], params=params, start=False
+    )
+    # The state saved by the last poll that saw it running; the next poll found it failed.
+    batch.operations.update(
+        state={"job_id": "wb-78", "last_state": "running", "polls": 1, "interval": 4},
+        status="failed",
+        error_type="ExternalJobFailed",
+        error="Job wb-78 ended FAILED: out of memory on node 3",
+    )
+    client.force_login(alice)
+    page = client.get(f"/batches/{batch.pk}/operations/1/").content.decode()
+    external = page[page.index("<h2>External job</h2>") : page.index("<h2>Attempts</h2>")]
+    assert "Last polled state" not in external and "running" not in external
+    assert "Final state</dt><dd>failed" in external
+    assert "out of memory on node 3" in external and "Polls</dt><dd>2" in external
+    assert ApiClient(alice).get(operation_url(batch, 1)).json()["external_job"]["state"] == "failed"

@@ -580,7 +580,7 @@ class AttemptOut(Schema):
 
 class ExternalJobOut(Schema):
     job_id: Any
-    state: str = Field(..., description="The state its last poll saw.")
+    state: str = Field(..., description="The state its last poll saw; once the operation ended, its status.")
     polls: int
     last_error: str
 

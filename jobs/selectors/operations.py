@@ -95,12 +95,19 @@ def external_job(operation: Operation) -> dict[str, Any] | None:
     state = operation.state or {}
     if state.get("job_id") in (None, ""):
         return None
+    polls = state.get("polls", 0)
+    ended = operation.status in (OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.SKIPPED)
+    # The saved state is the last poll's before the one that ended it: that poll answered the job's
+    # end (counted here) and the operation holds the answer (its result, or its error).
+    if operation.status == OperationStatus.COMPLETED or operation.error_type == "ExternalJobFailed":
+        polls += 1
     return {
         "job_id": state["job_id"],
-        # The saved state is the last poll's before the one that found the job finished.
-        "state": "completed" if operation.status == OperationStatus.COMPLETED else state.get("last_state", ""),
-        "polls": state.get("polls", 0),
-        "last_error": state.get("last_error", ""),
+        "state": operation.status if ended else state.get("last_state", ""),
+        "polls": polls,
+        "last_error": "" if ended else state.get("last_error", ""),
+        "ended": ended,
+        "answer": operation.error if operation.status != OperationStatus.COMPLETED else "",
     }
 
 
