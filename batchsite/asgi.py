@@ -10,7 +10,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from jobs.engine import keycheck  # noqa: E402
 from jobs.live.routing import websocket_urlpatterns  # noqa: E402
+
+# The workers check at start-up that they can read what this process encrypts.
+keycheck.write_probe()
 
 application = ProtocolTypeRouter(
     {

@@ -10,6 +10,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from batchsite.keyfile import ensure_key, read_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("BATCHSITE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -44,11 +46,16 @@ def env_number(name: str, default: float, kind: type = int, minimum: float | Non
 
 
 DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY", "")
+# One key for every process of an installation: SECRET_KEY, or else the key kept in
+# $BATCHSITE_VAR_DIR/secret_key. With DEBUG on the file is made on first use; without DEBUG it must
+# exist already (scripts/run makes it), so that a production host never invents a key of its own.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = env_str("SECRET_KEY", "") or (ensure_key(SECRET_KEY_FILE) if DEBUG else read_key(SECRET_KEY_FILE))
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-local-development-key-change-me"
+    raise ImproperlyConfigured(
+        f"SECRET_KEY must be set when DEBUG is off (or kept in {SECRET_KEY_FILE}, which scripts/run creates); "
+        "every web server, worker and command of one installation needs the same key"
+    )
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "").split(",") if h.strip()]
 if not ALLOWED_HOSTS:
     if not DEBUG:
