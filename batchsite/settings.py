@@ -151,6 +151,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # Worker processes must share the test database, so it cannot be in memory.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
+    # A new PostgreSQL connection costs several milliseconds, more than a whole hot read: a web
+    # process (batchsite.serve turns this on for them) keeps a pool (psycopg_pool) and lends a connection per request or operation thread.
+    # Under ASGI every request runs on a thread of its own, so persistent per-thread connections
+    # (CONN_MAX_AGE) would pile up; a pool does not. Health checks drop connections the server
+    # closed (a restart) before they are lent.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_number("DATABASE_POOL_MIN", 2, int, minimum=0),
+        "max_size": env_number("DATABASE_POOL_MAX", 20, int, minimum=1),
+        "timeout": env_number("DATABASE_POOL_TIMEOUT_S", 10.0, float, minimum=0.1),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
