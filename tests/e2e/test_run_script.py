@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, wait_for
@@ -33,6 +34,7 @@ def product_env(var_dir: Path, port: int) -> dict[str, str]:
         BATCHSITE_VAR_DIR=str(var_dir),
         PORT=str(port),
         WORKERS="1",
+        WEB_PROCESSES="2",
         REDIS_URL=settings.REDIS_URL,
         BATCHSITE_REDIS_PREFIX=f"{settings.BATCHSITE_REDIS_PREFIX}-run",
         CHANNELS_PREFIX=f"{settings.BATCHSITE_REDIS_PREFIX}-run",
@@ -66,7 +68,7 @@ def running_product(tmp_path, redis_clean):
     try:
         wait_for_port("127.0.0.1", port, process, timeout=120)
         wait_for(lambda: "Batchsite is running" in log_path.read_text(), timeout=60, message="the run banner")
-        yield env, var_dir, log_path
+        yield env, var_dir, log_path, port
     finally:
         # Ctrl-C, as a user stops it: the script stops its web server and workers itself.
         os.killpg(process.pid, signal.SIGINT)
@@ -79,7 +81,11 @@ def running_product(tmp_path, redis_clean):
 
 @pytest.mark.workers
 def test_batches_using_secrets_complete_when_commands_run_in_another_shell(running_product, tmp_path, httpserver):
-    env, var_dir, log_path = running_product
+    env, var_dir, log_path, port = running_product
+    # Several web processes answer on the one port, static files included (DEBUG is on by default).
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=10).status_code == 200
+    assert "2 daphne processes" in log_path.read_text()
     key_file = var_dir / "secret_key"
     assert key_file.exists() and (key_file.stat().st_mode & 0o777) == 0o600
 
