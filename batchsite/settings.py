@@ -10,6 +10,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from batchsite.keyfile import ensure_key, read_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("BATCHSITE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -44,11 +46,16 @@ def env_number(name: str, default: float, kind: type = int, minimum: float | Non
 
 
 DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY", "")
+# One key for every process of an installation: SECRET_KEY, or else the key kept in
+# $BATCHSITE_VAR_DIR/secret_key. With DEBUG on the file is made on first use; without DEBUG it must
+# exist already (scripts/run makes it), so that a production host never invents a key of its own.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = env_str("SECRET_KEY", "") or (ensure_key(SECRET_KEY_FILE) if DEBUG else read_key(SECRET_KEY_FILE))
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "insecure-local-development-key-change-me"
+    raise ImproperlyConfigured(
+        f"SECRET_KEY must be set when DEBUG is off (or kept in {SECRET_KEY_FILE}, which scripts/run creates); "
+        "every web server, worker and command of one installation needs the same key"
+    )
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "").split(",") if h.strip()]
 if not ALLOWED_HOSTS:
     if not DEBUG:
@@ -144,6 +151,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # Worker processes must share the test database, so it cannot be in memory.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
+    # A new PostgreSQL connection costs several milliseconds, more than a whole hot read: a web
+    # process (batchsite.serve turns this on for them) keeps a pool (psycopg_pool) and lends a connection per request or operation thread.
+    # Under ASGI every request runs on a thread of its own, so persistent per-thread connections
+    # (CONN_MAX_AGE) would pile up; a pool does not. Health checks drop connections the server
+    # closed (a restart) before they are lent.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_number("DATABASE_POOL_MIN", 2, int, minimum=0),
+        "max_size": env_number("DATABASE_POOL_MAX", 20, int, minimum=1),
+        "timeout": env_number("DATABASE_POOL_TIMEOUT_S", 10.0, float, minimum=0.1),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -524,7 +524,11 @@ class DatabaseInstance(models.Model):
 
     @property
     def url(self) -> str:
-        return decrypt(self.url_encrypted)
+        return decrypt(
+            self.url_encrypted,
+            what=f"The URL of database instance '{self.name}'",
+            reenter="enter its URL again (Instances page: Edit; or `manage.py batch instance remove` and `add`)",
+        )
 
     @url.setter
     def url(self, value: str) -> None:
@@ -535,4 +539,4 @@ class DatabaseInstance(models.Model):
         try:
             return mask_url(self.url)
         except SecretUnreadable:
-            return "(unreadable: encryption key changed)"
+            return "(unreadable with this process's key: enter the URL again)"

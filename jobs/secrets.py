@@ -67,18 +67,43 @@ def encrypt(text: str) -> str:
     return PREFIX + _fernet().encrypt(text.encode()).decode("ascii")
 
 
-def decrypt(value: str) -> str:
+# What to do about a secret this process cannot decrypt: the usual cause is a process started with
+# another key than the one that stored the secret.
+KEY_ADVICE = (
+    "Every web server, worker and command must read the same SECRET_KEY (or BATCHSITE_ENCRYPTION_KEY): "
+    "leave SECRET_KEY unset everywhere to share the key kept in var/secret_key, or set the same value for all."
+)
+
+
+def decrypt(value: str, what: str = "A stored secret", reenter: str = "enter it again") -> str:
     """The text of an encrypted value; text that is not encrypted (written before encryption
-    existed) comes back as it is."""
+    existed) comes back as it is. `what` and `reenter` name the secret and how to store it anew
+    in the error a reader gets when no configured key opens it."""
     if not is_encrypted(value):
         return value
     try:
         return _fernet().decrypt(value[len(PREFIX) :].encode("ascii")).decode()
     except (InvalidToken, ValueError):
         raise SecretUnreadable(
-            "A stored secret cannot be decrypted with BATCHSITE_ENCRYPTION_KEY (was the key changed without "
-            "keeping the old one after it?)."
+            f"{what} cannot be decrypted with this process's key. If the key was changed on purpose, "
+            f"{reenter}; otherwise: {KEY_ADVICE}"
         ) from None
+
+
+# A value every process encrypts the same way, for checking that two processes share their keys.
+PROBE_TEXT = "batchsite-key-probe"
+
+
+def probe_token() -> str:
+    return encrypt(PROBE_TEXT)
+
+
+def probe_opens(token: str) -> bool:
+    """Whether this process's keys open a probe token written by another process."""
+    try:
+        return decrypt(token) == PROBE_TEXT
+    except SecretUnreadable:
+        return False
 
 
 def rotate(value: str) -> str:
@@ -118,7 +143,13 @@ def reveal_params(optype: Any, params: dict[str, Any]) -> dict[str, Any]:
     shown = dict(params)
     for name in names:
         if is_encrypted(shown.get(name)):
-            shown[name] = json.loads(decrypt(shown[name]))
+            shown[name] = json.loads(
+                decrypt(
+                    shown[name],
+                    what=f"The secret parameter '{name}'",
+                    reenter=f"create the batch again with '{name}' (or edit the template that holds it)",
+                )
+            )
     return shown
 
 

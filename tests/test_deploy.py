@@ -48,7 +48,6 @@ def test_check_deploy_is_clean_with_the_documented_production_environment():
 @pytest.mark.parametrize(
     ("unset", "extra", "error"),
     [
-        ("SECRET_KEY", {}, "SECRET_KEY must be set when DEBUG is off"),
         ("ALLOWED_HOSTS", {}, "ALLOWED_HOSTS must be set when DEBUG is off"),
         ("", {"LOG_FORMAT": "xml"}, "LOG_FORMAT must be text or json, got 'xml'"),
         ("", {"SECURE_HSTS_SECONDS": "a year"}, "SECURE_HSTS_SECONDS must be a int, got 'a year'"),
@@ -61,6 +60,24 @@ def test_a_bad_production_setting_stops_start_up_with_a_clear_error(unset, extra
     result = run_python("import batchsite.settings", env)
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {error}" in result.stderr
+
+
+def test_production_without_a_key_stops_start_up_and_makes_none(tmp_path):
+    env = production_env() | {"BATCHSITE_VAR_DIR": str(tmp_path)}
+    env.pop("SECRET_KEY")
+    result = run_python("import batchsite.settings", env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY must be set when DEBUG is off" in result.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_production_without_secret_key_reads_the_key_file(tmp_path):
+    (tmp_path / "secret_key").write_text("the-installation-key\n")
+    env = production_env() | {"BATCHSITE_VAR_DIR": str(tmp_path)}
+    env.pop("SECRET_KEY")
+    result = run_python("from django.conf import settings; print(settings.SECRET_KEY)", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "the-installation-key"
 
 
 def test_logs_are_json_lines_on_stdout():

@@ -13,7 +13,7 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from rq.worker import SimpleWorker
 
-from jobs.engine import dispatch, executor, reaper, ticks
+from jobs.engine import dispatch, executor, keycheck, reaper, ticks
 from jobs.engine.lane import worker_name
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ class BatchsiteWorker(SimpleWorker):
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         connection_created.connect(configure_worker_session)
+        keycheck.check_or_exit()
+        # The scheduler process RQ forks must not inherit the connection the check opened.
+        connections.close_all()
         self.executor = executor.Executor(worker_name(), int(settings.BATCHSITE_WORKER_CONCURRENCY))
         self.executor.queues = self.queue_names()
         executor.current = self.executor
