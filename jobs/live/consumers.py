@@ -94,13 +94,14 @@ class BatchConsumer(AsyncWebsocketConsumer):
         await self._send_state()
         await self._send_chain()
         self.feature_shown = ""
-        self.refresher = None
+        self.refresher: asyncio.Future | None = None
         if feature_tab_template(self.tab):
             self.refresher = asyncio.ensure_future(self._refresh_feature_tab())
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "refresher", None) is not None:
-            self.refresher.cancel()
+        refresher = getattr(self, "refresher", None)
+        if refresher is not None:
+            refresher.cancel()
         if getattr(self, "joined", False):
             await audiences.leave(self.batch_id, self)
             for other_id in self.chain_ids:
