@@ -1,10 +1,11 @@
 import os
+from typing import Any
 
-from django.core.asgi import get_asgi_application
+from batchsite.asgi_http import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
 # Build the Django app before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+django_asgi_app: Any = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 

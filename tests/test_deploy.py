@@ -92,10 +92,37 @@ def test_logs_are_json_lines_on_stdout():
     assert line["batch_id"] == "b1" and line["time"].endswith("+00:00")
 
 
-def test_the_health_check_answers_without_sign_in(client, db, redis_clean):
+def test_the_liveness_check_answers_without_sign_in_and_without_the_database(client):
+    # No `db` fixture: a query here would fail the test.
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert response.json() == {"status": "ok"}
+
+
+def test_the_readiness_check_names_the_database_redis_and_migrations(client, db, redis_clean):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok", "migrations": "ok"}
+
+
+def test_the_readiness_check_is_a_503_naming_redis_when_it_does_not_answer(client, db, settings):
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.RQ_QUEUES}
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["redis"] == "ConnectionError" and response.json()["database"] == "ok"
+
+
+def test_the_readiness_check_is_a_503_while_a_migration_is_not_applied(client, db, redis_clean, monkeypatch):
+    from django.db.migrations.recorder import MigrationRecorder
+
+    from jobs.web import views
+
+    monkeypatch.setattr(views, "_migrated", False)
+    newest = MigrationRecorder.Migration.objects.filter(app="jobs").order_by("-id").first()
+    newest.delete()  # inside the test's transaction: rolled back after it
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["migrations"] == "1 pending"
 
 
 def test_the_compose_file_runs_every_service_with_health_checks_and_restarts():
@@ -134,7 +161,7 @@ def test_systemd_accepts_the_units(tmp_path):
     # The units name /srv/batchsite; verify checks that the programs exist, so point them here.
     for unit in (DEPLOY / "systemd").iterdir():
         (tmp_path / unit.name).write_text(unit.read_text().replace("/srv/batchsite", str(ROOT)))
-    units = ["batchsite.target", "batchsite-setup.service", "batchsite-web@8001.service", "batchsite-worker@1.service"]
+    units = ["batchsite.target", "batchsite-setup.service", "batchsite-web.service", "batchsite-worker@1.service"]
     result = subprocess.run(
         [analyze, "verify", "--man=no", *units], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )

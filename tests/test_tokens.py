@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -115,9 +116,30 @@ def test_last_use_is_written_at_most_once_a_minute(alice):
 
     two_minutes_ago = timezone.now() - timedelta(minutes=2)
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=two_minutes_ago)
+    tokens.forget_all()  # as when this process's cached copy lapses
     tokens.token_authenticate(key)
     token.refresh_from_db()
     assert token.last_used_at > first_use
+
+
+def test_a_token_revoked_by_another_process_stops_working_when_the_cached_copy_lapses(alice, monkeypatch):
+    token, key = tokens.token_create(user=alice, name="ci")
+    assert tokens.token_authenticate(key) is not None
+    # Another process revokes it: this process's signal handlers do not see that write.
+    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    assert tokens.token_authenticate(key) is not None
+
+    later = time.monotonic() + tokens.CACHE_SECONDS + 1
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
+    assert tokens.token_authenticate(key) is None
+
+
+def test_each_request_gets_its_own_copy_of_the_cached_user(alice):
+    _, key = tokens.token_create(user=alice, name="ci")
+    first = tokens.token_authenticate(key)
+    first.user.marker = "set by one request"
+    second = tokens.token_authenticate(key)
+    assert second.user == alice and not hasattr(second.user, "marker")
 
 
 def test_a_revoked_token_no_longer_authenticates(alice):

@@ -294,7 +294,7 @@ def get_batch(request, batch_id: UUID):
 
 @batches.get("/{uuid:batch_id}/progress", response={200: ProgressOut, **ERRORS}, summary="Counters, percent and ETA")
 def get_progress(request, batch_id: UUID):
-    return batch_out(selectors.batch_get_visible(request.user, batch_id))
+    return selectors.batch_get_visible(request.user, batch_id, only=selectors.PROGRESS_FIELDS)
 
 
 @batches.get(

@@ -12,7 +12,6 @@ import time
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
@@ -22,6 +21,7 @@ from jobs import selectors
 from jobs.errors import BatchNotFound
 from jobs.live import audiences, publisher, snapshots
 from jobs.live.snapshots import oob
+from jobs.live.threads import db_read
 from jobs.models import Batch, Operation
 from jobs.web.views import batch_panel_context, feature_tab_template, operation_page_context, workers_context
 
@@ -47,7 +47,7 @@ class EventConsumer(AsyncWebsocketConsumer):
     Channels closes stale database connections before every handler, through the one thread the
     ORM runs on in an async server: one hop per event per open page, which queued behind each other
     when many pages were open (bench/live_load.py). The event handlers here reach the database only
-    through database_sync_to_async, which closes stale connections itself."""
+    through db_read (jobs.live.threads), which closes stale connections itself."""
 
     EVENTS = ("batch.progress", "batch.status")
 
@@ -118,22 +118,26 @@ class BatchConsumer(AsyncWebsocketConsumer):
             await self.batch_progress(event)
 
     async def _send_chain(self) -> None:
+        if not self.chain_ids:
+            # Most batches are in no chain: no read at all. A status event reaches every page of
+            # the batch at once, and a read each would queue a thousand reads behind it.
+            return
         html = await self._render_chain()
         if html and html != self.chain_shown:
             self.chain_shown = html
             await self.send(text_data=html)
 
-    @database_sync_to_async
+    @db_read
     def _chain_ids(self) -> list[str]:
         batch = _visible_batch(self.scope.get("user"), self.batch_id)
         if batch is None:
             return []
         return [str(step.pk) for step in selectors.batch_chain(self.scope["user"], batch) if step.pk != batch.pk]
 
-    @database_sync_to_async
+    @db_read
     def _render_chain(self) -> str:
         batch = _visible_batch(self.scope.get("user"), self.batch_id)
-        if batch is None or not self.chain_ids:
+        if batch is None:
             return ""
         chain = selectors.batch_chain(self.scope["user"], batch)
         return oob(render_to_string("jobs/_batch_chain.html", {"batch": batch, "chain": chain})) if chain else ""
@@ -148,7 +152,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=html)
             await asyncio.sleep(FEATURE_TAB_REFRESH_S)
 
-    @database_sync_to_async
+    @db_read
     def _render_feature_tab(self) -> str | None:
         batch = _visible_batch(self.scope.get("user"), self.batch_id)
         if batch is None:
@@ -192,7 +196,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
             parts.append(await self._render_analytics(snapshot.batch))
         await self.send(text_data="".join(parts))
 
-    @database_sync_to_async
+    @db_read
     def _grown_rows(self, batch: Batch) -> list[str]:
         """Operations were added: when the shown page now holds other rows, all of them (the page
         read again only when the total changed, not per event)."""
@@ -215,7 +219,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
             rows.append(render_to_string("jobs/batch_detail.html#row", {"operation": operation}))
         return [oob(f'<div role="rowgroup" id="operation-rows">{"".join(rows)}</div>')]
 
-    @database_sync_to_async
+    @db_read
     def _may_see(self) -> bool:
         batch = _visible_batch(self.scope.get("user"), self.batch_id)
         if batch is None:
@@ -225,7 +229,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
             self.operation_ids = [operation.pk for operation in page]
         return True
 
-    @database_sync_to_async
+    @db_read
     def _render_analytics(self, batch: Batch) -> str:
         context = {"batch": batch, "analytics": selectors.batch_analytics(batch)}
         return oob(render_to_string("jobs/batch_detail.html#analytics", context))
@@ -267,7 +271,7 @@ class OperationConsumer(AsyncWebsocketConsumer):
         elif message:
             await self.send(text_data=message)
 
-    @database_sync_to_async
+    @db_read
     def _may_see(self) -> bool:
         return self._visible() is not None
 
@@ -280,7 +284,7 @@ class OperationConsumer(AsyncWebsocketConsumer):
         except Http404:
             return None
 
-    @database_sync_to_async
+    @db_read
     def _render(self, rows: bool) -> str | None:
         """The live block when the operation or its batch's status changed since it was last
         sent ("" when nothing did); with `rows`, its result rows too (they come with a finish)."""
@@ -350,12 +354,12 @@ class DashboardConsumer(EventConsumer):
         # A wrapper: its content goes first into #active-batches, and the placeholder leaves.
         return f'<div hx-swap-oob="afterbegin:#active-batches">{html}</div><p id="no-active" hx-swap-oob="delete"></p>'
 
-    @database_sync_to_async
+    @db_read
     def _render_card(self, batch_id: str) -> str:
         batch = _visible_batch(self.scope["user"], batch_id)
         return self._card(batch) if batch is not None else ""
 
-    @database_sync_to_async
+    @db_read
     def _render_all(self) -> list[str]:
         """Totals and the whole active list (on connect and on every status change, so a batch that
         finished leaves it and one that started joins it), then the finished list in a message of
@@ -397,6 +401,6 @@ class WorkersConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=html)
             await asyncio.sleep(interval)
 
-    @database_sync_to_async
+    @db_read
     def _render(self) -> str:
         return oob(render_to_string("jobs/workers.html#live", workers_context()))

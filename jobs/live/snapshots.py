@@ -13,9 +13,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.template.loader import render_to_string
 
+from jobs.live.threads import db_read
 from jobs.models import Batch, Operation
 
 KEEP = 256  # snapshots kept per process (batch and rows shown), least recently used dropped first
@@ -84,7 +84,7 @@ def _store(read_key: tuple, read: "asyncio.Task[Snapshot | None]") -> None:
         _snapshots.popitem(last=False)
 
 
-@database_sync_to_async
+@db_read
 def _read(batch_id: str, operation_ids: list[int]) -> Snapshot | None:
     batch = Batch.objects.select_related("owner").filter(pk=batch_id).first()
     if batch is None:

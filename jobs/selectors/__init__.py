@@ -7,6 +7,7 @@ below and are gathered here.
 from jobs.selectors.analytics import active_seconds, batch_analytics, duration_percentiles
 from jobs.selectors.batches import (
     OPERATIONS_PER_PAGE,
+    PROGRESS_FIELDS,
     STATS_HOURS,
     batch_chain,
     batch_find,
@@ -83,6 +84,7 @@ __all__ = [
     "batch_chain",
     "batch_compare",
     "batch_find",
+    "PROGRESS_FIELDS",
     "batch_get_visible",
     "batch_search",
     "batch_stats",

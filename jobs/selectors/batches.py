@@ -39,8 +39,18 @@ def batches_visible_to(user) -> QuerySet[Batch]:
     return Batch.objects.filter(owner=user)
 
 
-def batch_get_visible(user, batch_id: Any) -> Batch:
+# What a progress read shows (ProgressOut: counters, percent, ETA): loading only these columns,
+# without the owner, halves the cost of the hottest read a script makes.
+PROGRESS_FIELDS = (
+    "id", "status", "total", "pending", "running", "completed", "failed", "skipped",
+    "current_operation", "rate_at", "rate_done", "rate_prev_at", "rate_prev_done",
+)  # fmt: skip
+
+
+def batch_get_visible(user, batch_id: Any, *, only: tuple[str, ...] = ()) -> Batch:
     """The batch with this id, its owner loaded, if `user` may see it (its owner, or staff).
+
+    `only`: load just these fields (PROGRESS_FIELDS), and not the owner.
 
     The one access check of pages, API, consumers, exports and artifacts. Raises BatchNotFound (an
     Http404, so pages and the API answer 404 by themselves) for an unknown or malformed id and for
@@ -50,7 +60,10 @@ def batch_get_visible(user, batch_id: Any) -> Batch:
         pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
     except ValueError:
         raise BatchNotFound() from None
-    batch = batches_visible_to(user).select_related("owner").filter(pk=pk).first()
+    found = batches_visible_to(user).filter(pk=pk)
+    found = found.only(*only) if only else found.select_related("owner")
+    # A slice, not first(): there is at most one row, and first() would add an ORDER BY.
+    batch = next(iter(found[:1]), None)
     if batch is None:
         raise BatchNotFound()
     return batch

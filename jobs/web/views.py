@@ -532,19 +532,52 @@ def workers(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """For the proxy and the container engine: 200 when the database and Redis answer, else 503
-    naming what does not. No sign-in, and nothing about the data."""
-    checks = {}
+    """Liveness, for the process supervisor: this web process answers. It touches neither the
+    database nor Redis, so a database outage does not get every web process restarted; /readyz
+    says whether the process can serve."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness, for the proxy and the container engine: 200 when the database and Redis answer
+    and every migration is applied, else 503 naming what is not. No sign-in, nothing about the data."""
+    checks = {"database": _check(_database_answers), "redis": _check(_redis_answers)}
+    checks["migrations"] = _check(_migrations_applied) if checks["database"] == "ok" else "unknown"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", **checks}, status=200 if ready else 503)
+
+
+def _check(probe) -> str:
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
+        return probe()
     except Exception as exc:
-        checks["database"] = type(exc).__name__
-    try:
-        django_rq.get_connection("default").ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = type(exc).__name__
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
+        return type(exc).__name__
+
+
+def _database_answers() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return "ok"
+
+
+def _redis_answers() -> str:
+    django_rq.get_connection("default").ping()
+    return "ok"
+
+
+_migrated = False
+
+
+def _migrations_applied() -> str:
+    """Checked until it first holds: a process that saw the schema complete need not look again
+    (migrations are applied before a release's processes start, never taken back under them)."""
+    global _migrated
+    if not _migrated:
+        from django.db.migrations.executor import MigrationExecutor
+
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if pending:
+            return f"{len(pending)} pending"
+        _migrated = True
+    return "ok"
