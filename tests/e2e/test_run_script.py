@@ -84,6 +84,8 @@ def test_batches_using_secrets_complete_when_commands_run_in_another_shell(runni
     env, var_dir, log_path, port = running_product
     # Several web processes answer on the one port, static files included (DEBUG is on by default).
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["migrations"] == "ok", ready.text
     assert httpx.get(f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=10).status_code == 200
     assert "2 daphne processes" in log_path.read_text()
     key_file = var_dir / "secret_key"
