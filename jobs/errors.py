@@ -2,7 +2,11 @@
 
 from typing import Any
 
+import redis.exceptions
 from django.http import Http404
+
+# What a Redis call raises when Redis does not answer (down, unreachable, too slow).
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class InvalidInput(Exception):

@@ -131,6 +131,16 @@ def on_batch_gone(request, exc):
     return _error(request, 404, "Not found.")
 
 
+def on_redis_down(request, exc):
+    # Raised before anything was written (writes reach Redis only after commit, and an outage
+    # there is logged, not raised): the request can simply be sent again.
+    return _error(request, 503, "Redis does not answer; try again in a few seconds.", headers={"Retry-After": "5"})
+
+
+for redis_error in REDIS_ERRORS:
+    api.add_exception_handler(redis_error, on_redis_down)
+
+
 @api.exception_handler(RateLimited)
 def on_rate_limited(request, exc: RateLimited):
     return _error(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})

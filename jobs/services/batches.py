@@ -47,6 +47,7 @@ from jobs.services.transitions import (
     locked_batch,
     locked_batch_or_none,
     record_event,
+    redis_on_commit,
     release_dependents,
     require_status,
     resolve_waiting,
@@ -211,9 +212,11 @@ def _create(
         record_event(batch, BatchEventKind.CREATED, owner, message[:500])
         if idempotency:
             # Same transaction: a batch exists exactly when its key is recorded. A parallel request
-            # with the same key fails on the unique constraint and replays this one.
+            # with the same key fails on the unique constraint (its whole transaction rolls back)
+            # and replays this one. Only an expired record of the key may go: deleting a live one
+            # would delete the record a parallel request just committed, and both would create.
             key, request_hash = idempotency
-            IdempotencyRecord.objects.filter(user=owner, key=key).delete()
+            IdempotencyRecord.objects.filter(user=owner, key=key, created_at__lt=now - IDEMPOTENCY_WINDOW).delete()
             IdempotencyRecord.objects.create(user=owner, key=key, request_hash=request_hash, batch=batch)
         if start:
             _start_or_wait(batch, predecessor, now)
@@ -456,7 +459,7 @@ def batch_delete(*, batch: Batch, by=None) -> None:
                 flush_batch(dependent)
         batch_id = str(locked.pk)
         locked.delete()
-        transaction.on_commit(lambda: dispatch.forget(batch_id))
+        redis_on_commit(lambda: dispatch.forget(batch_id), f"forgetting the queues of batch {batch_id}")
         transaction.on_commit(lambda: artifacts.remove_batch_artifacts([batch_id]))
 
 

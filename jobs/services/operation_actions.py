@@ -8,7 +8,6 @@ operation is cancelled finishes).
 
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from jobs.engine import dispatch
@@ -33,6 +32,7 @@ from jobs.services.transitions import (
     locked_batch,
     record_cancelled_attempts,
     record_event,
+    redis_on_commit,
     require_status,
     update_batch,
 )
@@ -89,7 +89,9 @@ def operation_retry(*, batch: Batch, seq: int, by=None) -> Operation:
         publisher.batch_changed(locked, status_changed=True)
         operation_id = operation.pk
         # A stop flag left by cancelling it must not stop its next attempt.
-        transaction.on_commit(lambda: dispatch.clear_operation_stop(operation_id))
+        redis_on_commit(
+            lambda: dispatch.clear_operation_stop(operation_id), f"clearing the stop of operation {operation_id}"
+        )
         if locked.status != BatchStatus.PAUSED:
             enqueue_lanes_on_commit(locked, min(locked.max_parallel - locked.running, locked.pending))
     operation.refresh_from_db()
@@ -126,7 +128,9 @@ def operation_cancel(*, batch: Batch, seq: int, by=None) -> Operation:
         _cancel_outside_work_on_commit(locked, operation)
         operation_id = operation.pk
         if running:
-            transaction.on_commit(lambda: dispatch.request_operation_stop(operation_id))
+            redis_on_commit(
+                lambda: dispatch.request_operation_stop(operation_id), f"the stop of operation {operation_id}"
+            )
         finalize_if_done(locked, now)
         publisher.batch_changed(locked, status_changed=True)
     operation.refresh_from_db()
@@ -139,4 +143,7 @@ def _cancel_outside_work_on_commit(batch: Batch, operation: Operation) -> None:
     if operation.state is None or get_type(batch.type).cancel is None:
         return
     batch_id, operation_id = str(batch.pk), operation.pk
-    transaction.on_commit(lambda: dispatch.enqueue_outside_cancel(batch_id, [operation_id]))
+    redis_on_commit(
+        lambda: dispatch.enqueue_outside_cancel(batch_id, [operation_id]),
+        f"cancelling the outside work of operation {operation_id}",
+    )

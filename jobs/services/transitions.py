@@ -11,8 +11,9 @@ Rules every function here keeps:
 - Events reach the channel layer after commit (jobs.events), lanes are enqueued after commit.
 """
 
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from django.db import transaction
 
 from jobs.engine import dispatch
-from jobs.errors import IllegalTransition, InvalidInput
+from jobs.errors import REDIS_ERRORS, IllegalTransition, InvalidInput
 from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
@@ -36,6 +37,8 @@ from jobs.models import (
 )
 from jobs.optypes import get_type
 from jobs.services import rawsql
+
+logger = logging.getLogger(__name__)
 
 CREATE_CHUNK = 2000
 
@@ -226,7 +229,7 @@ def stop_running(batch: Batch, now: datetime, error: str, error_type: str) -> in
     update_batch(batch, running=-stopped, skipped=+stopped)
     if stopped:
         batch_id = str(batch.pk)
-        transaction.on_commit(lambda: dispatch.request_stop(batch_id))
+        redis_on_commit(lambda: dispatch.request_stop(batch_id), f"the stop signal of batch {batch_id}")
     return stopped
 
 
@@ -316,7 +319,10 @@ def cancel_outside_work_on_commit(batch: Batch, statuses: tuple) -> None:
     )
     if waiting:
         batch_id = str(batch.pk)
-        transaction.on_commit(lambda: dispatch.enqueue_outside_cancel(batch_id, waiting))
+        redis_on_commit(
+            lambda: dispatch.enqueue_outside_cancel(batch_id, waiting),
+            f"cancelling the outside work of {len(waiting)} operation(s) of batch {batch_id}",
+        )
 
 
 def enqueue_lanes_on_commit(batch: Batch, count: int, *, lanes: bool = False) -> None:
@@ -328,4 +334,20 @@ def enqueue_lanes_on_commit(batch: Batch, count: int, *, lanes: bool = False) ->
         def enqueue() -> None:
             dispatch.enqueue_lanes(batch_id, count=count if lanes else dispatch.lanes_for(count), priority=priority)
 
-        transaction.on_commit(enqueue)
+        # Lanes lost here are not lost for good: the reaper restarts the lanes of an active batch
+        # with pending work and none, once Redis answers.
+        redis_on_commit(enqueue, f"the lanes of batch {batch_id}")
+
+
+def redis_on_commit(call: Callable[[], Any], what: str) -> None:
+    """After commit, `call` (which talks to Redis). The change is committed by then: a Redis
+    outage must not turn it into an error for the person who made it (and a retry into a second
+    batch), so the failure is logged, naming what was left undone."""
+
+    def run() -> None:
+        try:
+            call()
+        except REDIS_ERRORS as exc:
+            logger.warning("Redis does not answer (%s): %s is left undone for now", type(exc).__name__, what)
+
+    transaction.on_commit(run)
