@@ -196,7 +196,9 @@ def main() -> int:
         browser = signed_in(base)
         sequential.append(("batch page (signed in)", lambda: browser.get(f"/batches/{batch_id}/"), 50))
         floor_client = httpx.Client(base_url=f"http://127.0.0.1:{floor_port}")
-        print(f"\nOne client in sequence (p50 of 40-50 calls, one kept-alive connection); floor p50 {p50(lambda: floor_client.get('/ping')):.1f} ms")
+        print(
+            f"\nOne client in sequence (p50 of 40-50 calls, one kept-alive connection); floor p50 {p50(lambda: floor_client.get('/ping')):.1f} ms"
+        )
         for label, call, goal in sequential:
             print(f"{label:24} {p50(call, 45 if label == 'cancel' else 50):7.1f} ms   goal <= {goal} ms")
         deleted = iter(cancelled)

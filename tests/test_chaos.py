@@ -328,3 +328,36 @@ def test_concurrent_claims_outcomes_recoveries_and_cancels_keep_the_invariants(a
     assert peak["running"] <= 6
     assert finished_events(batch) == 1
     assert_counters_match_rows(batch)
+
+
+def test_a_redis_outage_is_logged_once_by_the_publisher_and_once_when_it_ends(own_redis, settings, caplog):
+    import logging
+
+    from channels_redis.core import RedisChannelLayer
+
+    from jobs.live.publisher import Publisher
+
+    settings.REDIS_URL = own_redis.url
+    settings.BATCHSITE_PROGRESS_INTERVAL_S = 0.01
+    events = Publisher()
+    events.layer = RedisChannelLayer(hosts=[own_redis.url], prefix="outage-test")
+
+    def event(version: int) -> dict:
+        return {"batch_id": "b1", "owner_id": 1, "version": version, "status": "running"}
+
+    events.submit(event(1), urgent=True)
+    events.flush(10)
+    caplog.set_level(logging.WARNING, logger="jobs.live.publisher")
+    own_redis.stop()
+    for version in range(2, 80):
+        events.submit(event(version), urgent=version % 2 == 0)
+        time.sleep(0.005)
+    events.flush(10)
+    own_redis.start()
+    events.submit(event(80), urgent=True)
+    events.flush(10)
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "jobs.live.publisher"]
+    assert len([line for line in lines if "does not answer" in line]) == 1, lines[:5]
+    assert len([line for line in lines if "answers again after" in line]) == 1, lines[-3:]
+    assert len(lines) == 2, lines[:5]

@@ -19,6 +19,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from jobs.outage import OutageLog
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,6 +68,7 @@ class Publisher:
         self.scheduled: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
         self.redis: aioredis.Redis | None = None
+        self.outage = OutageLog(logger, "Redis (live events)")
         self.thread = threading.Thread(target=self.loop.run_forever, name="batchsite-events", daemon=True)
         self.thread.start()
 
@@ -120,10 +123,13 @@ class Publisher:
             key = f"{settings.BATCHSITE_REDIS_PREFIX}:throttle:{batch_id}"
             interval_ms = max(1, int(self.interval * 1000))
             if await self.redis.set(key, 1, nx=True, px=interval_ms):
+                self.outage.succeeded()
                 return 0
-            return max(1, int(await self.redis.pttl(key)))
-        except Exception:
-            logger.warning("events: throttle unavailable, sending unthrottled", exc_info=True)
+            wait = max(1, int(await self.redis.pttl(key)))
+            self.outage.succeeded()
+            return wait
+        except Exception as exc:
+            self.outage.failed(exc)  # sent unthrottled meanwhile
             return 0
 
     def _send(self, batch_id: str) -> None:
@@ -148,8 +154,11 @@ class Publisher:
         for group in (batch_group(payload["batch_id"]), owner_group(payload["owner_id"]), ALL_GROUP):
             try:
                 await self.layer.group_send(group, message)
-            except Exception:
-                logger.warning("events: could not publish to %s", group, exc_info=True)
+            except Exception as exc:
+                # Pages re-read the truth on reconnect, so a lost event costs nothing lasting.
+                self.outage.failed(exc)
+                return
+        self.outage.succeeded()
 
     async def _flush(self) -> None:
         for batch_id in list(self.latest):
