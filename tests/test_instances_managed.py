@@ -186,14 +186,14 @@ def test_a_workflow_over_instances_chosen_by_tag_gives_each_engines_rows(transac
         (row["_instance"], row["customer"], row["total"])
         for row in ResultRow.objects.filter(batch=batch).values_list("data", flat=True)
     )
-    # Exact decimals stay exact text on the servers that have them; SQLite stores plain numbers.
+    # Exact decimals are numbers on every server (they hold their value exactly).
     assert rows == [
         ("lite-eu", "ann", 10.5),
         ("lite-eu", "bob", 99.99),
-        ("maria-eu", "ann", "10.50"),
-        ("maria-eu", "bob", "99.99"),
-        ("pg-eu", "ann", "10.50"),
-        ("pg-eu", "bob", "99.99"),
+        ("maria-eu", "ann", 10.5),
+        ("maria-eu", "bob", 99.99),
+        ("pg-eu", "ann", 10.5),
+        ("pg-eu", "bob", 99.99),
     ]
 
 

@@ -56,6 +56,29 @@ def test_the_results_tab_shows_bars_of_the_default_measure_by_instance(as_alice,
     assert "is not a numeric column" in bad
 
 
+def test_the_chart_says_which_rows_it_left_out_and_why(as_alice, batch):
+    chart = selectors.result_chart(batch, x="_instance", y="total", aggregate="sum")
+    assert chart["left_out"] == [{"kind": "text", "rows": 1, "examples": ["n/a"]}]
+    page = as_alice.get(f"/batches/{batch.pk}/?tab=results&view=chart").content.decode()
+    footnote = re.search(r'<p class="muted small" id="chart-left-out">(.*?)</p>', page, re.S).group(1)
+    assert "left out, because their total is not a number: 1 row with text (“n/a”)" in footnote
+    whole = as_alice.get(f"/batches/{batch.pk}/?tab=results&view=chart&y=id").content.decode()
+    assert "every row&#x27;s id is a number" in whole or "every row's id is a number" in whole
+
+
+def test_exact_decimals_from_a_database_are_numbers_and_only_longer_ones_stay_text():
+    from decimal import Decimal
+
+    from jobs.optypes.sql.common import json_value
+
+    assert json_value(Decimal("10.50")) == 10.5 and isinstance(json_value(Decimal("10.50")), float)
+    assert json_value(Decimal("1000")) == 1000 and isinstance(json_value(Decimal("1000")), int)
+    assert json_value(Decimal("0.1")) == 0.1
+    # More digits than a JSON number keeps exactly: its exact text, never a rounded number.
+    assert json_value(Decimal("12345678901234567890.123456789")) == "12345678901234567890.123456789"
+    assert json_value(Decimal("NaN")) == "NaN"
+
+
 def test_the_raw_view_shows_the_page_of_rows_as_json(as_alice, batch):
     page = as_alice.get(f"/batches/{batch.pk}/?tab=results&view=raw").content.decode()
     raw = re.search(r'<pre class="raw-json"[^>]*>(.*?)</pre>', page, re.S)

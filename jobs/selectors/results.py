@@ -1,5 +1,7 @@
 """Result rows of a batch: their columns, sorted pages, and the rows of the CSV exports."""
 
+from typing import Any
+
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
@@ -181,6 +183,7 @@ def result_chart(batch: Batch, *, x: str, y: str, aggregate: str = "sum") -> dic
     else:
         rows = rows.annotate(y_rank=JSONKeyTypeRank(y)).filter(y_rank=0)
         value = function(Cast(KeyTextTransform(y, "data"), FloatField()))
+    left_out = _not_numbers(batch, y) if function is not None else []
     grouped = rows.annotate(category=category).values("category").annotate(value=value).order_by("category")
     found = list(grouped[: CHART_MAX_BARS + 1])
     bars = [
@@ -193,7 +196,28 @@ def result_chart(batch: Batch, *, x: str, y: str, aggregate: str = "sum") -> dic
         "aggregate": aggregate,
         "bars": bars,
         "more": grouped.count() - CHART_MAX_BARS if len(found) > CHART_MAX_BARS else 0,
+        "left_out": left_out,
     }
+
+
+# What JSONKeyTypeRank's ranks are, for a person: why a row's value could not be plotted.
+NOT_A_NUMBER = {None: "no value", 1: "text", 2: "true/false", 3: "a list or an object"}
+LEFT_OUT_EXAMPLES = 3
+
+
+def _not_numbers(batch: Batch, y: str) -> list[dict[str, Any]]:
+    """The rows a chart of `y` leaves out, by kind of value: [{"kind", "rows", "examples"}], text
+    values with up to LEFT_OUT_EXAMPLES distinct examples."""
+    ranked = ResultRow.objects.filter(batch=batch).annotate(y_rank=JSONKeyTypeRank(y)).exclude(y_rank=0)
+    counts = ranked.values("y_rank").annotate(rows=Count("id")).order_by("y_rank")
+    left_out = []
+    for row in counts:
+        examples: list[str] = []
+        if row["y_rank"] == 1:
+            texts = ranked.filter(y_rank=1).annotate(text=KeyTextTransform(y, "data")).values_list("text", flat=True)
+            examples = list(dict.fromkeys(texts.order_by("text")[:50]))[:LEFT_OUT_EXAMPLES]
+        left_out.append({"kind": NOT_A_NUMBER.get(row["y_rank"], "other"), "rows": row["rows"], "examples": examples})
+    return left_out
 
 
 OPERATION_EXPORT_COLUMNS = (

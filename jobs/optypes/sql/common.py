@@ -141,15 +141,16 @@ def parse_table_label(label: str) -> tuple[str, str | None, str]:
 
 
 def json_value(value: Any) -> Any:
-    """A database value as JSON: integers and floats stay numbers, exact decimals (NUMERIC,
-    DECIMAL) become their exact text ("10.50": a float would turn 0.1 into 0.1000000000000000055),
-    times become ISO 8601 text, bytes base64, anything else its text."""
+    """A database value as JSON: integers and floats stay numbers, and so do exact decimals
+    (NUMERIC, DECIMAL) whose value a JSON number holds exactly (10.50 → 10.5, which charts plot and
+    tables sort as numbers); a decimal with more digits than that keeps its exact text. Times
+    become ISO 8601 text, bytes base64, anything else its text."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_value(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -162,6 +163,20 @@ def json_value(value: Any) -> Any:
         return [json_value(v) for v in value]
     if isinstance(value, dict):
         return {str(k): json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def decimal_value(value: Decimal) -> int | float | str:
+    """An int or a float when it is exactly the decimal's value (its shortest text reads back as
+    the same decimal), else the decimal's exact text."""
+    if not value.is_finite():
+        return str(value)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= 0:
+        return int(value)
+    number = float(value)
+    if math.isfinite(number) and Decimal(repr(number)) == value:
+        return number
     return str(value)
 
 
