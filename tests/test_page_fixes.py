@@ -84,3 +84,25 @@ def test_the_history_pager_links_have_no_empty_query(as_alice, alice):
     assert 'href="?page=2"' in page and "?&" not in page
     filtered = as_alice.get("/batches/?q=b").content.decode()
     assert 'href="?q=b&amp;page=2"' in filtered
+
+
+@pytest.mark.parametrize("multipart", [True, False])
+def test_a_form_over_the_request_limit_gets_its_page_back_with_the_limit_not_a_bare_400(alice, settings, multipart):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    form = valid_form(items="\n".join(f"item-{n}" for n in range(2000)))
+    if multipart:
+        response = browser.post("/batches/new/demo.sleep/", form)
+    else:
+        from urllib.parse import urlencode
+
+        response = browser.post(
+            "/batches/new/demo.sleep/", urlencode(form), content_type="application/x-www-form-urlencoded"
+        )
+    page = response.content.decode()
+    assert response.status_code == 413
+    assert "larger than the limit of 4 KiB (4,096 bytes)" in page and "nothing was saved" in page
+    assert 'name="items"' in page  # the create form, to send again
+    assert 'data-max-body="4096"' in page  # what the browser checks before sending
+    assert Batch.objects.count() == 0

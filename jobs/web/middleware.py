@@ -10,7 +10,17 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound, JsonResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotFound,
+    JsonResponse,
+    QueryDict,
+)
+from django.utils.datastructures import MultiValueDict
 
 from jobs import nul
 
@@ -68,3 +78,39 @@ class RefuseNulMiddleware(SyncAndAsyncMiddleware):
     async def __acall__(self, request: HttpRequest):
         where = nul_in_request(request)
         return refusal(request, where) if where else await self.get_response(request)
+
+
+def body_limit_text() -> str:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    size = f"{limit / 1024 / 1024:.1f} MiB" if limit >= 1024 * 1024 else f"{limit / 1024:.0f} KiB"
+    return f"{size} ({limit:,} bytes)"
+
+
+class OversizeFormMiddleware:
+    """A page's form sent with more text than the request limit gets its page back, with a message
+    naming the limit, instead of Django's bare "Bad Request" page.
+
+    Django refuses such a body as soon as anything reads the form (the CSRF check does, before any
+    view), and what was sent cannot be read. So the request goes on as a GET of the same page, which
+    shows its form and the message (base.html, `request.body_too_big`), answered 413; nothing is
+    saved. (The browser checks the limit before sending, keeping what was typed: static/js/form_limit.js.)
+    The API answers this itself (jobs.api.middleware)."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST" or request.path.startswith("/api/"):
+            return self.get_response(request)
+        try:
+            request.POST  # noqa: B018 - parsing is the check
+        except RequestDataTooBig:
+            request.method = "GET"
+            request._post, request._files = QueryDict(), MultiValueDict()  # type: ignore[attr-defined]
+            request.body_too_big = body_limit_text()  # type: ignore[attr-defined]
+            response = self.get_response(request)
+            if response.status_code == 200:
+                response.status_code = 413
+                response.reason_phrase = "Content Too Large"
+            return response
+        return self.get_response(request)
