@@ -243,6 +243,13 @@ class Batch(models.Model):
         return round(remaining * elapsed / finished, 1)
 
     @property
+    def misses_deadline(self) -> bool:
+        """At the pace observed (eta_seconds), the deadline passes before the last operation
+        ends: what is still pending then is skipped."""
+        eta, left = self.eta_seconds, self.deadline_left_s
+        return eta is not None and left is not None and eta > left
+
+    @property
     def elapsed(self) -> timedelta | None:
         if not self.started_at:
             return None

@@ -106,3 +106,73 @@ def test_a_form_over_the_request_limit_gets_its_page_back_with_the_limit_not_a_b
     assert 'name="items"' in page  # the create form, to send again
     assert 'data-max-body="4096"' in page  # what the browser checks before sending
     assert Batch.objects.count() == 0
+
+
+def test_the_compare_picker_says_previous_run_only_for_a_batch_of_the_same_name(as_alice, alice):
+    other = finish(make_batch(alice, count=1, name="weekly"))
+    batch = finish(make_batch(alice, count=1, name="nightly"))
+    page = as_alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert "(previous run)" not in page and "(the batch before this one)" in page
+    again = finish(make_batch(alice, count=1, name="nightly"))
+    page = as_alice.get(f"/batches/{again.pk}/").content.decode()
+    assert re.search(rf'<option value="{batch.pk}" selected>[^<]*\(previous run\)</option>', page)
+    assert other.name in page
+
+
+def test_an_expired_batch_says_what_ran_before_expiry(as_alice, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = make_batch(alice, count=4, deadline_s=60)
+    claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+    services.operation_complete(claim=claim, duration_ms=5)
+    Batch.objects.filter(pk=batch.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    assert services.batch_expire(batch_id=batch.pk)
+    page = as_alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert "100 %" not in page
+    assert re.search(r"<dt>Ran before expiry</dt><dd[^>]*>25 %</dd>", page)
+
+
+def test_history_shows_skipped_counts(as_alice, alice):
+    batch = make_batch(alice, count=4)
+    services.batch_cancel(batch=batch, by=alice)
+    assert "0/4 · 4 skipped" in as_alice.get("/batches/").content.decode().replace("4/4", "0/4")
+
+
+def test_the_eta_warns_when_the_deadline_passes_first(as_alice, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = make_batch(alice, count=10, deadline_s=3600)
+    for _ in range(2):
+        claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
+        services.operation_complete(claim=claim, duration_ms=5)
+    now = timezone.now()
+    # Two finished in the last 100 s: eight more take 400 s; 60 s are left.
+    Batch.objects.filter(pk=batch.pk).update(
+        rate_at=now - timedelta(seconds=100), rate_done=0, deadline_at=now + timedelta(seconds=60)
+    )
+    batch.refresh_from_db()
+    assert batch.eta_seconds and batch.eta_seconds > 300 and batch.misses_deadline
+    page = as_alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert f'id="batch-{batch.pk}-misses-deadline"' in page and "after the deadline" in page
+    Batch.objects.filter(pk=batch.pk).update(deadline_at=now + timedelta(seconds=3000))
+    assert "after the deadline" not in as_alice.get(f"/batches/{batch.pk}/").content.decode()
+
+
+def test_a_cancelled_operation_says_cancelled_once(as_alice, alice):
+    batch = make_batch(alice, count=2)
+    services.batch_cancel(batch=batch, by=alice)
+    page = as_alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert "Cancelled." in page and "<strong>Cancelled</strong>" not in page
+    failed = finish(make_batch(alice, count=1), status="failed")
+    failed_page = as_alice.get(f"/batches/{failed.pk}/?tab=operations").content.decode()
+    assert failed.failed == 1, failed.status
+    assert re.search(r"<strong>Boom</strong> boom 42", failed_page), re.findall(r".{60}Boom.{60}", failed_page)
+
+
+def test_the_api_docs_link_back_to_the_site(client):
+    page = client.get("/api/docs").content.decode()
+    assert '<a href="/" id="back-to-site">' in page

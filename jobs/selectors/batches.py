@@ -9,6 +9,8 @@ from django.core.paginator import Paginator
 from django.db.models import (
     CharField,
     Count,
+    Exists,
+    OuterRef,
     Q,
     QuerySet,
     Sum,
@@ -142,8 +144,10 @@ def batch_search(
     created_after: str | None = None,
     created_before: str | None = None,
     text: str | None = None,
+    instance: str | None = None,
 ) -> QuerySet[Batch]:
-    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day)."""
+    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day);
+    `instance`: batches with an operation against that database instance."""
     batches = batches_visible_to(user)
     if status:
         batches = batches.filter(status=status)
@@ -163,6 +167,8 @@ def batch_search(
         )
     if text:
         batches = batches.filter(Q(name__icontains=text) | Q(description__icontains=text))
+    if instance:
+        batches = batches.filter(Exists(Operation.objects.filter(batch=OuterRef("pk"), resource=instance)))
     return batches
 
 

@@ -71,6 +71,17 @@ def ran_percent(batch) -> int:
 
 
 @register.filter
+def error_heading(outcome) -> str:
+    """An operation's (or attempt's) error type, to print before its message; "" when the message
+    already begins with it ("Cancelled." needs no "Cancelled" before it)."""
+    read = outcome.get if isinstance(outcome, dict) else lambda name: getattr(outcome, name, "")
+    kind, message = read("error_type") or "", (read("error") or "").strip()
+    if not kind or message.startswith(kind):
+        return ""
+    return kind
+
+
+@register.filter
 def status_label(status: str) -> str:
     """A batch status as people read it: partial_success → Partial success."""
     return str(dict(BatchStatus.choices).get(status, status))

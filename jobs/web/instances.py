@@ -1,5 +1,6 @@
 """The instances pages: list with live connection tests, add, edit, remove, bulk import."""
 
+import re
 from typing import Any
 
 from django import forms
@@ -89,6 +90,16 @@ def instance_list(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/instances.html", _list_context(request, form=form), status=422)
 
 
+def _row_place(path: str) -> str:
+    """A service field path as people count rows: `rows[3].url` → `Row 4, url` (the first
+    instance is row 1, whatever the file's header)."""
+    found = re.fullmatch(r"rows\[(\d+)\](?:\.(.+))?", path)
+    if found is None:
+        return path
+    row = f"Row {int(found.group(1)) + 1}"
+    return f"{row}, {found.group(2)}" if found.group(2) else row
+
+
 @login_required
 @require_POST
 def instance_import(request: HttpRequest) -> HttpResponse:
@@ -101,7 +112,7 @@ def instance_import(request: HttpRequest) -> HttpResponse:
             rows = services.parse_instances_file(content, upload.name if upload else "")
             created = services.instances_import(rows=rows, owner=request.user, by=request.user)
         except InvalidInput as exc:
-            errors = [f"{path}: {' '.join(problems)}" for path, problems in exc.errors.items()]
+            errors = [f"{_row_place(path)}: {' '.join(problems)}" for path, problems in exc.errors.items()]
             errors.insert(0, exc.message if exc.message != "Invalid input." else "Nothing imported.")
         else:
             messages.success(request, f"Imported {len(created)} instance(s).")

@@ -49,7 +49,8 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 def batch_list(request: HtmxHttpRequest) -> HttpResponse:
     filters = {
-        key: request.GET.get(key, "").strip() for key in ("status", "type", "q", "created_after", "created_before")
+        key: request.GET.get(key, "").strip()
+        for key in ("status", "type", "q", "created_after", "created_before", "instance")
     }
     error = ""
     try:
@@ -60,6 +61,7 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
             text=filters["q"] or None,
             created_after=filters["created_after"] or None,
             created_before=filters["created_before"] or None,
+            instance=filters["instance"] or None,
         ).select_related("owner")
     except InvalidInput as exc:  # a bad filter value: show it, list nothing
         found, error = Batch.objects.none(), " ".join(m for msgs in exc.errors.values() for m in msgs)
