@@ -176,3 +176,13 @@ def test_a_cancelled_operation_says_cancelled_once(as_alice, alice):
 def test_the_api_docs_link_back_to_the_site(client):
     page = client.get("/api/docs").content.decode()
     assert '<a href="/" id="back-to-site">' in page
+
+
+def test_the_create_form_shows_its_fields_and_the_items_errors_in_one_round(as_alice):
+    upload = SimpleUploadedFile("items.csv", b"label,duration_ms\nfast,1\nslow,-5\n", content_type="text/csv")
+    form = {**valid_form(items="", max_parallel="0"), "items_file": upload}
+    page = as_alice.post("/batches/new/demo.sleep/", form).content.decode()
+    assert re.search(r'id="id_max_parallel_error"', page), "the option's own error"
+    errors = re.search(r'<ul class="errorlist" id="id_items_file_error">(.*?)</ul>', page, re.S)
+    assert errors is not None and "Line 3, duration_ms:" in errors.group(1), "the items' error in the same answer"
+    assert Batch.objects.count() == 0

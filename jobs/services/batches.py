@@ -105,13 +105,31 @@ def batch_create(
             raise RateLimited(wait)
     try:
         chain = (after, after_condition)
-        return _create(owner, type, items, params, name, start, idempotency, options, select, chain)
+        batch = _create(owner, type, items, params, name, start, idempotency, options, select, chain)
+        assert batch is not None  # only a check returns none
+        return batch
     except IntegrityError:
         # The same key raced in from a parallel request and won the unique constraint.
         replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1]) if idempotency else None
         if replay is None:
             raise
         return replay
+
+
+def batch_check(
+    *,
+    owner,
+    type: str,
+    items: list[Item] | list[Any],
+    params: dict[str, Any] | None = None,
+    name: str = "",
+    after: Any = None,
+    after_condition: str | None = None,
+    **options: Any,
+) -> None:
+    """Every check batch_create makes, nothing written: InvalidInput naming every problem at once.
+    A form whose own fields have errors asks this too, so its errors come in one round."""
+    _create(owner, type, items, params, name, False, None, options, None, (after, after_condition), check_only=True)
 
 
 def _create(
@@ -125,7 +143,8 @@ def _create(
     options: dict[str, Any],
     select=None,
     chain=(None, None),
-) -> Batch:
+    check_only: bool = False,
+) -> Batch | None:
     after_id, condition = _check_after(owner, *chain)
     optype = get_type(type)
     selection = None
@@ -167,6 +186,8 @@ def _create(
         resources = instance_selection.resources_of(optype, owner, base_params, items, item_params, errors)
     if errors:
         raise InvalidInput(errors)
+    if check_only:
+        return None
 
     options = options_form.cleaned_data
     limited = bool(resources) and instance_selection.any_limited(resources)

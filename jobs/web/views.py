@@ -109,11 +109,26 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
         except InvalidInput as exc:
             _add_service_errors(exc, options, params, items_form)
             valid = False
+    raw_params = {
+        name: field.widget.value_from_datadict(request.POST, request.FILES, params.add_prefix(name))
+        for name, field in params.fields.items()
+    }
+    if not valid and items:
+        # The service's own checks (instances exist, per-item params, the type's rules) too, with
+        # the fields that are valid: every error in one round, not the next ones after a fix.
+        try:
+            services.batch_check(
+                owner=request.user,
+                type=optype.key,
+                name=options.cleaned_data.get("name") or "check",
+                items=items,
+                params={k: v for k, v in raw_params.items() if v not in (None, "") and k not in params.errors},
+                **{k: v for k, v in options.cleaned_data.items() if k != "name"},
+            )
+        except InvalidInput as exc:
+            exc.errors = {path: found for path, found in exc.errors.items() if not _has_form_error(path, params)}
+            _add_service_errors(exc, options, params, items_form, after)
     if valid:
-        raw_params = {
-            name: field.widget.value_from_datadict(request.POST, request.FILES, params.add_prefix(name))
-            for name, field in params.fields.items()
-        }
         option_values = {k: v for k, v in options.cleaned_data.items() if k != "name"}
         try:
             batch = services.batch_create(
@@ -135,6 +150,12 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
             messages.success(request, f"Batch {batch.name} created with {batch.total} operations.")
             return redirect("batch_detail", batch_id=batch.pk)
     return _render_create(request, optype, options, params, items_form, after, status=422)
+
+
+def _has_form_error(path: str, params: forms.Form) -> bool:
+    """A service error about a parameter the form already flagged (or left out for that reason)."""
+    head, _, field = path.partition(".")
+    return head == "params" and field.split(".")[0].split("[")[0] in params.errors
 
 
 def _picked(request: HttpRequest, optype) -> list[str]:
