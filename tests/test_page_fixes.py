@@ -186,3 +186,32 @@ def test_the_create_form_shows_its_fields_and_the_items_errors_in_one_round(as_a
     errors = re.search(r'<ul class="errorlist" id="id_items_file_error">(.*?)</ul>', page, re.S)
     assert errors is not None and "Line 3, duration_ms:" in errors.group(1), "the items' error in the same answer"
     assert Batch.objects.count() == 0
+
+
+def test_times_are_shown_in_the_viewers_zone_and_the_zone_is_named(as_alice, alice):
+    from jobs.web.middleware import TIMEZONE_COOKIE
+
+    batch = finish(make_batch(alice, count=1))
+    as_alice.cookies[TIMEZONE_COOKIE] = "Asia/Kolkata"  # +05:30 all year, no summer time
+    page = as_alice.get(f"/batches/{batch.pk}/?tab=timeline").content.decode()
+    assert "Times in Asia/Kolkata (IST)" in page
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    shown = timezone.localtime(batch.created_at, ZoneInfo("Asia/Kolkata"))
+    assert f'title="{shown:%Y-%m-%d %H:%M:%S} IST"' in page
+    as_alice.cookies[TIMEZONE_COOKIE] = "Mars/Olympus_Mons"  # unknown: the server's zone
+    page = as_alice.get(f"/batches/{batch.pk}/?tab=timeline").content.decode()
+    assert "Times in UTC;" in page and ' UTC"' in page
+
+
+def test_a_scheduled_run_name_names_its_zone(alice):
+    from datetime import UTC, datetime
+
+    from jobs.schedules.services import render_name
+
+    moment = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+    assert render_name("{template} {datetime}", template="t", n=1, moment=moment, zone_name="Europe/Berlin") == (
+        "t 2026-01-05 07:00 CET"
+    )

@@ -44,10 +44,11 @@ TEMPLATE_FIELDS = ("name", "type", "name_pattern", "description", "items", "para
 
 
 def render_name(pattern: str, *, template: str, n: int, moment: datetime, zone_name: str | None = None) -> str:
-    """A batch name from a pattern: {template}, {date} (2026-03-30), {datetime} (2026-03-30 06:00),
-    {n} (run number); format specs work ({n:03d}). Raises InvalidInput for anything else."""
+    """A batch name from a pattern: {template}, {date} (2026-03-30), {datetime} (2026-03-30 06:00 CEST:
+    in the schedule's zone, named, as a run started by hand names its own), {n} (run number);
+    format specs work ({n:03d}). Raises InvalidInput for anything else."""
     local = timezone.localtime(moment, cron.zone(zone_name) if zone_name else None)
-    values = {"template": template, "date": f"{local:%Y-%m-%d}", "datetime": f"{local:%Y-%m-%d %H:%M}", "n": n}
+    values = {"template": template, "date": f"{local:%Y-%m-%d}", "datetime": f"{local:%Y-%m-%d %H:%M %Z}", "n": n}
     try:
         for _, field, _, _ in string.Formatter().parse(pattern):
             if field is not None and field not in PLACEHOLDERS:

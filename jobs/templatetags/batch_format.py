@@ -5,6 +5,7 @@ from datetime import datetime
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -68,6 +69,14 @@ def ran_percent(batch) -> int:
     """Share of the operations that ran to an outcome (completed or failed), rounded down: what a
     cancelled batch got done, where percent_complete counts the skipped ones too and says 100."""
     return (batch.completed + batch.failed) * 100 // batch.total if batch.total else 0
+
+
+@register.filter
+def when(moment) -> str:
+    """A moment in full in the viewer's zone, the zone named: 2026-12-08 14:05:09 CET."""
+    if not moment:
+        return ""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S %Z}"
 
 
 @register.filter

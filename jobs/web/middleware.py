@@ -6,6 +6,7 @@ Form fields refuse NUL themselves (Django's CharField validator), JSON bodies of
 by jobs.api.middleware, and the services check items and parameters (jobs.nul).
 """
 
+import zoneinfo
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from django.http import (
     JsonResponse,
     QueryDict,
 )
+from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
 from jobs import nul
@@ -114,3 +116,32 @@ class OversizeFormMiddleware:
                 response.reason_phrase = "Content Too Large"
             return response
         return self.get_response(request)
+
+
+TIMEZONE_COOKIE = "batchsite_tz"
+
+
+class ViewerTimezoneMiddleware:
+    """Times on pages in the viewer's own zone: the browser names it in a cookie
+    (static/js/timezone.js); without one, or with a zone this server does not know, TIME_ZONE."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        name = request.COOKIES.get(TIMEZONE_COOKIE, "")
+        zone = viewer_zone(name) if name else None
+        if zone is None:
+            timezone.deactivate()
+        else:
+            timezone.activate(zone)
+        return self.get_response(request)
+
+
+def viewer_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    if len(name) > 64:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None

@@ -264,7 +264,7 @@ class Command(QuietPipeCommand):
             select=select,
             owner=owner,
             type=options["type"],
-            name=options["name"] or f"{options['type']} {timezone.localtime():%Y-%m-%d %H:%M}",
+            name=options["name"] or f"{options['type']} {timezone.localtime():%Y-%m-%d %H:%M %Z}",
             description=options["description"],
             items=items,
             params=parse_key_values(options["param"]),
