@@ -104,3 +104,33 @@ def test_on_a_desktop_charts_are_readable_the_query_box_wide_and_the_admin_list_
     results = admin.locator("#changelist .results")
     assert results.evaluate("r => r.scrollWidth <= r.clientWidth"), "the batch list is cut on the right"
     assert admin.locator("#result_list th", has_text="Created at").is_visible()
+
+
+def test_on_a_phone_row_actions_stay_and_the_navigation_folds_behind_a_menu(sign_in, server, alice):
+    from jobs.notifications import services as notifications
+    from jobs.schedules import services as schedules
+
+    notifications.subscription_create(owner=alice, url="http://127.0.0.1:9/hook", events=["finished"])
+    template = schedules.template_create(owner=alice, name="nightly", type="noop", items=["a"])
+    schedules.schedule_create(template=template, cron="0 6 * * *", timezone="UTC")
+    page = sign_in("alice", "alice-password", PHONE)
+
+    page.goto(f"{server}/notifications/")
+    assert page.get_by_role("button", name="Pause").is_visible()
+    assert page.get_by_role("button", name="Delete").is_visible()
+    page.goto(f"{server}/schedules/")
+    assert page.get_by_role("button", name="Disable the schedule of nightly").is_visible()
+
+    nav = page.locator("#main-nav")
+    menu = page.get_by_role("button", name="Menu")
+    assert menu.is_visible() and not nav.is_visible()
+    header_height = page.locator("header.topbar").bounding_box()["height"]
+    assert header_height < 70, f"the closed header is {header_height} px high"
+    menu.click()
+    assert nav.is_visible() and menu.get_attribute("aria-expanded") == "true"
+    assert page.get_by_role("link", name="History").is_visible()
+    page.keyboard.press("Escape")
+    assert not nav.is_visible()
+
+    wide = sign_in("alice", "alice-password", DESKTOP)
+    assert wide.locator("#main-nav").is_visible() and not wide.get_by_role("button", name="Menu").is_visible()
