@@ -227,6 +227,9 @@ BATCH_MAX_OPERATIONS = env_number("BATCH_MAX_OPERATIONS", 100_000, int, minimum=
 BATCH_CREATE_RATE_LIMIT = env_number("BATCH_CREATE_RATE_LIMIT", 60, int, minimum=0)
 BATCH_CREATE_RATE_WINDOW_S = env_number("BATCH_CREATE_RATE_WINDOW_S", 60, int, minimum=1)
 BATCHSITE_REDIS_PREFIX = env_str("BATCHSITE_REDIS_PREFIX", "batchsite")
+# /metrics for Prometheus: open when empty (keep it off the public internet at the proxy), else
+# only for `Authorization: Bearer <this>` and for staff signed in.
+BATCHSITE_METRICS_TOKEN = env_str("BATCHSITE_METRICS_TOKEN", "")
 BATCHSITE_HEARTBEAT_S = env_number("BATCHSITE_HEARTBEAT_S", 5.0, float, minimum=0.1)
 BATCHSITE_STALE_AFTER_S = env_number("BATCHSITE_STALE_AFTER_S", 30.0, float, minimum=0.5)
 BATCHSITE_REAP_INTERVAL_S = env_number("BATCHSITE_REAP_INTERVAL_S", 10.0, float, minimum=0.5)

@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from jobs import metrics
 from jobs.live import publisher
 from jobs.models import (
     ACTIVE_STATUSES,
@@ -179,6 +181,7 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
             record_event(batch, BatchEventKind.STARTED, None, "")
     update_batch(batch, pending=-len(found), running=+len(found), **changes)
     publisher.batch_changed(batch, status_changed=started)
+    _count_waits(batch, found, now)
     worker = worker[:200]
     return [
         Claim(
@@ -214,6 +217,16 @@ def operations_record(
         accepted = _record_locked(batch, outcomes, now)
         claims = _claim_locked(batch, claim_for, now, claim_limit) if claim_for and claim_limit > 0 else None
         return GroupRecorded(accepted, claims)
+
+
+def _count_waits(batch: Batch, found: list[dict[str, Any]], now: datetime) -> None:
+    """For the metrics: how long each operation claimed for its first attempt waited since its
+    batch started (a batch's later operations wait for a free slot of its max_parallel)."""
+    since = batch.started_at or now
+    waits = [(now - since).total_seconds() for operation in found if operation["attempts"] <= 1]
+    if waits:
+        type_key = batch.type
+        transaction.on_commit(lambda: metrics.count_waits(type_key, waits))
 
 
 def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> list[bool]:
@@ -275,6 +288,13 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
                 deltas["failed"] += 1
     if not any(accepted):
         return accepted
+    counted = [
+        ("lost" if outcome.error_type == WORKER_LOST else outcome.kind, outcome.duration_ms)
+        for outcome, taken in zip(outcomes, accepted, strict=True)
+        if taken
+    ]
+    type_key = batch.type
+    transaction.on_commit(lambda: metrics.count_attempts(type_key, counted))
     rawsql.update_each(Operation, [(outcome.claim.operation_id, values) for outcome, values in completed] + updates)
     rows = [
         ResultRow(batch_id=batch.pk, operation_id=outcome.claim.operation_id, data=data)

@@ -22,6 +22,7 @@ urlpatterns = [
     path("workers/", views.workers, name="workers"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/import/", instances.instance_import, name="instance_import"),
     path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import secrets
 from typing import Any
 
 import django_rq
@@ -559,6 +560,23 @@ def healthz(request: HttpRequest) -> JsonResponse:
     database nor Redis, so a database outage does not get every web process restarted; /readyz
     says whether the process can serve."""
     return JsonResponse({"status": "ok"})
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text (jobs.metrics). With BATCHSITE_METRICS_TOKEN set, only for
+    `Authorization: Bearer <that token>` (a scraper's); staff signed in may always read it."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from jobs.metrics import registry
+
+    token = settings.BATCHSITE_METRICS_TOKEN
+    if token and not (request.user.is_authenticated and request.user.is_staff):
+        sent = request.headers.get("Authorization", "")
+        if not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            response = HttpResponse("A bearer token is required for /metrics.\n", status=401, content_type="text/plain")
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
