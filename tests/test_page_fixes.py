@@ -215,3 +215,33 @@ def test_a_scheduled_run_name_names_its_zone(alice):
     assert render_name("{template} {datetime}", template="t", n=1, moment=moment, zone_name="Europe/Berlin") == (
         "t 2026-01-05 07:00 CET"
     )
+
+
+def test_the_operation_page_steps_to_the_previous_and_next_failed_operation(as_alice, alice):
+    batch = make_batch(alice, count=5)
+    while isinstance(claim := services.operation_claim_next(batch_id=str(batch.pk), worker="t"), services.Claim):
+        if claim.seq in (2, 4):
+            services.operation_fail(claim=claim, error="boom", error_type="Boom", duration_ms=5, retryable=False)
+        else:
+            services.operation_complete(claim=claim, duration_ms=5)
+    first = as_alice.get(f"/batches/{batch.pk}/").content.decode()
+    assert f'href="/batches/{batch.pk}/operations/2/" id="first-failed"' in first
+    middle = as_alice.get(f"/batches/{batch.pk}/operations/3/").content.decode()
+    assert f'href="/batches/{batch.pk}/operations/2/" rel="prev"' in middle
+    assert f'href="/batches/{batch.pk}/operations/4/" rel="next"' in middle
+    last = as_alice.get(f"/batches/{batch.pk}/operations/4/").content.decode()
+    assert 'rel="next"' not in last and 'rel="prev"' in last
+
+
+def test_a_dashboard_card_pauses_resumes_and_cancels_its_batch_in_place(as_alice, alice):
+    from jobs.models import BatchStatus
+
+    batch = make_batch(alice, count=3)
+    card = as_alice.get("/").content.decode()
+    assert f'aria-label="Pause {batch.name}"' in card and f'aria-label="Cancel {batch.name}"' in card
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    paused = as_alice.post(f"/batches/{batch.pk}/pause/", {"from": "card"}, **htmx).content.decode()
+    assert paused.lstrip().startswith(f'<article id="batch-{batch.pk}-card"') and "Resume" in paused
+    assert Batch.objects.get(pk=batch.pk).status == BatchStatus.PAUSED
+    as_alice.post(f"/batches/{batch.pk}/cancel/", {"from": "card"}, **htmx)
+    assert Batch.objects.get(pk=batch.pk).status == BatchStatus.CANCELLED

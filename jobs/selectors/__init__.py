@@ -41,6 +41,7 @@ from jobs.selectors.instances import (
 )
 from jobs.selectors.operations import (
     batch_artifact_urls,
+    failed_neighbours,
     may_see_traceback,
     operation_artifacts,
     operation_detail,
@@ -86,6 +87,7 @@ __all__ = [
     "batch_find",
     "PROGRESS_FIELDS",
     "batch_get_visible",
+    "failed_neighbours",
     "batch_search",
     "batch_stats",
     "batch_totals",

@@ -178,3 +178,12 @@ def operation_detail(user, batch: Batch, operation: Operation, *, rows: list[dic
         "external": external_job(operation),
         "artifacts": operation_artifacts(batch, operation, rows),
     }
+
+
+def failed_neighbours(batch: Batch, seq: int) -> tuple[int | None, int | None]:
+    """The sequence numbers of the failed operations just before and just after `seq` in its
+    batch (None where there is none): the operation page steps through the failures."""
+    failed = batch.operations.filter(status=OperationStatus.FAILED)
+    before = failed.filter(seq__lt=seq).order_by("-seq").values_list("seq", flat=True).first()
+    after = failed.filter(seq__gt=seq).order_by("seq").values_list("seq", flat=True).first()
+    return before, after

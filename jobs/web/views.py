@@ -341,6 +341,8 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
         context["status"] = status if status in OperationStatus.values else ""
         context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))
         context["operation_statuses"] = OperationStatus.choices
+        if batch.failed:
+            context["first_failed"] = selectors.failed_neighbours(batch, 0)[1]
     elif tab == "results":
         context.update(results_context(batch, sort=query.get("sort", ""), page=query.get("page"), query=query))
     elif tab == "analytics":
@@ -454,6 +456,9 @@ def batch_action(request: HtmxHttpRequest, batch_id, action: str) -> HttpRespons
         messages.error(request, str(exc))
         status = 409
     batch.refresh_from_db()
+    if request.htmx and request.POST.get("from") == "card":
+        # A dashboard card's own buttons: the card again, as the dashboard's live updates draw it.
+        return render(request, "jobs/dashboard.html#card", {"batch": batch}, status=status)
     if request.htmx:
         return render(request, "jobs/batch_detail.html#live", {"batch": batch, "flash": True}, status=status)
     return redirect("batch_detail", batch_id=batch.pk)
@@ -484,6 +489,7 @@ def _to(request: HtmxHttpRequest, url: str) -> HttpResponse:
 def operation_detail(request: HtmxHttpRequest, batch_id, seq: int) -> HttpResponse:
     batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
     context = operation_page_context(request.user, batch, operation, rows_page=request.GET.get("page"))
+    context["previous_failed"], context["next_failed"] = selectors.failed_neighbours(batch, operation.seq)
     if request.htmx and request.htmx.target == f"operation-{operation.pk}-rows":
         return render(request, "jobs/operation_detail.html#rows", context)
     return render(request, "jobs/operation_detail.html", context)

@@ -134,3 +134,41 @@ def test_on_a_phone_row_actions_stay_and_the_navigation_folds_behind_a_menu(sign
 
     wide = sign_in("alice", "alice-password", DESKTOP)
     assert wide.locator("#main-nav").is_visible() and not wide.get_by_role("button", name="Menu").is_visible()
+
+
+def test_keyboard_shortcuts_act_and_are_listed_on_question_mark(sign_in, server, alice):
+    batch = services.batch_create(owner=alice, type="demo.sleep", name="keys", items=["a", "b"], start=False)
+    services.batch_start(batch=batch)
+    page = sign_in("alice", "alice-password", DESKTOP)
+    page.goto(f"{server}/batches/{batch.pk}/")
+    page.keyboard.press("?")
+    dialog = page.locator("dialog#shortcuts")
+    assert dialog.is_visible() and "Pause or resume the batch" in dialog.inner_text()
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    page.keyboard.press("p")
+    page.get_by_role("button", name="Resume").wait_for()
+    batch.refresh_from_db()
+    assert batch.status == "paused"
+    page.keyboard.press("g")
+    page.keyboard.press("h")
+    page.wait_for_url(f"{server}/batches/")
+
+
+def test_a_dark_system_scheme_gets_dark_pages(browser, server, alice):
+    context = browser.new_context(viewport={"width": DESKTOP, "height": 900}, color_scheme="dark")
+    page = context.new_page()
+    page.goto(f"{server}/accounts/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice-password")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server}/")
+    background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    text = page.evaluate("getComputedStyle(document.documentElement).color")
+    context.close()
+
+    def brightness(rgb: str) -> float:
+        red, green, blue = (float(part) for part in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3])
+        return (red * 299 + green * 587 + blue * 114) / 1000
+
+    assert brightness(background) < 60 and brightness(text) > 180, (background, text)
