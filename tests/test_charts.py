@@ -189,3 +189,26 @@ def test_partials_render_a_real_batchs_analytics(alice):
     html = "".join(render_to_string(f"jobs/_charts.html#{p}", {"analytics": analytics}) for p in PARTIALS)
     assert html.count('role="img"') == 4
     assert ">4 (100%)</text>" in html
+
+
+def test_the_timeline_puts_each_workers_overlapping_attempts_on_rows_of_their_own(alice, client):
+    from jobs import services
+    from jobs.web import charts
+
+    batch = services.batch_create(owner=alice, type="noop", name="gantt", items=["a", "b", "c", "d"], max_parallel=4)
+    first = services.operations_claim(batch_id=str(batch.pk), worker="host:1", limit=2)
+    second = services.operations_claim(batch_id=str(batch.pk), worker="host:2", limit=2)
+    for claim in [*first, *second]:
+        if claim.label == "d":
+            services.operation_fail(claim=claim, error="no", error_type="No", duration_ms=7, retryable=False)
+        else:
+            services.operation_complete(claim=claim, duration_ms=5)
+    spans = selectors.attempt_spans(batch)
+    assert len(spans["spans"]) == 4 and spans["more"] == 0
+    chart = charts.gantt(spans)
+    assert [(row["text"], row["slots"]) for row in chart["rows"]] == [("host:1", 2), ("host:2", 2)]
+    assert {bar["colour"] for bar in chart["bars"]} == {charts.OK, charts.BAD}
+    assert len({bar["y"] for bar in chart["bars"]}) == 4  # four rows: two slots of each worker
+    client.force_login(alice)
+    page = client.get(f"/batches/{batch.pk}/?tab=timeline").content.decode()
+    assert page.count('<a href="operations/') == 4 and "#4 d: failed, 7 ms" in page

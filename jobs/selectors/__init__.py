@@ -40,6 +40,7 @@ from jobs.selectors.instances import (
     instances_visible_to,
 )
 from jobs.selectors.operations import (
+    attempt_spans,
     batch_artifact_urls,
     failed_neighbours,
     may_see_traceback,
@@ -86,6 +87,7 @@ __all__ = [
     "batch_compare",
     "batch_find",
     "PROGRESS_FIELDS",
+    "attempt_spans",
     "batch_get_visible",
     "failed_neighbours",
     "batch_search",

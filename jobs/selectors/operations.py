@@ -187,3 +187,27 @@ def failed_neighbours(batch: Batch, seq: int) -> tuple[int | None, int | None]:
     before = failed.filter(seq__lt=seq).order_by("-seq").values_list("seq", flat=True).first()
     after = failed.filter(seq__gt=seq).order_by("seq").values_list("seq", flat=True).first()
     return before, after
+
+
+GANTT_MAX_ATTEMPTS = 600
+
+
+def attempt_spans(batch: Batch, limit: int = GANTT_MAX_ATTEMPTS) -> dict[str, Any]:
+    """The batch's attempts as spans for a timeline, in start order: {"spans": [{worker, start,
+    end (datetimes), outcome, label, seq, duration_ms}], "more": attempts left out past `limit`}."""
+    found = (
+        OperationAttempt.objects.filter(batch=batch, started_at__isnull=False)
+        .order_by("started_at", "id")
+        .values_list(
+            "worker", "started_at", "finished_at", "outcome", "operation__label", "operation__seq", "duration_ms"
+        )
+    )
+    rows = list(found[: limit + 1])
+    spans = [
+        {"worker": worker or "?", "start": start, "end": max(end, start), "outcome": outcome, "label": label,
+         "seq": seq, "duration_ms": duration}
+        for worker, start, end, outcome, label, seq, duration in rows[:limit]
+        if start is not None
+    ]  # fmt: skip
+    more = found.count() - limit if len(rows) > limit else 0
+    return {"spans": spans, "more": more}

@@ -6,6 +6,7 @@ here. Coordinates are in SVG user units of a `0 0 width height` viewBox, rounded
 """
 
 from datetime import datetime
+from typing import Any
 
 from jobs.selectors.analytics import nice_width
 
@@ -367,4 +368,78 @@ def category_bars(data: dict) -> dict:
         + (" …" if len(rows) > 5 else "")
         + more
         + ".",
+    }
+
+
+GANTT_ROW_HEIGHT = 18
+GANTT_LABEL_WIDTH = 150
+GANTT_WIDTH = 960
+OUTCOME_COLOURS = {
+    "completed": OK,
+    "failed": BAD,
+    "lost": "var(--warn)",
+    "released": "var(--idle)",
+    "rescheduled": "var(--info)",
+    "cancelled": "var(--skip)",
+}
+
+
+def gantt(data: dict) -> dict:
+    """A timeline of attempts (selectors.attempt_spans): one row per slot of each worker (a
+    worker's overlapping attempts go to separate rows, packed greedily), bars placed by start and
+    end, coloured by outcome, each with its label and duration as its tooltip."""
+    spans = data.get("spans") or []
+    frame = _frame(width=GANTT_WIDTH, height=60)
+    if not spans:
+        return {**frame, "empty": True, "rows": [], "bars": [], "label": "No attempts have run yet."}
+    begin = min(span["start"] for span in spans)
+    finish = max(span["end"] for span in spans)
+    total_s = max((finish - begin).total_seconds(), 0.001)
+    lanes: dict[str, list[Any]] = {}  # worker -> the end of the last span in each of its rows
+    placed = []
+    for span in spans:
+        ends = lanes.setdefault(span["worker"], [])
+        row = next((i for i, end in enumerate(ends) if end <= span["start"]), None)
+        if row is None:
+            ends.append(span["end"])
+            row = len(ends) - 1
+        else:
+            ends[row] = span["end"]
+        placed.append((span, row))
+    offsets, rows, y = {}, [], 8
+    for worker, ends in lanes.items():
+        offsets[worker] = y
+        short = worker if len(worker) <= 22 else "…" + worker[-21:]
+        rows.append({"text": short, "title": worker, "y": y + 13, "slots": len(ends)})
+        y += len(ends) * GANTT_ROW_HEIGHT + 6
+    space = GANTT_WIDTH - GANTT_LABEL_WIDTH - RIGHT
+    bars = []
+    for span, row in placed:
+        x = GANTT_LABEL_WIDTH + (span["start"] - begin).total_seconds() / total_s * space
+        width = max((span["end"] - span["start"]).total_seconds() / total_s * space, 1.5)
+        took = f"{span['duration_ms']} ms" if span["duration_ms"] is not None else "?"
+        bars.append(
+            {
+                "x": _r(x),
+                "y": offsets[span["worker"]] + row * GANTT_ROW_HEIGHT + 2,
+                "width": _r(width),
+                "height": GANTT_ROW_HEIGHT - 4,
+                "colour": OUTCOME_COLOURS.get(span["outcome"], MUTED),
+                "title": f"#{span['seq']} {span['label']}: {span['outcome']}, {took}",
+                "seq": span["seq"],
+            }
+        )
+    outcomes = sorted({span["outcome"] for span in spans})
+    return {
+        **frame,
+        "height": y + 22,
+        "empty": False,
+        "rows": rows,
+        "bars": bars,
+        "axis_y": y + 14,
+        "axis_end_x": GANTT_WIDTH - RIGHT,
+        "label_x": GANTT_LABEL_WIDTH,
+        "span_text": f"{_number(round(total_s, 1))} s",
+        "legend": [{"text": name, "colour": OUTCOME_COLOURS.get(name, MUTED)} for name in outcomes],
+        "label": f"Timeline of {len(spans)} attempts on {len(rows)} worker(s) over {_number(round(total_s, 1))} s.",
     }

@@ -349,6 +349,7 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
         context["analytics"] = selectors.batch_analytics(batch)
     else:
         context["events"] = batch.events.select_related("actor")[:200]
+        context["spans"] = selectors.attempt_spans(batch)
     return context
 
 
