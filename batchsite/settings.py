@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "ninja",
     "template_partials",
     "axes",
+    "jobs.teams",
     "jobs",
     "jobs.schedules",
     "jobs.notifications",

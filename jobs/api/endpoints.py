@@ -63,6 +63,7 @@ from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
 from jobs.optypes.base import find_type
 from jobs.secrets import mask_params
+from jobs.teams import access
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_LIMIT = 200
@@ -179,7 +180,9 @@ def on_http_error(request, exc: HttpError):
 
 @api.exception_handler(PermissionDenied)
 def on_permission_denied(request, exc: PermissionDenied):
-    return _error(request, 403, str(exc) or "Not allowed.")
+    # `detail` beside the usual `message`: the sentence says which role the action takes.
+    message = str(exc) or "Not allowed."
+    return api.create_response(request, {"message": message, "errors": {}, "detail": message}, status=403)
 
 
 @api.exception_handler(Http404)
@@ -198,8 +201,9 @@ def not_found(request, path: str = ""):
 
 def batch_out(batch: Batch) -> dict:
     """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
-    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name not in ("owner", "after")}
+    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name not in ("owner", "after", "team")}
     data["owner"] = batch.owner.get_username()
+    data["team"] = access.team_slug(batch)
     data["after"] = batch.after_id
     data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
@@ -249,7 +253,7 @@ def create_batch(request, payload: BatchIn):
         idempotency=(key, request_hash) if key else None,
         **options,
     )
-    return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
+    return Status(201, batch_out(Batch.objects.select_related("owner", "team").get(pk=batch.pk)))
 
 
 @batches.get("", response={200: BatchList, **INPUT_ERRORS, **ERRORS}, summary="List batches, newest first")
@@ -282,7 +286,7 @@ def list_batches(
         text=q,
     )
     return {
-        "items": [batch_out(b) for b in found.select_related("owner")[_page(limit, offset)]],
+        "items": [batch_out(b) for b in found.select_related("owner", "team")[_page(limit, offset)]],
         "count": found.count(),
     }
 
@@ -355,7 +359,7 @@ def _operation_fields(operation) -> dict:
 )
 def retry_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31 - 1)):
     """Back to pending as a new attempt; a finished batch reopens. 409 unless it failed or was skipped."""
-    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq)
+    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq, "operate")
     operation = services.operation_retry(batch=batch, seq=seq, by=request.user)
     return _one_operation(request, batch_id, operation)
 
@@ -368,7 +372,7 @@ def retry_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31
 def cancel_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31 - 1)):
     """Skipped (a running one is stopped in its worker); the batch goes on, or finishes if nothing
     else is open. 409 unless it is pending or running."""
-    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq)
+    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq, "operate")
     operation = services.operation_cancel(batch=batch, seq=seq, by=request.user)
     return _one_operation(request, batch_id, operation)
 
@@ -515,7 +519,7 @@ def cancel_batch(request, batch_id: UUID):
     """No body, or `{"mode": "now"}`: running operations are stopped and counted skipped.
     `{"mode": "drain"}`: no new operation starts, running ones finish and count as what they were;
     the batch is `cancelling` until the last one ends, then `cancelled`."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     body = _cancel_body(request)
     services.batch_cancel(batch=batch, by=request.user, mode=body.mode, reason=body.reason)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
@@ -529,7 +533,7 @@ def cancel_batch(request, batch_id: UUID):
 def add_operations(request, batch_id: UUID, payload: AddOperationsIn):
     """Allowed while pending, waiting, queued, running or paused; a finished batch runs again with
     `reopen` (else 409). More than BATCH_MAX_OPERATIONS in all is a 413 and nothing is added."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     body = payload.dict()
     services.batch_add_operations(batch_id=batch.pk, items=body["items"], by=request.user, reopen=payload.reopen)
     return Status(201, batch_out(selectors.batch_get_visible(request.user, batch_id)))
@@ -537,7 +541,7 @@ def add_operations(request, batch_id: UUID, payload: AddOperationsIn):
 
 @batches.post("/{uuid:batch_id}/pause", response={200: BatchOut, 409: Error, **ERRORS}, summary="Pause a batch")
 def pause_batch(request, batch_id: UUID):
-    services.batch_pause(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    services.batch_pause(batch=selectors.batch_get_visible(request.user, batch_id, "operate"), by=request.user)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
 
 
@@ -545,7 +549,7 @@ def pause_batch(request, batch_id: UUID):
     "/{uuid:batch_id}/resume", response={200: BatchOut, 409: Error, **ERRORS}, summary="Resume a paused batch"
 )
 def resume_batch(request, batch_id: UUID):
-    services.batch_resume(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    services.batch_resume(batch=selectors.batch_get_visible(request.user, batch_id, "operate"), by=request.user)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
 
 
@@ -553,7 +557,9 @@ def resume_batch(request, batch_id: UUID):
     "/{uuid:batch_id}/retry", response={200: RetryOut, 409: Error, **ERRORS}, summary="Retry failed operations"
 )
 def retry_batch(request, batch_id: UUID):
-    retried = services.batch_retry_failed(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    retried = services.batch_retry_failed(
+        batch=selectors.batch_get_visible(request.user, batch_id, "operate"), by=request.user
+    )
     return {"retried": retried, "batch": batch_out(selectors.batch_get_visible(request.user, batch_id))}
 
 
@@ -561,7 +567,7 @@ def retry_batch(request, batch_id: UUID):
     "/{uuid:batch_id}", response={204: None, 409: Error, **ERRORS}, summary="Delete a batch that is not running"
 )
 def delete_batch(request, batch_id: UUID):
-    services.batch_delete(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    services.batch_delete(batch=selectors.batch_get_visible(request.user, batch_id, "manage"), by=request.user)
     return Status(204, None)
 
 
@@ -589,7 +595,7 @@ def create_chain(request, payload: ChainIn):
     `batches[1].items[0]`)."""
     # A body's fields are batch_create's keyword arguments.
     created = services.chain_create(owner=request.user, bodies=payload.dict()["batches"], condition=payload.condition)
-    found = {b.pk: b for b in Batch.objects.select_related("owner").filter(pk__in=[b.pk for b in created])}
+    found = {b.pk: b for b in Batch.objects.select_related("owner", "team").filter(pk__in=[b.pk for b in created])}
     return Status(201, {"ids": [b.pk for b in created], "batches": [batch_out(found[b.pk]) for b in created]})
 
 

@@ -58,7 +58,7 @@ def _render_page(request, *, form=None, created=None, new_secret=None, status: i
 @login_required
 @require_POST
 def subscription_action(request: HttpRequest, subscription_id: int, action: str) -> HttpResponse:
-    subscription = selectors.subscription_get(request.user, subscription_id)
+    subscription = selectors.subscription_get(request.user, subscription_id, "manage")
     if action == "delete":
         services.subscription_delete(subscription=subscription)
         messages.success(request, "Subscription deleted.")

@@ -31,6 +31,7 @@ from jobs.schedules.models import (
     Schedule,
     TemplateRun,
 )
+from jobs.teams.selectors import team_for_owner
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +159,10 @@ def _check_options(options: dict[str, Any], path: str = "options") -> dict[str, 
     return errors
 
 
-def template_create(*, owner, **fields: Any) -> BatchTemplate:
-    """Fields: name, type, items, and optionally name_pattern, description, params, options."""
+def template_create(*, owner, team: Any = None, **fields: Any) -> BatchTemplate:
+    """Fields: name, type, items, and optionally name_pattern, description, params, options.
+    `team` (slug, id or Team) makes it the team's: its admins only (UnknownReference, PermissionDenied)."""
+    team = team_for_owner(owner, team, "manage")
     unknown = set(fields) - set(TEMPLATE_FIELDS)
     if unknown:
         raise InvalidInput({"body": [f"Unknown field(s): {', '.join(sorted(unknown))}."]})
@@ -167,10 +170,10 @@ def template_create(*, owner, **fields: Any) -> BatchTemplate:
     with transaction.atomic():
         if BatchTemplate.objects.filter(owner=owner, name=values["name"]).exists():
             raise InvalidInput({"name": [f"You already have a template named {values['name']!r}."]})
-        return BatchTemplate.objects.create(owner=owner, **values)
+        return BatchTemplate.objects.create(owner=owner, team=team, **values)
 
 
-def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "") -> BatchTemplate:
+def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "", team: Any = None) -> BatchTemplate:
     """A template of what `batch` is made of: type, items with their params, params, options."""
     # Secret params are stored encrypted on the batch; the template's own checks read them in clear.
     optype = get_type(batch.type)
@@ -180,6 +183,7 @@ def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "
     ]
     return template_create(
         owner=owner,
+        team=team,
         name=name,
         type=batch.type,
         name_pattern=name_pattern or DEFAULT_NAME_PATTERN,
@@ -242,10 +246,12 @@ def template_run(
     slot: datetime | None = None,
     start: bool = True,
     rate_limit: bool = True,
+    by=None,
 ) -> TemplateRun:
     """Create (and start, unless `start` is false) a batch from the template with overrides:
     `params` overlay the template's, `options` overlay its options, `items` picks a subset of its
-    item labels. The batch belongs to the template's owner. A person's run counts against the
+    item labels. The batch belongs to the template's owner, or for a team's template to its team
+    (made by `by`, the person who runs it; a schedule's by the template's maker). A person's run counts against the
     creation rate limit (RateLimited); a schedule's runs pass `rate_limit=False`.
 
     Raises InvalidInput with field paths (the type gone, overrides the type rejects); nothing is
@@ -277,7 +283,8 @@ def template_run(
         number = BatchTemplate.objects.values_list("run_count", flat=True).get(pk=template.pk)
         name = render_name(template.name_pattern, template=template.name, n=number, moment=now, zone_name=zone_name)
         batch = services.batch_create(
-            owner=template.owner,
+            owner=by if by is not None and template.team_id is not None else template.owner,
+            team=template.team,
             type=optype.key,
             name=name or template.name,
             description=template.description,
@@ -294,8 +301,8 @@ def template_run(
     return run
 
 
-def batch_save_as_template(*, batch: Batch, owner, name: str) -> BatchTemplate:
-    return template_from_batch(batch=batch, owner=owner, name=name)
+def batch_save_as_template(*, batch: Batch, owner, name: str, team: Any = None) -> BatchTemplate:
+    return template_from_batch(batch=batch, owner=owner, name=name, team=team)
 
 
 # --- schedules --------------------------------------------------------------------------------

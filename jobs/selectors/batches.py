@@ -30,29 +30,35 @@ from jobs.models import (
 from jobs.optypes import all_types
 from jobs.selectors import analytics
 from jobs.selectors.analytics import FINISHED
+from jobs.teams import access
 
 
-def batches_visible_to(user) -> QuerySet[Batch]:
-    """Owners see their own batches; staff see all."""
-    if user is None or user.is_staff:
+def batches_visible_to(user, action: str = "view") -> QuerySet[Batch]:
+    """The batches `user` may `action` (Batch.objects.visible_to); None (the system, commands
+    run by an operator of the machine): all."""
+    if user is None:
         return Batch.objects.all()
-    return Batch.objects.filter(owner=user)
+    return Batch.objects.visible_to(user, action)
 
 
-def batch_get_visible(user, batch_id: Any) -> Batch:
-    """The batch with this id, its owner loaded, if `user` may see it (its owner, or staff).
+def batch_get_visible(user, batch_id: Any, action: str = "view") -> Batch:
+    """The batch with this id, its owner loaded, if `user` may see it and `action` it.
 
     The one access check of pages, API, consumers, exports and artifacts. Raises BatchNotFound (an
     Http404, so pages and the API answer 404 by themselves) for an unknown or malformed id and for
-    another user's batch alike: nobody learns which batches exist.
+    a batch the user may not see alike: nobody learns which batches exist. A batch they may see
+    but not `action` (`operate`, `manage`: a team role too low) is a PermissionDenied (a 403 that
+    says which role it takes).
     """
     try:
         pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
     except ValueError:
         raise BatchNotFound() from None
-    batch = batches_visible_to(user).select_related("owner").filter(pk=pk).first()
+    batch = batches_visible_to(user).select_related("owner", "team").filter(pk=pk).first()
     if batch is None:
         raise BatchNotFound()
+    if user is not None and action != "view":
+        access.require(user, action, batch)
     return batch
 
 
@@ -308,5 +314,5 @@ def batch_chain(user, batch: Batch) -> list[Batch]:
 
 
 def batches_to_wait_for(user, limit: int = 50) -> list[Batch]:
-    """The create page's choices for `after`: the user's own most recent batches."""
-    return list(Batch.objects.filter(owner=user).order_by("-created_at")[:limit])
+    """The create page's choices for `after`: the most recent batches the user may see."""
+    return list(batches_visible_to(user).order_by("-created_at")[:limit])

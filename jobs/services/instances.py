@@ -19,6 +19,7 @@ from jobs import secrets
 from jobs.errors import InvalidInput
 from jobs.models import TERMINAL_STATUSES, Batch, DatabaseInstance
 from jobs.optypes.sql import engines
+from jobs.teams.selectors import team_for_owner
 
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 TAG_MAX_LENGTH = 50
@@ -122,10 +123,13 @@ def instance_create(
     shared: bool | None = None,
     by=None,
     instance: DatabaseInstance | None = None,
+    team: Any = None,
 ) -> DatabaseInstance:
     """Register a database instance; its URL is checked (dialect and driver), not connected to,
     and stored encrypted. Without an owner (the command line) it is shared unless said otherwise.
-    `instance`: an unsaved instance to save (the admin's), else a new one."""
+    `instance`: an unsaved instance to save (the admin's), else a new one. `team` (slug, id or
+    Team) makes it the team's: its admins manage it, its batches use it."""
+    team = team_for_owner(by if by is not None else owner, team, "manage") if team not in (None, "") else None
     cleaned = instance_validate(name=name, url=url, region=region, tags=tags, max_connections=max_connections)
     shared = owner is None if shared is None else shared
     _check_sharing(shared, by)
@@ -133,6 +137,7 @@ def instance_create(
     for field, value in cleaned.items():
         setattr(instance, field, value)
     instance.owner = owner
+    instance.team = team
     instance.shared = shared
     with transaction.atomic():
         instance.save(force_insert=True)
@@ -265,9 +270,10 @@ def parse_instances_file(content: str | bytes, filename: str = "") -> list[dict[
         raise InvalidInput({"file": [f"Unreadable CSV: {exc}."]}) from None
 
 
-def instances_import(*, rows: list[Any], owner=None, by=None) -> list[DatabaseInstance]:
+def instances_import(*, rows: list[Any], owner=None, by=None, team: Any = None) -> list[DatabaseInstance]:
     """Register every row, or none: all rows are checked first and any error (keyed
-    `rows[3].url`) leaves nothing imported."""
+    `rows[3].url`) leaves nothing imported. `team`: as for instance_create, for every row."""
+    team = team_for_owner(by if by is not None else owner, team, "manage") if team not in (None, "") else None
     if not isinstance(rows, list) or not rows:
         raise InvalidInput({"rows": ["Give at least one instance."]})
     if len(rows) > IMPORT_MAX_ROWS:
@@ -312,7 +318,7 @@ def instances_import(*, rows: list[Any], owner=None, by=None) -> list[DatabaseIn
     with transaction.atomic():
         for cleaned in cleaned_rows:
             url = cleaned.pop("url")
-            instance = DatabaseInstance(owner=owner, **cleaned)
+            instance = DatabaseInstance(owner=owner, team=team, **cleaned)
             instance.url = url
             instance.save(force_insert=True)
             created.append(instance)

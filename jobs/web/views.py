@@ -277,7 +277,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
 @require_POST
 def batch_add_items(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     """The batch page's "Add items" form: the same item forms as the create page."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     form = AddItemsForm(request.POST, request.FILES, label_suffix="", auto_id="add_%s")
     if form.is_valid():
         try:
@@ -410,7 +410,7 @@ ACTIONS: dict[str, Any] = {
 @login_required
 @require_POST
 def batch_action(request: HtmxHttpRequest, batch_id, action: str) -> HttpResponse:
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "manage" if action == "delete" else "operate")
     if action == "delete":
         return _delete(request, batch)
     if action == "run-again":
@@ -489,7 +489,7 @@ OPERATION_ACTIONS: dict[str, Any] = {
 @login_required
 @require_POST
 def operation_action(request: HtmxHttpRequest, batch_id, seq: int, action: str) -> HttpResponse:
-    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
+    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq, "operate")
     if action not in OPERATION_ACTIONS:
         raise Http404("No such action.")
     status = 200
