@@ -250,7 +250,7 @@ BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYP
 BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
 # Templates of feature apps rendered in the core's pages, by slot ({% slot "name" %} in templates/).
 BATCHSITE_TEMPLATE_SLOTS = {
-    "nav": ["schedules/slots/nav.html"],
+    "nav": ["schedules/slots/nav.html", "teams/slots/nav.html"],
     "batch_actions": ["schedules/slots/batch_actions.html"],
     "batch_info": ["schedules/slots/batch_info.html"],
     "create_actions": ["schedules/slots/create_actions.html"],

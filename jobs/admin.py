@@ -103,9 +103,9 @@ class BatchEventInline(ReadOnlyAdminMixin, admin.TabularInline):
 class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
     # Narrow columns (the short id under the name, a short date): at 1280 px, between the navigation
     # sidebar and the filters, the list used to run past its right edge and cut "Created at".
-    list_display = ("name_and_id", "status_display", "progress", "type", "owner", "created")
+    list_display = ("name_and_id", "status_display", "progress", "type", "owner", "team", "created")
     list_display_links = ("name_and_id",)
-    list_filter = ("status", "type", "priority", "created_at")
+    list_filter = ("status", "type", "priority", "team", "created_at")
     search_fields = ("name", "description", "id", "owner__username")
     search_help_text = "Name, description, id (or its first characters) or owner's username."
     date_hierarchy = "created_at"
@@ -540,12 +540,13 @@ class DatabaseInstanceAdmin(admin.ModelAdmin):
         "tags_display",
         "masked_url",
         "owner",
+        "team",
         "shared",
         "max_connections",
         "last_test_ok",
         "created_at",
     )
-    list_filter = ("region", "engine", "shared")
+    list_filter = ("region", "engine", "shared", "team")
     search_fields = ("name", "region")
     readonly_fields = ("masked_url", "engine", "last_test_message", "last_tested_at", "created_at")
     actions = ("test_connection",)

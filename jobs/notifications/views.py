@@ -15,6 +15,7 @@ from jobs.errors import InvalidInput
 from jobs.models import Batch
 from jobs.notifications import selectors, services
 from jobs.notifications.forms import SubscriptionForm
+from jobs.teams.forms import OwnerForm
 
 
 def batch_tab_context(batch: Batch, query) -> dict[str, Any]:
@@ -31,7 +32,8 @@ def subscriptions(request: HttpRequest) -> HttpResponse:
         form = SubscriptionForm(request.POST, label_suffix="")
         if form.is_valid():
             try:
-                created = services.subscription_create(owner=request.user, **form.cleaned_data)
+                team = OwnerForm(request.POST, user=request.user, action="manage").team
+                created = services.subscription_create(owner=request.user, team=team, **form.cleaned_data)
             except InvalidInput as exc:
                 for field, field_messages in exc.errors.items():
                     for message in field_messages:
@@ -51,6 +53,9 @@ def _render_page(request, *, form=None, created=None, new_secret=None, status: i
         "created": created,
         "signing_secret": selectors.signing_secret_of(request.user),
         "new_secret": new_secret,
+        "owner_form": OwnerForm(
+            request.POST if request.method == "POST" else None, user=request.user, action="manage", label_suffix=""
+        ),
     }
     return render(request, "notifications/subscriptions.html", context, status=status)
 

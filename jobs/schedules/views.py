@@ -19,6 +19,7 @@ from jobs.schedules import charts, cron, selectors, services
 from jobs.schedules.forms import OptionsForm, RunItemsForm, SaveAsTemplateForm, ScheduleForm, TemplateMetaForm
 from jobs.schedules.models import BatchTemplate
 from jobs.teams import access
+from jobs.teams.forms import OwnerForm
 from jobs.web.views import PARAMS_PREFIX, _items_from
 
 # --- templates --------------------------------------------------------------------------------
@@ -47,7 +48,8 @@ def template_new(request: HttpRequest, type_key: str) -> HttpResponse:
     values = _definition_from(meta, options, params, items_form)
     if values is not None:
         try:
-            template = services.template_create(owner=request.user, type=optype.key, **values)
+            owner = OwnerForm(request.POST, user=request.user, action="manage")
+            template = services.template_create(owner=request.user, team=owner.team, type=optype.key, **values)
         except InvalidInput as exc:
             _add_errors(exc, meta, options, params, items_form)
         else:
@@ -159,6 +161,9 @@ def _render_edit(request, optype, meta, options, params, items_form, template, s
         "items_form": items_form,
         "template": template,
     }
+    if template is None:
+        bound = request.POST if request.method == "POST" else None
+        context["owner_form"] = OwnerForm(bound, user=request.user, action="manage", label_suffix="")
     return render(request, "schedules/template_edit.html", context, status=status)
 
 

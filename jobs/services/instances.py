@@ -129,7 +129,7 @@ def instance_create(
     and stored encrypted. Without an owner (the command line) it is shared unless said otherwise.
     `instance`: an unsaved instance to save (the admin's), else a new one. `team` (slug, id or
     Team) makes it the team's: its admins manage it, its batches use it."""
-    team = team_for_owner(by if by is not None else owner, team, "manage") if team not in (None, "") else None
+    team = team_for_owner(by if by is not None else owner, team, "manage")
     cleaned = instance_validate(name=name, url=url, region=region, tags=tags, max_connections=max_connections)
     shared = owner is None if shared is None else shared
     _check_sharing(shared, by)
@@ -273,7 +273,7 @@ def parse_instances_file(content: str | bytes, filename: str = "") -> list[dict[
 def instances_import(*, rows: list[Any], owner=None, by=None, team: Any = None) -> list[DatabaseInstance]:
     """Register every row, or none: all rows are checked first and any error (keyed
     `rows[3].url`) leaves nothing imported. `team`: as for instance_create, for every row."""
-    team = team_for_owner(by if by is not None else owner, team, "manage") if team not in (None, "") else None
+    team = team_for_owner(by if by is not None else owner, team, "manage")
     if not isinstance(rows, list) or not rows:
         raise InvalidInput({"rows": ["Give at least one instance."]})
     if len(rows) > IMPORT_MAX_ROWS:

@@ -38,16 +38,18 @@ def team_get_visible(user, reference: Any) -> Team:
 def team_for_owner(user, reference: Any, action: str) -> Team | None:
     """The team a create names as owner (`team` of the API, `--team`, the form's owner chooser):
     None when none is named; UnknownReference (a 404 with the field `team`) when it is unknown or
-    the user is not in it; PermissionDenied when their role does not allow `action` there."""
+    the user is not in it; PermissionDenied when their role does not allow `action` there. With
+    no user (the system: a command without --owner) only its existence is checked."""
     if isinstance(reference, Team):
         team: Team | None = reference
     elif reference in (None, ""):
         return None
     else:
         team = _lookup(reference)
-    if team is None or not access.can(user, "view", team):
+    if team is None or (user is not None and not access.can(user, "view", team)):
         raise UnknownReference({"team": ["No such team."]}, message="No such team.")
-    access.require(user, action, team)
+    if user is not None:
+        access.require(user, action, team)
     return team
 
 

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from jobs import selectors, services
 from jobs.errors import InvalidInput
+from jobs.teams.forms import OwnerForm
 
 
 class InstanceForm(forms.Form):
@@ -67,6 +68,9 @@ def _list_context(request: HttpRequest, form: InstanceForm | None = None, import
         "form": form or InstanceForm(label_suffix=""),
         "import_form": import_form or ImportForm(label_suffix=""),
         "import_errors": [],
+        "owner_form": OwnerForm(
+            request.POST if request.method == "POST" else None, user=request.user, action="manage", label_suffix=""
+        ),
     }
 
 
@@ -78,7 +82,11 @@ def instance_list(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             instance = services.instance_create(
-                **form.service_values(), url=form.cleaned_data.get("url") or "", owner=request.user, by=request.user
+                **form.service_values(),
+                url=form.cleaned_data.get("url") or "",
+                owner=request.user,
+                by=request.user,
+                team=OwnerForm(request.POST, user=request.user, action="manage").team,
             )
         except InvalidInput as exc:
             form.add_service_errors(exc)
@@ -98,7 +106,8 @@ def instance_import(request: HttpRequest) -> HttpResponse:
         content: str | bytes = upload.read() if upload else form.cleaned_data.get("text") or ""
         try:
             rows = services.parse_instances_file(content, upload.name if upload else "")
-            created = services.instances_import(rows=rows, owner=request.user, by=request.user)
+            team = OwnerForm(request.POST, user=request.user, action="manage").team
+            created = services.instances_import(rows=rows, owner=request.user, by=request.user, team=team)
         except InvalidInput as exc:
             errors = [f"{path}: {' '.join(problems)}" for path, problems in exc.errors.items()]
             errors.insert(0, exc.message if exc.message != "Invalid input." else "Nothing imported.")

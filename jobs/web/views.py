@@ -29,6 +29,7 @@ from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
+from jobs.teams.forms import OwnerForm
 from jobs.web import compare
 
 BATCHES_PER_PAGE = 25
@@ -99,7 +100,8 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     params = optype.form(request.POST, prefix=PARAMS_PREFIX, label_suffix="")
     items_form = ItemsForm(request.POST, request.FILES, label_suffix="")
     after = AfterForm(request.POST, batches=chainable, label_suffix="")
-    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid()])
+    owner = OwnerForm(request.POST, user=request.user, action="operate")
+    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid(), owner.is_valid()])
     items: list[Item] = []
     if items_form.is_valid():
         try:
@@ -116,6 +118,7 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
         try:
             batch = services.batch_create(
                 owner=request.user,
+                team=owner.cleaned_data.get("owner") or None,
                 type=optype.key,
                 name=options.cleaned_data["name"],
                 items=items,
@@ -231,6 +234,9 @@ def _add_service_errors(
 
 def _render_create(request, optype, options, params, items, after=None, status: int = 200) -> HttpResponse:
     context = {"optype": optype, "options": options, "params": params, "items_form": items, "after_form": after}
+    context["owner_form"] = OwnerForm(
+        request.POST if request.method == "POST" else None, user=request.user, action="operate", label_suffix=""
+    )
     if optype.items_are_instances:
         context["instance_choices"] = selectors.instance_rows(list(selectors.instances_visible_to(request.user)))
         context["picked"] = request.POST.getlist("instances") if request.method == "POST" else []
