@@ -135,3 +135,56 @@ def test_only_a_teams_admins_change_its_members(team, bob):
     assert not Membership.objects.filter(user=bob).exists()
     team_services.membership_remove(team=team, user="vera", by=user("vera"))  # a member may leave
     assert not Membership.objects.filter(user__username="vera").exists()
+
+
+def run_command(*args: str) -> str:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("batch", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_the_command_line_creates_a_teams_batch_for_an_operator_and_refuses_a_viewer(team, redis_clean):
+    from django.core.management import CommandError
+
+    assert "Created batch" in run_command("create", "--type", "noop", "--item", "a", "--user", "otto", "--team", "data")
+    assert Batch.objects.get().team == team
+    with pytest.raises(CommandError, match="Your role in team Data is viewer") as refused:
+        run_command("create", "--type", "noop", "--item", "a", "--user", "vera", "--team", "data")
+    assert refused.value.returncode == 2
+    with pytest.raises(CommandError, match="No such team") as unknown:
+        run_command("create", "--type", "noop", "--item", "a", "--user", "otto", "--team", "nope")
+    assert unknown.value.returncode == 2
+    assert Batch.objects.count() == 1
+    listed = run_command("list", "--team", "data", "--json")
+    assert '"team": "data"' in listed
+
+
+def test_the_team_page_shows_members_and_refuses_to_remove_the_last_admin(team, client):
+    client.force_login(user("ada"))
+    page = client.get("/teams/data/")
+    assert page.status_code == 200
+    assert all(name in page.content.decode() for name in ("ada", "otto", "vera"))
+    refused = client.post("/teams/data/members/ada/remove/")
+    assert refused.status_code == 422 and "last admin" in refused.content.decode()
+    assert Membership.objects.filter(user__username="ada", role=Role.ADMIN).exists()
+    client.force_login(user("vera"))
+    forbidden = client.post("/teams/data/members/otto/role/", {"role": "viewer"})
+    assert forbidden.status_code == 403 and "Your role in team Data is viewer" in forbidden.content.decode()
+    assert client.get("/teams/nope/").status_code == 404
+
+
+def test_the_api_answers_403_with_detail_and_refuses_to_demote_the_last_admin(team, client):
+    client.force_login(user("ada"))
+    demote = client.patch("/api/teams/data/members/ada", {"role": "viewer"}, content_type="application/json")
+    assert demote.status_code == 422 and "last admin" in demote.json()["errors"]["role"][0]
+    client.force_login(user("otto"))
+    refused = client.post("/api/teams/data/members", {"user": "bob", "role": "admin"}, content_type="application/json")
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "Your role in team Data is operator; it takes admin to change team Data."
+    assert client.get("/api/teams/nope").status_code == 404
+    members = client.get("/api/teams/data/members").json()
+    assert {(m["user"], m["role"]) for m in members} == {("ada", "admin"), ("otto", "operator"), ("vera", "viewer")}

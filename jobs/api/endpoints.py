@@ -626,7 +626,7 @@ def workers(request):
     """Staff only (others get a 403). A worker that stops heartbeating leaves the list after
     `expires_after_s`; a 503 when Redis, which holds the registry, does not answer."""
     if not request.user.is_staff:
-        return _error(request, 403, "Staff only.")
+        raise PermissionDenied("Staff only.")
     try:
         return selectors.workers_overview()
     except REDIS_ERRORS:

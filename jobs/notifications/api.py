@@ -190,6 +190,6 @@ def list_deliveries(request, batch_id: UUID):
     summary="Send a finished webhook or email delivery again (same id and body)",
 )
 def resend_delivery(request, batch_id: UUID, delivery_id: UUID):
-    batch = core_selectors.batch_get_visible(request.user, batch_id)
+    batch = core_selectors.batch_get_visible(request.user, batch_id, "operate")
     delivery = services.delivery_resend(delivery=selectors.delivery_get(batch, delivery_id))
     return _delivery_out(selectors.delivery_get(batch, delivery.pk))

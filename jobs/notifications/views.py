@@ -85,7 +85,7 @@ def signing_secret_rotate(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def delivery_resend(request: HttpRequest, batch_id, delivery_id) -> HttpResponse:
-    batch = core_selectors.batch_get_visible(request.user, batch_id)
+    batch = core_selectors.batch_get_visible(request.user, batch_id, "operate")
     delivery = selectors.delivery_get(batch, delivery_id)
     status = 200
     try:
