@@ -188,3 +188,14 @@ def test_the_api_answers_403_with_detail_and_refuses_to_demote_the_last_admin(te
     assert client.get("/api/teams/nope").status_code == 404
     members = client.get("/api/teams/data/members").json()
     assert {(m["user"], m["role"]) for m in members} == {("ada", "admin"), ("otto", "operator"), ("vera", "viewer")}
+
+
+def test_the_history_and_the_api_filter_by_team(team, client):
+    mine = services.batch_create(owner=user("otto"), type="noop", name="own", items=["a"], start=False)
+    shared = services.batch_create(owner=user("otto"), team=team, type="noop", name="shared", items=["a"], start=False)
+    client.force_login(user("otto"))
+    assert [b["id"] for b in client.get("/api/batches?team=data").json()["items"]] == [str(shared.pk)]
+    assert [b["id"] for b in client.get("/api/batches?team=me").json()["items"]] == [str(mine.pk)]
+    assert client.get("/api/batches?team=nope").status_code == 404
+    page = client.get("/batches/?team=data").content.decode()
+    assert "shared" in page and ">own<" not in page and "(team Data)" in page

@@ -274,6 +274,12 @@ def list_batches(
     q: str | None = Query(
         None, max_length=200, pattern=NO_NUL_PATTERN, description="Text in the name or description (case-insensitive)."
     ),
+    team: str | None = Query(
+        None,
+        max_length=100,
+        pattern=NO_NUL_PATTERN,
+        description="A team's slug or id (one you are not in is a 404), or `me`: your own batches outside teams.",
+    ),
     limit: int = LIMIT,
     offset: int = OFFSET,
 ):
@@ -284,6 +290,7 @@ def list_batches(
         created_after=created_after,
         created_before=created_before,
         text=q,
+        team=team,
     )
     return {
         "items": [batch_out(b) for b in found.select_related("owner", "team")[_page(limit, offset)]],

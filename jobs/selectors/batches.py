@@ -31,6 +31,7 @@ from jobs.optypes import all_types
 from jobs.selectors import analytics
 from jobs.selectors.analytics import FINISHED
 from jobs.teams import access
+from jobs.teams.selectors import team_get_visible
 
 
 def batches_visible_to(user, action: str = "view") -> QuerySet[Batch]:
@@ -135,9 +136,16 @@ def batch_search(
     created_after: str | None = None,
     created_before: str | None = None,
     text: str | None = None,
+    team: str | None = None,
 ) -> QuerySet[Batch]:
-    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day)."""
+    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day).
+    `team`: a team's slug or id (TeamNotFound, a 404, for one the user is not in), or `me` for the
+    user's own batches outside any team."""
     batches = batches_visible_to(user)
+    if team == "me":
+        batches = batches.filter(team__isnull=True, owner=user)
+    elif team:
+        batches = batches.filter(team=team_get_visible(user, team))
     if status:
         batches = batches.filter(status=status)
     if type is not None:

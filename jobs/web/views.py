@@ -30,6 +30,7 @@ from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
 from jobs.teams.forms import OwnerForm
+from jobs.teams.selectors import owner_choices
 from jobs.web import compare
 
 BATCHES_PER_PAGE = 25
@@ -50,7 +51,8 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 def batch_list(request: HtmxHttpRequest) -> HttpResponse:
     filters = {
-        key: request.GET.get(key, "").strip() for key in ("status", "type", "q", "created_after", "created_before")
+        key: request.GET.get(key, "").strip()
+        for key in ("status", "type", "q", "created_after", "created_before", "team")
     }
     error = ""
     try:
@@ -61,7 +63,8 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
             text=filters["q"] or None,
             created_after=filters["created_after"] or None,
             created_before=filters["created_before"] or None,
-        ).select_related("owner")
+            team=filters["team"] or None,
+        ).select_related("owner", "team")
     except InvalidInput as exc:  # a bad filter value: show it, list nothing
         found, error = Batch.objects.none(), " ".join(m for msgs in exc.errors.values() for m in msgs)
     page = Paginator(found, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
@@ -74,6 +77,7 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
         "error": error,
         "statuses": BatchStatus.choices,
         "types": all_types(),
+        "teams": owner_choices(request.user, "view")[1:],
     }
     return render(request, "jobs/batch_list.html", context)
 
