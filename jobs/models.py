@@ -444,11 +444,23 @@ class BatchEvent(models.Model):
         return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
+class TokenScope(models.TextChoices):
+    # Each scope includes the ones before it; the token's user's own rights still apply.
+    READ = "read", "Read: only look (every write is a 403)"
+    OPERATE = "operate", "Operate: also create, cancel, pause, resume, retry, run"
+    ADMIN = "admin", "Admin: everything its user may do"
+
+
 class ApiToken(models.Model):
-    """A bearer token for the JSON API. Only a SHA-256 of the key is stored; the key is shown once."""
+    """A bearer token for the JSON API. Only a SHA-256 of the key is stored; the key is shown once.
+
+    `scope` caps what it may do (jobs.teams.access); with a `team` it reaches only that team's
+    objects, and what it creates belongs to the team."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=TokenScope.choices, default=TokenScope.ADMIN)
+    team = models.ForeignKey("teams.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens")
     prefix = models.CharField(max_length=12, help_text="The key's first characters, to tell tokens apart.")
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)

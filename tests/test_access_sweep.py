@@ -101,6 +101,7 @@ def world(db, redis_clean, tmp_path, settings) -> World:
         give_up_at=timezone.now(),
         finished_at=timezone.now(),
     )
+    token, _ = services.token_create(user=users["admin"], name="ada's")
     found = World(users, batch, other, template, schedule, instance, subscription, delivery)
     found.values = {
         "batch_id": str(batch.pk),
@@ -116,6 +117,7 @@ def world(db, redis_clean, tmp_path, settings) -> World:
         "slug": alpha.slug,
         "username": "mo",
         "type_key": "noop",
+        "token_id": str(token.pk),
     }
     return found
 
@@ -131,6 +133,9 @@ class Route:
     # How a page refuses when its form offers only what the role allows (a team, a template).
     refusals: frozenset[int] | None = None
     query: str = ""
+    # What a token's scope must reach for it when that is more than the route's action (a write
+    # that creates a template or a team of one's own).
+    scope_action: str = ""
 
 
 # A create form's owner chooser offers only the teams where the role allows it: another is refused
@@ -197,14 +202,14 @@ API_ROUTES = [
     Route("POST", "/api/templates/{template_id}/run", "operate", {}),
     Route("GET", "/api/templates/{template_id}/runs", "view"),
     Route("POST", "/api/batches/{batch_id}/run-again", "operate"),
-    Route("POST", "/api/batches/{batch_id}/save-as-template", "view", {"name": "mine"}),
+    Route("POST", "/api/batches/{batch_id}/save-as-template", "view", {"name": "mine"}, scope_action="manage"),
     Route("GET", "/api/schedules", "any"),
     Route("POST", "/api/schedules", "manage", {"template": "{template_id}", "cron": "0 4 * * *"}),
     Route("GET", "/api/schedules/{schedule_id}", "view"),
     Route("PATCH", "/api/schedules/{schedule_id}", "manage", {"enabled": False}),
     Route("DELETE", "/api/schedules/{schedule_id}", "manage"),
     Route("GET", "/api/teams", "any"),
-    Route("POST", "/api/teams", "any", {"name": "Gamma"}),
+    Route("POST", "/api/teams", "any", {"name": "Gamma"}, scope_action="manage"),
     Route("GET", "/api/teams/{team}", "view"),
     Route("GET", "/api/teams/{team}/members", "view"),
     Route("POST", "/api/teams/{team}/members", "manage", {"user": "pat", "role": "viewer"}),
@@ -294,6 +299,10 @@ PAGE_ROUTES = [
     ),
     Route("POST", "schedule_toggle", "manage"),
     Route("POST", "schedule_delete", "manage"),
+    Route("GET", "token_list", "any"),
+    Route("POST", "token_list", "any", {"name": "mine", "scope": "read"}),
+    # A token is its user's alone (the admin's here): anyone else's is a 404.
+    Route("POST", "token_revoke", "manage", refusals=frozenset({404})),
     Route("GET", "team_list", "any"),
     Route("POST", "team_list", "any", {"name": "Gamma"}),
     Route("GET", "team_detail", "view"),
@@ -352,6 +361,16 @@ def snapshot() -> tuple:
         sorted(Membership.objects.values_list("team_id", "user_id", "role")),
         sorted(Team.objects.values_list("id", "slug")),
     )
+
+
+SCOPE_ACTIONS = {"read": {"view"}, "operate": {"view", "operate"}}
+
+
+def api_body(route: Route, world: World) -> dict | None:
+    body = json.loads(fill(json.dumps(route.body), world.values)) if route.body is not None else None
+    if isinstance(body, dict) and body.get("template"):
+        body["template"] = int(body["template"])
+    return body
 
 
 def client_for(world: World, role: str) -> Client:
@@ -425,9 +444,7 @@ def test_the_api_answers_each_role_as_it_allows(world, role):
     client = client_for(world, role)
     problems = []
     for route in API_ROUTES:
-        body = json.loads(fill(json.dumps(route.body), world.values)) if route.body is not None else None
-        if isinstance(body, dict) and body.get("template"):
-            body["template"] = int(body["template"])
+        body = api_body(route, world)
         url = fill(route.path, world.values) + route.query
         response, changed = ask(client, route.method, url, body, api_call=True)
         problem = check(route, role, response, changed, api_call=True)
@@ -470,3 +487,49 @@ def test_lists_show_a_teams_objects_to_its_members_only(world):
         teams = [t["slug"] for t in client.get("/api/teams").json()["items"]]
         assert ("alpha" in teams) == member, role
         assert (world.batch.name in client.get("/batches/").content.decode()) == member, role
+
+
+@pytest.mark.parametrize("scope", ["read", "operate"])
+def test_a_scoped_token_of_an_admin_may_do_only_what_its_scope_allows(world, scope):
+    """A read token gets a 403 on every write (whatever its body), an operate token on every change
+    and delete; what the scope allows answers as for the admin's session."""
+    _, key = services.token_create(user=world.users["admin"], name=scope, scope=scope)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    problems = []
+    for route in API_ROUTES:
+        if route.action == "staff":
+            continue
+        needed = "view" if route.method == "GET" else route.scope_action or route.action
+        needed = "operate" if needed in ("any", "view") and route.method != "GET" else needed
+        url = fill(route.path, world.values) + route.query
+        response, changed = ask(client, route.method, url, api_body(route, world), api_call=True)
+        where = f"{route.method} {route.path} with a {scope} token: {response.status_code}"
+        if needed in SCOPE_ACTIONS[scope]:
+            if response.status_code in (401, 403, 404) or response.status_code >= 500:
+                problems.append(f"{where}, expected to be allowed")
+        elif route.refused_like_any and response.status_code < 400:
+            if changed:
+                problems.append(f"{where} changed data")
+        elif response.status_code != 403 or "scope" not in response.json()["detail"] or changed:
+            problems.append(f"{where}, expected a 403 about the scope that changes nothing")
+    assert problems == [], "\n".join(problems)
+
+
+def test_a_read_token_is_refused_a_write_even_with_a_body_it_cannot_parse(world):
+    _, key = services.token_create(user=world.users["admin"], name="read", scope="read")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = client.post("/api/batches", "not json", content_type="application/json")
+    assert response.status_code == 403
+    assert response.json()["detail"] == "This API token's scope is read: it may not change anything."
+
+
+def test_a_teams_token_reaches_only_the_teams_objects_and_creates_for_it(world):
+    ada = world.users["admin"]
+    own = services.batch_create(owner=ada, type="noop", name="ada's own", items=["a"], start=False)
+    _, key = services.token_create(user=ada, name="alpha", scope="operate", team="alpha")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    listed = {b["id"] for b in client.get("/api/batches").json()["items"]}
+    assert str(world.batch.pk) in listed and str(own.pk) not in listed
+    assert client.get(f"/api/batches/{own.pk}").status_code == 404
+    created = client.post("/api/batches", {"type": "noop", "name": "via token", "items": ["a"]}, "application/json")
+    assert created.status_code == 201 and created.json()["team"] == "alpha"

@@ -199,3 +199,26 @@ def test_the_history_and_the_api_filter_by_team(team, client):
     assert client.get("/api/batches?team=nope").status_code == 404
     page = client.get("/batches/?team=data").content.decode()
     assert "shared" in page and ">own<" not in page and "(team Data)" in page
+
+
+def test_the_tokens_page_creates_a_scoped_team_token_shows_its_key_once_and_revokes_it(team, client):
+    from jobs.models import ApiToken
+    from jobs.services import tokens
+
+    client.force_login(user("vera"))
+    created = client.post("/tokens/", {"name": "dashboards", "scope": "read", "owner-owner": "data"})
+    assert created.status_code == 201
+    token = ApiToken.objects.get()
+    assert (token.user.username, token.scope, token.team) == ("vera", "read", team)
+    import re
+
+    found = re.search(r"bst_[\w-]+", created.content.decode())
+    assert found is not None
+    key = found.group(0)
+    assert tokens.token_authenticate(key) == token
+    assert key not in client.get("/tokens/").content.decode()
+    assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 302
+    token.refresh_from_db()
+    assert not token.is_active
+    client.force_login(user("otto"))
+    assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 404

@@ -58,7 +58,7 @@ from jobs.errors import (
     TooManyOperations,
     UnknownReference,
 )
-from jobs.models import Batch, BatchStatus, OperationStatus
+from jobs.models import Batch, BatchStatus, OperationStatus, TokenScope
 from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
 from jobs.optypes.base import find_type
@@ -71,13 +71,22 @@ LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
 OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
         found = services.token_authenticate(token)
         if found is None:
             return None
-        request.user = found.user
-        return found.user
+        user = found.user
+        # The token's caps travel with its user to every check (jobs.teams.access).
+        user.__dict__.update(token_scope=found.scope, token_team_id=found.team_id)
+        request.user = user
+        if found.scope == TokenScope.READ and request.method not in SAFE_METHODS:
+            # Before the body is read: a read token's write is refused whatever it sends.
+            raise PermissionDenied("This API token's scope is read: it may not change anything.")
+        return user
 
 
 class Session(SessionAuth):

@@ -7,6 +7,10 @@ a team belongs to its owner, who may do everything with it. An object with a tea
 team: its members may do what their role allows (viewer: view; operator: view, operate; admin:
 all), and the member who made it has no more say than their role gives (it outlives them).
 A shared instance may be seen and used by everyone signed in.
+
+A request made with an API token carries the token's caps on its user (`token_scope`,
+`token_team_id`, set when the token is authenticated): its scope (read: view; operate: view,
+operate; admin: all) caps every action, staff's too, and a team token reaches only its team's objects.
 """
 
 from typing import Any, TypeVar
@@ -21,6 +25,36 @@ Rows = TypeVar("Rows", bound=QuerySet)
 # What the refusals say each action is, and which roles may.
 VERBS = {"view": "see", "operate": "operate", "manage": "change"}
 ROLES_FOR = {action: [role for role, allowed in ROLE_ACTIONS.items() if action in allowed] for action in ACTIONS}
+# What a token of each scope may do; the same ladder as the roles'.
+SCOPE_ACTIONS = {"read": frozenset({"view"}), "operate": frozenset({"view", "operate"}), "admin": frozenset(ACTIONS)}
+SCOPES_FOR = {action: [scope for scope, allowed in SCOPE_ACTIONS.items() if action in allowed] for action in ACTIONS}
+
+
+def token_scope(user) -> str | None:
+    """The scope of the API token this request came with, or None (a session, a command)."""
+    return getattr(user, "token_scope", None)
+
+
+def token_team_id(user) -> int | None:
+    return getattr(user, "token_team_id", None)
+
+
+def scope_allows(user, action: str) -> bool:
+    scope = token_scope(user)
+    return scope is None or action in SCOPE_ACTIONS[scope]
+
+
+def require_scope(user, action: str) -> None:
+    """PermissionDenied when the request's token scope does not reach `action`."""
+    if not scope_allows(user, action):
+        raise PermissionDenied(scope_refusal(user, action))
+
+
+def scope_refusal(user, action: str) -> str:
+    needed = " or ".join(SCOPES_FOR[action])
+    return (
+        f"This API token's scope is {token_scope(user)}; it takes a token with scope {needed} to {VERBS[action]} this."
+    )
 
 
 def signed_in(user) -> bool:
@@ -48,10 +82,12 @@ def filter_visible(queryset: Rows, user, action: str = "view", prefix: str = "")
     """`queryset` narrowed to what `user` may `action`: all for staff, none for anonymous."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}.")
+    if not signed_in(user) or not scope_allows(user, action):
+        return queryset.none()
+    if token_team_id(user) is not None:
+        queryset = queryset.filter(**{f"{prefix}team_id": token_team_id(user)})
     if is_staff(user):
         return queryset
-    if not signed_in(user):
-        return queryset.none()
     return queryset.filter(owned_q(user, action, prefix))
 
 
@@ -73,14 +109,16 @@ def can(user, action: str, obj: Any) -> bool:
     or an object with `owner_id` and `team_id`."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}.")
-    if not signed_in(user):
+    if not signed_in(user) or not scope_allows(user, action):
+        return False
+    holder = _holder(obj)
+    if token_team_id(user) is not None and (obj.pk if isinstance(obj, Team) else holder.team_id) != token_team_id(user):
         return False
     if user.is_staff:
         return True
     if isinstance(obj, Team):
         role = role_of(user, obj)
         return role is not None and action in ROLE_ACTIONS[role]
-    holder = _holder(obj)
     team_id = getattr(holder, "team_id", None)
     if team_id is not None:
         role = role_of(user, team_id)
@@ -93,6 +131,8 @@ def can(user, action: str, obj: Any) -> bool:
 
 def refusal(user, action: str, obj: Any) -> str:
     """The sentence a refused `action` answers with: which role it takes and which one the user has."""
+    if not scope_allows(user, action):
+        return scope_refusal(user, action)
     team: Team | None
     if isinstance(obj, Team):
         team, what = obj, f"team {obj.name}"
@@ -123,11 +163,13 @@ def team_slug(obj: Any) -> str | None:
 
 def teams_where(user, action: str = "view") -> QuerySet[Team]:
     """The teams in which `user` may `action` (staff: every team), by name."""
-    if is_staff(user):
-        return Team.objects.all()
     if not signed_in(user):
         return Team.objects.none()
-    return Team.objects.filter(pk__in=team_ids(user, action))
+    teams = Team.objects.all() if is_staff(user) else Team.objects.filter(pk__in=team_ids(user, action))
+    only = token_team_id(user)
+    if only is not None:
+        teams = teams.filter(pk=only)
+    return teams
 
 
 __all__ = ["ACTIONS", "Role", "can", "filter_visible", "refusal", "require", "role_of", "teams_where"]

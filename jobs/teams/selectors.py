@@ -40,6 +40,11 @@ def team_for_owner(user, reference: Any, action: str) -> Team | None:
     None when none is named; UnknownReference (a 404 with the field `team`) when it is unknown or
     the user is not in it; PermissionDenied when their role does not allow `action` there. With
     no user (the system: a command without --owner) only its existence is checked."""
+    if user is not None:
+        access.require_scope(user, action)
+    if reference in (None, "") and access.token_team_id(user) is not None:
+        # What a team's token creates belongs to its team.
+        reference = str(access.token_team_id(user))
     if isinstance(reference, Team):
         team: Team | None = reference
     elif reference in (None, ""):

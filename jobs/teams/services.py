@@ -30,6 +30,8 @@ def _user(reference) -> Any:
 
 def team_create(*, name: str, by, slug: str = "", description: str = "") -> Team:
     """A team whose first admin is `by` (a person; staff may make one with no member, by=None)."""
+    if by is not None:
+        access.require_scope(by, "manage")
     name = (name or "").strip()
     slug = (slug or slugify(name)).strip()
     errors: dict[str, list[str]] = {}
