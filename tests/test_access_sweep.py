@@ -215,6 +215,8 @@ API_ROUTES = [
     Route("POST", "/api/teams/{team}/members", "manage", {"user": "pat", "role": "viewer"}),
     Route("PATCH", "/api/teams/{team}/members/{username}", "manage", {"role": "operator"}),
     Route("DELETE", "/api/teams/{team}/members/{username}", "manage"),
+    Route("GET", "/api/audit", "any"),
+    Route("GET", "/api/audit.csv", "any"),
 ]
 
 PAGE_ROUTES = [
@@ -303,6 +305,7 @@ PAGE_ROUTES = [
     Route("POST", "token_list", "any", {"name": "mine", "scope": "read"}),
     # A token is its user's alone (the admin's here): anyone else's is a 404.
     Route("POST", "token_revoke", "manage", refusals=frozenset({404})),
+    Route("GET", "audit_list", "any"),
     Route("GET", "team_list", "any"),
     Route("POST", "team_list", "any", {"name": "Gamma"}),
     Route("GET", "team_detail", "view"),

@@ -18,8 +18,10 @@ PACKAGE = ROOT / "jobs"
 # imports them; the fronts (pages, API, consumers, admin, commands) sit on top of everything,
 # a feature's own fronts too (they build on the core's: its API object, schemas, form helpers).
 FEATURE_FRONTS = tuple(f"jobs.schedules.{front}" for front in ("api", "views", "urls", "admin", "cli", "apps"))
-# Teams sit at the bottom beside the models (every row's visibility is theirs to say); their fronts on top.
-TEAM_FRONTS = tuple(f"jobs.teams.{front}" for front in ("api", "views", "urls", "admin", "apps"))
+# Teams and the audit log sit at the bottom beside the models (every row's visibility is theirs to say); their fronts on top.
+TEAM_FRONTS = tuple(f"jobs.teams.{front}" for front in ("api", "views", "urls", "admin", "apps")) + tuple(
+    f"jobs.audit.{front}" for front in ("api", "views", "urls", "admin", "apps", "signals", "middleware")
+)
 LAYERS: list[tuple[str, ...]] = [
     (
         "jobs.errors",
@@ -31,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "jobs.forms",
         "jobs.artifacts",
         "jobs.teams",
+        "jobs.audit",
     ),
     ("jobs.optypes.base",),
     ("jobs.optypes",),

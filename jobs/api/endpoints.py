@@ -50,6 +50,7 @@ from jobs.api.schemas import (
     StatsOut,
     WorkersOut,
 )
+from jobs.audit import recorder as audit
 from jobs.errors import (
     IdempotencyKeyReused,
     IllegalTransition,
@@ -83,6 +84,7 @@ class BearerToken(HttpBearer):
         # The token's caps travel with its user to every check (jobs.teams.access).
         user.__dict__.update(token_scope=found.scope, token_team_id=found.team_id)
         request.user = user
+        audit.set_user(user, token_name=found.name)
         if found.scope == TokenScope.READ and request.method not in SAFE_METHODS:
             # Before the body is read: a read token's write is refused whatever it sends.
             raise PermissionDenied("This API token's scope is read: it may not change anything.")

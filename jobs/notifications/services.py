@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
 from jobs.models import Batch, BatchEvent, BatchEventKind, BatchStatus
 from jobs.notifications import policy
@@ -99,7 +100,9 @@ def subscription_create(
     team = team_for_owner(owner, team, "manage")
     channel, url, events = _clean_subscription(owner=owner, channel=channel, url=url, events=events)
     with transaction.atomic():
-        return Subscription.objects.create(owner=owner, team=team, channel=channel, url=url, events=events)
+        subscription = Subscription.objects.create(owner=owner, team=team, channel=channel, url=url, events=events)
+        audit.record(action="subscription.create", obj=subscription, actor=owner, summary=str(subscription))
+        return subscription
 
 
 def subscription_update(
@@ -116,11 +119,15 @@ def subscription_update(
         if active is not None:
             subscription.active = active
         subscription.save(update_fields=["url", "events", "active"])
+        audit.record(
+            action="subscription.update", obj=subscription, summary=f"{subscription} active={subscription.active}"
+        )
     return subscription
 
 
 def subscription_delete(*, subscription: Subscription) -> None:
     with transaction.atomic():
+        audit.record(action="subscription.delete", obj=subscription, summary=str(subscription))
         subscription.delete()
 
 
@@ -132,6 +139,7 @@ def signing_secret_rotate(*, owner) -> SigningSecret:
             secret.secret = new_secret()
             secret.created_at = timezone.now()
             secret.save(update_fields=["secret", "created_at"])
+        audit.record(action="signing_secret.rotate", obj=secret, object_type="signing_secret", actor=owner)
     return secret
 
 
@@ -455,6 +463,13 @@ def delivery_resend(*, delivery: Delivery, now: datetime | None = None) -> Deliv
             give_up_at=now + timedelta(seconds=settings.BATCHSITE_WEBHOOK_RETRY_FOR_S),
             finished_at=None,
         )
+        if updated == 1:
+            audit.record(
+                action="delivery.resend",
+                obj=delivery,
+                team=delivery.batch.team_id,
+                summary=f"{delivery.event_name} to {delivery.target}",
+            )
     if updated != 1:
         raise InvalidInput({"delivery": ["This delivery is still being attempted."]})
     delivery.refresh_from_db()

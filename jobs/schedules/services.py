@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs import secrets, services
+from jobs.audit import recorder as audit
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
@@ -170,7 +171,9 @@ def template_create(*, owner, team: Any = None, **fields: Any) -> BatchTemplate:
     with transaction.atomic():
         if BatchTemplate.objects.filter(owner=owner, name=values["name"]).exists():
             raise InvalidInput({"name": [f"You already have a template named {values['name']!r}."]})
-        return BatchTemplate.objects.create(owner=owner, team=team, **values)
+        template = BatchTemplate.objects.create(owner=owner, team=team, **values)
+        audit.record(action="template.create", obj=template, actor=owner, summary=template.name)
+        return template
 
 
 def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "", team: Any = None) -> BatchTemplate:
@@ -207,6 +210,7 @@ def template_update(*, template: BatchTemplate, **changes: Any) -> BatchTemplate
         ):
             raise InvalidInput({"name": [f"You already have a template named {values['name']!r}."]})
         BatchTemplate.objects.filter(pk=template.pk).update(**values, updated_at=timezone.now())
+        audit.record(action="template.update", obj=template, summary=f"{values['name']}: {', '.join(sorted(changes))}")
     template.refresh_from_db()
     return template
 
@@ -214,6 +218,7 @@ def template_update(*, template: BatchTemplate, **changes: Any) -> BatchTemplate
 def template_delete(*, template: BatchTemplate) -> None:
     """The template and its schedules; the batches it made stay."""
     with transaction.atomic():
+        audit.record(action="template.delete", obj=template, summary=template.name)
         BatchTemplate.objects.filter(pk=template.pk).delete()
 
 
@@ -348,7 +353,9 @@ def schedule_create(*, template: BatchTemplate, **fields: Any) -> Schedule:
     values = schedule_validate(fields)
     next_run_at = cron.next_run(values["cron"], values["timezone"], timezone.now()) if values["enabled"] else None
     with transaction.atomic():
-        return Schedule.objects.create(template=template, next_run_at=next_run_at, **values)
+        schedule = Schedule.objects.create(template=template, next_run_at=next_run_at, **values)
+        audit.record(action="schedule.create", obj=schedule, summary=f"{template.name}: {schedule.cron}")
+        return schedule
 
 
 def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
@@ -370,6 +377,7 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
                 cron.next_run(values["cron"], values["timezone"], timezone.now()) if values["enabled"] else None
             )
         Schedule.objects.filter(pk=schedule.pk).update(**update)
+        audit.record(action="schedule.update", obj=schedule, summary=", ".join(sorted(changes)))
     schedule.refresh_from_db()
     return schedule
 
@@ -380,6 +388,7 @@ def schedule_set_enabled(*, schedule: Schedule, enabled: bool) -> Schedule:
 
 def schedule_delete(*, schedule: Schedule) -> None:
     with transaction.atomic():
+        audit.record(action="schedule.delete", obj=schedule, summary=f"{schedule.template.name}: {schedule.cron}")
         Schedule.objects.filter(pk=schedule.pk).delete()
 
 

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import artifacts, secrets
+from jobs.audit import recorder as audit
 from jobs.engine import dispatch
 from jobs.errors import (
     IdempotencyKeyReused,
@@ -467,6 +468,7 @@ def batch_delete(*, batch: Batch, by=None) -> None:
                 resolve_waiting(dependent, None, now)
                 flush_batch(dependent)
         batch_id = str(locked.pk)
+        audit.record(action="batch.delete", obj=locked, actor=by, summary=f"{locked.name} ({locked.total} operations)")
         locked.delete()
         transaction.on_commit(lambda: dispatch.forget(batch_id))
         transaction.on_commit(lambda: artifacts.remove_batch_artifacts([batch_id]))
@@ -483,6 +485,13 @@ def batch_prune(*, days: int, owner=None) -> int:
         if owner is not None:
             old = old.visible_to(owner, "manage")
         batch_ids = [str(pk) for pk in old.values_list("pk", flat=True)]
+        if batch_ids:
+            audit.record(
+                action="batch.prune",
+                object_type="batch",
+                actor=owner,
+                summary=f"{len(batch_ids)} finished batch(es) older than {days} day(s) deleted.",
+            )
         old.delete()
         transaction.on_commit(lambda: artifacts.remove_batch_artifacts(batch_ids))
     return len(batch_ids)

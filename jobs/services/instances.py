@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import secrets
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
 from jobs.models import TERMINAL_STATUSES, Batch, DatabaseInstance
 from jobs.optypes.sql import engines
@@ -141,6 +142,7 @@ def instance_create(
     instance.shared = shared
     with transaction.atomic():
         instance.save(force_insert=True)
+        audit.record(action="instance.create", obj=instance, actor=by or owner, summary=instance.name)
     return instance
 
 
@@ -177,6 +179,8 @@ def instance_update(
     old_name = instance.name
     with transaction.atomic():
         DatabaseInstance.objects.filter(pk=instance.pk).update(**cleaned)
+        changed = ", ".join(sorted(field.removesuffix("_encrypted") for field in cleaned))
+        audit.record(action="instance.update", obj=instance, actor=by, summary=f"{old_name}: {changed}")
         if cleaned.get("max_connections") and not instance.max_connections:
             _limit_running_batches(cleaned["name"])
         transaction.on_commit(lambda: engines.dispose_engines(old_name))
@@ -193,6 +197,7 @@ def instance_remove(*, name: str) -> None:
     """Forget an instance (DatabaseInstance.DoesNotExist if there is none by that name)."""
     with transaction.atomic():
         instance = DatabaseInstance.objects.select_for_update().get(name=name)
+        audit.record(action="instance.remove", obj=instance, summary=name)
         instance.delete()
         transaction.on_commit(lambda: engines.dispose_engines(name))
 
@@ -215,7 +220,9 @@ def _record_test(instance: DatabaseInstance, check: engines.ConnectionCheck) -> 
         "last_test_ms": check.elapsed_ms,
         "last_tested_at": timezone.now(),
     }
-    DatabaseInstance.objects.filter(pk=instance.pk).update(**values)
+    with transaction.atomic():
+        DatabaseInstance.objects.filter(pk=instance.pk).update(**values)
+        audit.record(action="instance.test", obj=instance, summary=f"{instance.name}: {message}")
     for field, value in values.items():
         setattr(instance, field, value)
 
@@ -321,5 +328,6 @@ def instances_import(*, rows: list[Any], owner=None, by=None, team: Any = None) 
             instance = DatabaseInstance(owner=owner, team=team, **cleaned)
             instance.url = url
             instance.save(force_insert=True)
+            audit.record(action="instance.create", obj=instance, actor=by or owner, summary=f"{instance.name} (import)")
             created.append(instance)
     return created

@@ -5,8 +5,10 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
 from jobs.models import ApiToken, TokenScope
 from jobs.teams.selectors import team_for_owner
@@ -37,7 +39,9 @@ def token_create(
     token = token if token is not None else ApiToken()
     token.user, token.name, token.prefix, token.key_hash = user, name, key[:12], _hash(key)
     token.scope, token.team = scope, team
-    token.save(force_insert=True)
+    with transaction.atomic():
+        token.save(force_insert=True)
+        audit.record(action="token.create", obj=token, object_type="token", actor=user, summary=f"{name} ({scope})")
     return token, key
 
 
@@ -62,5 +66,7 @@ def token_authenticate(key: str) -> ApiToken | None:
 def token_revoke(*, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
-        ApiToken.objects.filter(pk=token.pk).update(revoked_at=token.revoked_at)
+        with transaction.atomic():
+            ApiToken.objects.filter(pk=token.pk).update(revoked_at=token.revoked_at)
+            audit.record(action="token.revoke", obj=token, object_type="token", summary=token.name)
     return token

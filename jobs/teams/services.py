@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
 from jobs.teams import access
 from jobs.teams.models import Membership, Role, Team
@@ -50,6 +51,7 @@ def team_create(*, name: str, by, slug: str = "", description: str = "") -> Team
             team = Team.objects.create(name=name, slug=slug, description=description or "")
             if by is not None:
                 Membership.objects.create(team=team, user=by, role=Role.ADMIN)
+            audit.record(action="team.create", obj=team, team=team, actor=by, summary=name)
     except IntegrityError:  # a parallel create with the same name or slug won
         raise InvalidInput({"name": ["A team with this name or slug exists."]}) from None
     return team
@@ -68,6 +70,14 @@ def membership_set(*, team: Team, user, role: str, by) -> Membership:
         current = next((row for row in rows if row.user_id == member.pk), None)
         if current is not None and current.role == Role.ADMIN and role != Role.ADMIN:
             _refuse_last_admin(rows, current)
+        audit.record(
+            action="membership.set",
+            object_type="membership",
+            object_id=member.get_username(),
+            team=team,
+            actor=by,
+            summary=f"{member.get_username()}: {current.role + ' → ' if current else ''}{role}",
+        )
         if current is None:
             return Membership.objects.create(team=team, user=member, role=role)
         Membership.objects.filter(pk=current.pk).update(role=role)
@@ -88,6 +98,14 @@ def membership_remove(*, team: Team, user, by) -> None:
         if current.role == Role.ADMIN:
             _refuse_last_admin(rows, current)
         Membership.objects.filter(pk=current.pk).delete()
+        audit.record(
+            action="membership.remove",
+            object_type="membership",
+            object_id=member.get_username(),
+            team=team,
+            actor=by,
+            summary=f"{member.get_username()} ({current.role}) removed",
+        )
 
 
 def _refuse_last_admin(rows: list[Membership], leaving: Membership) -> None:
