@@ -30,6 +30,10 @@ def team(db, redis_clean):
     return data
 
 
+def streamed(response) -> str:
+    return b"".join(response.streaming_content).decode()
+
+
 def actions() -> list[str]:
     return list(AuditRecord.objects.order_by("id").values_list("action", flat=True))
 
@@ -152,7 +156,7 @@ def test_admins_read_their_teams_records_others_only_their_own(team, alice):
     assert reader.get("/api/audit?actor=alice&action=batch").json()["count"] == 1
     assert reader.get("/api/audit?actor=alice&action=user.sign_in").json()["count"] == 1
     assert reader.get("/api/audit?since=not-a-date").status_code == 422
-    csv = b"".join(reader.get("/api/audit.csv?action=batch").streaming_content).decode()
+    csv = streamed(reader.get("/api/audit.csv?action=batch"))
     assert csv.splitlines()[0].startswith("at,actor,team,surface") and "alice's" in csv
     page = reader.get("/audit/?action=batch")
     assert page.status_code == 200 and "alice&#x27;s" in page.content.decode()
