@@ -103,7 +103,7 @@ class BatchEventInline(ReadOnlyAdminMixin, admin.TabularInline):
 class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
     # Narrow columns (the short id under the name, a short date): at 1280 px, between the navigation
     # sidebar and the filters, the list used to run past its right edge and cut "Created at".
-    list_display = ("name_and_id", "status_display", "progress", "type", "owner", "team", "created")
+    list_display = ("name_and_id", "status_display", "progress", "type", "owner", "created")
     list_display_links = ("name_and_id",)
     list_filter = ("status", "type", "priority", "team", "created_at")
     search_fields = ("name", "description", "id", "owner__username")

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "jobs"
 FEATURE_FRONTS = tuple(f"jobs.schedules.{front}" for front in ("api", "views", "urls", "admin", "cli", "apps"))
 # Teams and the audit log sit at the bottom beside the models (every row's visibility is theirs to say); their fronts on top.
 TEAM_FRONTS = tuple(f"jobs.teams.{front}" for front in ("api", "views", "urls", "admin", "apps")) + tuple(
-    f"jobs.audit.{front}" for front in ("api", "views", "urls", "admin", "apps", "signals", "middleware")
+    f"jobs.audit.{front}" for front in ("api", "views", "urls", "admin", "apps", "signals", "middleware", "selectors")
 )
 LAYERS: list[tuple[str, ...]] = [
     (

@@ -1,10 +1,11 @@
 """`GET /api/audit` (and `/api/audit.csv`): the audit records the caller may see, newest first."""
 
 from datetime import datetime
+from typing import Annotated
 
 from ninja import Field, Query, Router, Schema
 
-from jobs.api.endpoints import CSV_RESPONSE, LIMIT, OFFSET
+from jobs.api.endpoints import CSV_RESPONSE, DATE_OR_DATETIME, LIMIT, OFFSET
 from jobs.api.exports import csv_response
 from jobs.api.schemas import Error
 from jobs.audit import selectors
@@ -41,7 +42,9 @@ class AuditFilters(Schema):
     team: str = _filter("A team's slug.")
     action: str = _filter("An action (`batch.cancel`) or its kind (`batch`).")
     object: str = _filter("An object's id, or `type:id` (`batch:<uuid>`).")
-    since: str = _filter("An ISO 8601 date or date-time; records from then on.")
+    since: Annotated[str | None, Field(json_schema_extra=DATE_OR_DATETIME)] = Query(
+        None, description="An ISO 8601 date-time, or a date (from the start of that day); records from then on."
+    )
 
 
 @router.get("/audit", response={200: AuditList, **INPUT_ERRORS, **ERRORS}, summary="The audit log")

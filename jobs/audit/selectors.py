@@ -1,14 +1,11 @@
 """Reads of the audit log: who may see which records, and the filters of the page and the API."""
 
-from datetime import datetime, time
 from typing import Any
 
 from django.db.models import Q, QuerySet
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
 from jobs.audit.models import AuditRecord
-from jobs.errors import InvalidInput
+from jobs.selectors.batches import parse_moment
 from jobs.teams import access
 
 FIELDS = ("at", "actor", "team", "surface", "token_name", "action", "object_type", "object_id", "summary")
@@ -24,18 +21,8 @@ def records_visible_to(user) -> QuerySet[AuditRecord]:
     return records.filter(Q(actor=user) | Q(team_id__in=access.team_ids(user, "manage")))
 
 
-def _since(value: str) -> datetime:
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is None:
-            raise InvalidInput({"since": ["An ISO 8601 date or date-time."]})
-        moment = datetime.combine(day, time.min)
-    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
-
-
 def records_search(
-    user, *, actor: str = "", team: str = "", action: str = "", object: str = "", since: str = ""
+    user, *, actor: str = "", team: str = "", action: str = "", object: str = "", since: str | None = None
 ) -> QuerySet[AuditRecord]:
     """`actor` a username, `team` a slug, `action` (e.g. `batch.cancel`, or `batch` for every batch
     action), `object` an object id (or `type:id`), `since` a date or date-time (inclusive)."""
@@ -49,8 +36,8 @@ def records_search(
     if object:
         kind, _, ident = object.rpartition(":")
         records = records.filter(object_id=ident, **({"object_type": kind} if kind else {}))
-    if since:
-        records = records.filter(at__gte=_since(since))
+    if since is not None:
+        records = records.filter(at__gte=parse_moment(since, "since", False))
     return records
 
 

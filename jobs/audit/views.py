@@ -17,7 +17,14 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     filters = {name: request.GET.get(name, "").strip()[:200] for name in FILTERS}
     error = ""
     try:
-        found = selectors.records_search(request.user, **filters)
+        found = selectors.records_search(
+            request.user,
+            actor=filters["actor"],
+            team=filters["team"],
+            action=filters["action"],
+            object=filters["object"],
+            since=filters["since"] or None,
+        )
         count = found.count()
     except InvalidInput as exc:
         found, count, error = AuditRecord.objects.none(), 0, " ".join(m for msgs in exc.errors.values() for m in msgs)

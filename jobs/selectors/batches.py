@@ -107,7 +107,7 @@ def batches_to_prune_by_owner(*, days: int) -> dict[str, int]:
     return {row["owner__username"]: row["count"] for row in rows}
 
 
-def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
+def parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
     """An ISO datetime, or a date meaning the start of that day (or the end of it for `before`)."""
     try:
         day = parse_date(value)
@@ -154,9 +154,9 @@ def batch_search(
         batches = batches.filter(type=type)
     # An empty date is an error, not "no filter": fronts pass None for a filter left out.
     if created_after is not None:
-        batches = batches.filter(created_at__gte=_parse_moment(created_after, "created_after", False))
+        batches = batches.filter(created_at__gte=parse_moment(created_after, "created_after", False))
     if created_before is not None:
-        before = _parse_moment(created_before, "created_before", True)
+        before = parse_moment(created_before, "created_before", True)
         batches = (
             batches.filter(created_at__lt=before)
             if "T" not in created_before
