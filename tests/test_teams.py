@@ -222,3 +222,13 @@ def test_the_tokens_page_creates_a_scoped_team_token_shows_its_key_once_and_revo
     assert not token.is_active
     client.force_login(user("otto"))
     assert client.post(f"/tokens/{token.pk}/revoke/").status_code == 404
+
+
+def test_the_command_line_creates_a_teams_template_for_its_admin_only(team):
+    run_command("template", "create", "nightly", "--type", "noop", "--item", "a", "--user", "ada", "--team", "data")
+    assert BatchTemplate.objects.get().team == team
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="it takes admin") as refused:
+        run_command("template", "create", "other", "--type", "noop", "--item", "a", "--user", "otto", "--team", "data")
+    assert refused.value.returncode == 2
