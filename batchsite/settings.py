@@ -98,6 +98,8 @@ INSTALLED_APPS = [
     "ninja",
     "template_partials",
     "axes",
+    "jobs.teams",
+    "jobs.audit",
     "jobs",
     "jobs.schedules",
     "jobs.notifications",
@@ -114,6 +116,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "jobs.web.middleware.ViewerTimezoneMiddleware",
+    "jobs.audit.middleware.AuditSurfaceMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -256,7 +259,7 @@ BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYP
 BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
 # Templates of feature apps rendered in the core's pages, by slot ({% slot "name" %} in templates/).
 BATCHSITE_TEMPLATE_SLOTS = {
-    "nav": ["schedules/slots/nav.html"],
+    "nav": ["schedules/slots/nav.html", "teams/slots/nav.html"],
     "batch_actions": ["schedules/slots/batch_actions.html"],
     "batch_info": ["schedules/slots/batch_info.html"],
     "create_actions": ["schedules/slots/create_actions.html"],
@@ -286,7 +289,9 @@ BATCHSITE_ARTIFACTS_DIR = Path(env_str("BATCHSITE_ARTIFACTS_DIR", str(VAR_DIR / 
 # Features the core calls without importing them (dotted paths).
 # Functions every RQ worker calls on a timer of their own, every BATCHSITE_TICK_INTERVAL_S (the
 # schedules' tick, the notifications outbox and deliveries): jobs.engine.ticks.
-BATCHSITE_WORKER_TICKS = ["jobs.schedules.tick.run", "jobs.notifications.tick.run"]
+BATCHSITE_WORKER_TICKS = ["jobs.schedules.tick.run", "jobs.notifications.tick.run", "jobs.audit.tick.run"]
+# Audit records older than this many days are deleted by the workers' tick (0: kept for ever).
+BATCHSITE_AUDIT_RETENTION_DAYS = env_number("BATCHSITE_AUDIT_RETENTION_DAYS", 365, int, minimum=0)
 BATCHSITE_TICK_INTERVAL_S = env_number("BATCHSITE_TICK_INTERVAL_S", 1.0, float, minimum=0.05)
 # Extra tabs of the batch page: key -> label, template, context function (batch, query) -> dict.
 BATCHSITE_BATCH_TABS = {

@@ -105,7 +105,7 @@ class BatchAdmin(StatusChipMedia, admin.ModelAdmin):
     # sidebar and the filters, the list used to run past its right edge and cut "Created at".
     list_display = ("name_and_id", "status_display", "progress", "type", "owner", "created")
     list_display_links = ("name_and_id",)
-    list_filter = ("status", "type", "priority", "created_at")
+    list_filter = ("status", "type", "priority", "team", "created_at")
     search_fields = ("name", "description", "id", "owner__username")
     search_help_text = "Name, description, id (or its first characters) or owner's username."
     date_hierarchy = "created_at"
@@ -431,18 +431,28 @@ class ApiTokenStatusFilter(admin.SimpleListFilter):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """The add form asks for a user and a name only; the key comes from services.token_create and is
+    """The add form asks for a user, a name, a scope and optionally a team; the key comes from services.token_create and is
     shown once, in a message. Tokens are never changed afterwards, only revoked or deleted."""
 
-    list_display = ("name", "user", "prefix_display", "created_at", "last_used_at", "status_display")
+    list_display = ("name", "user", "scope", "team", "prefix_display", "created_at", "last_used_at", "status_display")
     list_filter = (ApiTokenStatusFilter, ("user", admin.RelatedOnlyFieldListFilter), "created_at", "last_used_at")
     search_fields = ("name", "user__username", "prefix")
     search_help_text = "Name, username or the key's first characters (bst_…)."
     list_select_related = ("user",)
     raw_id_fields = ("user",)
     actions = ("revoke_selected",)
-    add_fields = ("user", "name")
-    view_fields = ("name", "user", "prefix_display", "created_at", "last_used_at", "revoked_at", "status_display")
+    add_fields = ("user", "name", "scope", "team")
+    view_fields = (
+        "name",
+        "user",
+        "scope",
+        "team",
+        "prefix_display",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "status_display",
+    )
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
         return self.add_fields if obj is None else self.view_fields
@@ -468,7 +478,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         # Only reached when adding (changing is not permitted). The service saves the form's own
         # instance, so Django's log entry and redirect point at that row.
-        _, key = services.token_create(user=obj.user, name=obj.name, token=obj)
+        _, key = services.token_create(user=obj.user, name=obj.name, token=obj, scope=obj.scope, team=obj.team)
         self.message_user(
             request, f"Token created. Copy the key now, it will not be shown again: {key}", messages.SUCCESS
         )
@@ -540,12 +550,13 @@ class DatabaseInstanceAdmin(admin.ModelAdmin):
         "tags_display",
         "masked_url",
         "owner",
+        "team",
         "shared",
         "max_connections",
         "last_test_ok",
         "created_at",
     )
-    list_filter = ("region", "engine", "shared")
+    list_filter = ("region", "engine", "shared", "team")
     search_fields = ("name", "region")
     readonly_fields = ("masked_url", "engine", "last_test_message", "last_tested_at", "created_at")
     actions = ("test_connection",)

@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from jobs.secrets import SecretUnreadable, decrypt, encrypt, mask_url
+from jobs.teams import access
 
 
 class BatchStatus(models.TextChoices):
@@ -75,12 +76,20 @@ class Priority(models.TextChoices):
     LOW = "low", "Low"
 
 
+class BatchQuerySet(models.QuerySet):
+    def visible_to(self, user, action: str = "view") -> "BatchQuerySet":
+        """The batches `user` may `action` (jobs.teams.access: own, their teams' by role; staff: all)."""
+        return access.filter_visible(self, user, action)
+
+
 class Batch(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     type = models.CharField(max_length=100)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    # A team's batch belongs to the team: its members reach it by role (jobs.teams.access).
+    team = models.ForeignKey("teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="batches")
     params = models.JSONField(default=dict, blank=True)
 
     # The options' defaults, limits, labels and help are defined here once; the form, the API schema
@@ -181,10 +190,13 @@ class Batch(models.Model):
     # The `select` its items were resolved from ({"tags", "region", "names"} and the names found).
     selection = models.JSONField(null=True, blank=True)
 
+    objects = BatchQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "batches"
         indexes = [
+            models.Index(fields=["team", "-created_at"], name="batch_team_created"),
             models.Index(fields=["owner", "-created_at"], name="batch_owner_created"),
             models.Index(fields=["owner", "status", "-created_at"], name="batch_owner_status_created"),
             models.Index(fields=["status", "-created_at"], name="batch_status_created"),
@@ -439,11 +451,23 @@ class BatchEvent(models.Model):
         return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
+class TokenScope(models.TextChoices):
+    # Each scope includes the ones before it; the token's user's own rights still apply.
+    READ = "read", "Read: only look (every write is a 403)"
+    OPERATE = "operate", "Operate: also create, cancel, pause, resume, retry, run"
+    ADMIN = "admin", "Admin: everything its user may do"
+
+
 class ApiToken(models.Model):
-    """A bearer token for the JSON API. Only a SHA-256 of the key is stored; the key is shown once."""
+    """A bearer token for the JSON API. Only a SHA-256 of the key is stored; the key is shown once.
+
+    `scope` caps what it may do (jobs.teams.access); with a `team` it reaches only that team's
+    objects, and what it creates belongs to the team."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=10, choices=TokenScope.choices, default=TokenScope.ADMIN)
+    team = models.ForeignKey("teams.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens")
     prefix = models.CharField(max_length=12, help_text="The key's first characters, to tell tokens apart.")
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -476,13 +500,19 @@ class IdempotencyRecord(models.Model):
 
 
 class DatabaseInstanceQuerySet(models.QuerySet):
-    def visible_to(self, user) -> "DatabaseInstanceQuerySet":
-        """The instances `user` may see and use: their own and the shared ones; staff see all."""
-        if getattr(user, "is_staff", False):
-            return self
-        if user is None or not getattr(user, "is_authenticated", False):
-            return self.none()
-        return self.filter(models.Q(shared=True) | models.Q(owner=user))
+    def visible_to(self, user, action: str = "view") -> "DatabaseInstanceQuerySet":
+        """The instances `user` may `action`: their own, their teams' by role, and (to view and use)
+        the shared ones; staff: all."""
+        if access.is_staff(user) or not access.signed_in(user) or action == "manage":
+            return access.filter_visible(self, user, action)
+        return self.filter(models.Q(shared=True) | access.owned_q(user, action))
+
+    def usable_by(self, owner, team=None) -> "DatabaseInstanceQuerySet":
+        """The instances a batch of `owner` (or of `team`, when given) may run against: a team's
+        batch uses the team's instances and the shared ones; a person's, those they may operate."""
+        if team is None or access.is_staff(owner):
+            return self.visible_to(owner, "operate")
+        return self.filter(models.Q(shared=True) | models.Q(team=team))
 
 
 class DatabaseInstance(models.Model):
@@ -492,7 +522,8 @@ class DatabaseInstance(models.Model):
     jobs.secrets) and never shown back (admin, API, pages and commands show `masked_url`). `url`
     reads and sets it in clear for the code that connects.
 
-    Who may see and use it: its owner, or everyone when `shared` (set by staff); staff see all.
+    Who may see and use it: its owner or its team (jobs.teams.access), or everyone when `shared`
+    (set by staff); staff see all.
     """
 
     name = models.SlugField(max_length=100, unique=True, help_text="Letters, digits, - and _; what items refer to.")
@@ -505,6 +536,9 @@ class DatabaseInstance(models.Model):
     tags = models.JSONField(default=list, blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="database_instances"
+    )
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="database_instances"
     )
     shared = models.BooleanField(default=False, help_text="Everyone may see and use it (staff decide).")
     max_connections = models.PositiveIntegerField(

@@ -114,6 +114,10 @@ POSITIVE_ACCEPTANCE_OFF = {
     ("POST", "/api/instances"),
     ("POST", "/api/instances/import"),
     ("PATCH", "/api/instances/{name}"),
+    # Team names and slugs are unique, members are users that exist: checked against the database.
+    ("POST", "/api/teams"),
+    ("POST", "/api/teams/{team}/members"),
+    ("PATCH", "/api/teams/{team}/members/{username}"),
 }
 
 

@@ -18,6 +18,10 @@ PACKAGE = ROOT / "jobs"
 # imports them; the fronts (pages, API, consumers, admin, commands) sit on top of everything,
 # a feature's own fronts too (they build on the core's: its API object, schemas, form helpers).
 FEATURE_FRONTS = tuple(f"jobs.schedules.{front}" for front in ("api", "views", "urls", "admin", "cli", "apps"))
+# Teams and the audit log sit at the bottom beside the models (every row's visibility is theirs to say); their fronts on top.
+TEAM_FRONTS = tuple(f"jobs.teams.{front}" for front in ("api", "views", "urls", "admin", "apps")) + tuple(
+    f"jobs.audit.{front}" for front in ("api", "views", "urls", "admin", "apps", "signals", "middleware", "selectors")
+)
 LAYERS: list[tuple[str, ...]] = [
     (
         "jobs.errors",
@@ -28,16 +32,20 @@ LAYERS: list[tuple[str, ...]] = [
         "jobs.models",
         "jobs.forms",
         "jobs.artifacts",
+        "jobs.outage",
+        "jobs.teams",
+        "jobs.audit",
     ),
     ("jobs.optypes.base",),
     ("jobs.optypes",),
-    ("jobs.engine.dispatch", "jobs.live.publisher"),
+    ("jobs.engine.dispatch", "jobs.live.publisher", "jobs.metrics"),
     ("jobs.services",),
     ("jobs.selectors",),
     ("jobs.engine",),
     ("jobs.notifications", "jobs.schedules"),
     ("jobs.live", "jobs.api", "jobs.web", "jobs.templatetags", "jobs.admin", "jobs.management", "jobs.apps", "jobs")
-    + FEATURE_FRONTS,
+    + FEATURE_FRONTS
+    + TEAM_FRONTS,
 ]
 
 

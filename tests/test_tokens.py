@@ -184,17 +184,17 @@ def test_garbage_and_a_key_without_its_prefix_do_not_authenticate(alice):
 # --- the admin ----------------------------------------------------------------------------------
 
 
-def test_the_add_form_asks_only_for_user_and_name(admin_client):
+def test_the_add_form_asks_only_for_user_name_scope_and_team(admin_client):
     response = admin_client.get(ADD_TOKEN)
 
     assert response.status_code == 200
-    assert set(response.context["adminform"].form.fields) == {"user", "name"}
+    assert set(response.context["adminform"].form.fields) == {"user", "name", "scope", "team"}
 
 
 def test_adding_a_token_in_the_admin_creates_one_token_and_shows_its_key_once(admin_client, alice):
     response = admin_client.post(
         ADD_TOKEN,
-        {"user": alice.pk, "name": "ci", "key_hash": "0" * 64, "prefix": "bst_mine", "_save": "Save"},
+        {"user": alice.pk, "name": "ci", "scope": "admin", "key_hash": "0" * 64, "prefix": "bst_mine", "_save": "Save"},
         follow=True,
     )
 
@@ -219,7 +219,7 @@ def test_adding_a_token_in_the_admin_creates_one_token_and_shows_its_key_once(ad
 
 
 def test_save_and_continue_goes_to_the_one_new_token(admin_client, alice):
-    response = admin_client.post(ADD_TOKEN, {"user": alice.pk, "name": "ci", "_continue": "Save"})
+    response = admin_client.post(ADD_TOKEN, {"user": alice.pk, "name": "ci", "scope": "admin", "_continue": "Save"})
 
     token = ApiToken.objects.get()
     assert response.url == reverse("admin:jobs_apitoken_change", args=[token.pk])

@@ -50,6 +50,7 @@ from jobs.api.schemas import (
     StatsOut,
     WorkersOut,
 )
+from jobs.audit import recorder as audit
 from jobs.errors import (
     IdempotencyKeyReused,
     IllegalTransition,
@@ -58,11 +59,12 @@ from jobs.errors import (
     TooManyOperations,
     UnknownReference,
 )
-from jobs.models import Batch, BatchStatus, OperationStatus
+from jobs.models import Batch, BatchStatus, OperationStatus, TokenScope
 from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
 from jobs.optypes.base import find_type
 from jobs.secrets import mask_params
+from jobs.teams import access
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_LIMIT = 200
@@ -70,13 +72,23 @@ LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
 OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
         found = services.token_authenticate(token)
         if found is None:
             return None
-        request.user = found.user
-        return found.user
+        user = found.user
+        # The token's caps travel with its user to every check (jobs.teams.access).
+        user.__dict__.update(token_scope=found.scope, token_team_id=found.team_id)
+        request.user = user
+        audit.set_user(user, token_name=found.name)
+        if found.scope == TokenScope.READ and request.method not in SAFE_METHODS:
+            # Before the body is read: a read token's write is refused whatever it sends.
+            raise PermissionDenied("This API token's scope is read: it may not change anything.")
+        return user
 
 
 class Session(SessionAuth):
@@ -189,7 +201,9 @@ def on_http_error(request, exc: HttpError):
 
 @api.exception_handler(PermissionDenied)
 def on_permission_denied(request, exc: PermissionDenied):
-    return _error(request, 403, str(exc) or "Not allowed.")
+    # `detail` beside the usual `message`: the sentence says which role the action takes.
+    message = str(exc) or "Not allowed."
+    return api.create_response(request, {"message": message, "errors": {}, "detail": message}, status=403)
 
 
 @api.exception_handler(Http404)
@@ -208,8 +222,9 @@ def not_found(request, path: str = ""):
 
 def batch_out(batch: Batch) -> dict:
     """A batch as the API shows it: the fields of BatchOut (the one list of them), read off the row."""
-    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name not in ("owner", "after")}
+    data = {name: getattr(batch, name) for name in BatchOut.model_fields if name not in ("owner", "after", "team")}
     data["owner"] = batch.owner.get_username()
+    data["team"] = access.team_slug(batch)
     data["after"] = batch.after_id
     data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
@@ -259,7 +274,7 @@ def create_batch(request, payload: BatchIn):
         idempotency=(key, request_hash) if key else None,
         **options,
     )
-    return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
+    return Status(201, batch_out(Batch.objects.select_related("owner", "team").get(pk=batch.pk)))
 
 
 @batches.get("", response={200: BatchList, **INPUT_ERRORS, **ERRORS}, summary="List batches, newest first")
@@ -280,6 +295,12 @@ def list_batches(
     q: str | None = Query(
         None, max_length=200, pattern=NO_NUL_PATTERN, description="Text in the name or description (case-insensitive)."
     ),
+    team: str | None = Query(
+        None,
+        max_length=100,
+        pattern=NO_NUL_PATTERN,
+        description="A team's slug or id (one you are not in is a 404), or `me`: your own batches outside teams.",
+    ),
     limit: int = LIMIT,
     offset: int = OFFSET,
 ):
@@ -290,9 +311,10 @@ def list_batches(
         created_after=created_after,
         created_before=created_before,
         text=q,
+        team=team,
     )
     return {
-        "items": [batch_out(b) for b in found.select_related("owner")[_page(limit, offset)]],
+        "items": [batch_out(b) for b in found.select_related("owner", "team")[_page(limit, offset)]],
         "count": found.count(),
     }
 
@@ -365,7 +387,7 @@ def _operation_fields(operation) -> dict:
 )
 def retry_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31 - 1)):
     """Back to pending as a new attempt; a finished batch reopens. 409 unless it failed or was skipped."""
-    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq)
+    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq, "operate")
     operation = services.operation_retry(batch=batch, seq=seq, by=request.user)
     return _one_operation(request, batch_id, operation)
 
@@ -378,7 +400,7 @@ def retry_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31
 def cancel_operation(request, batch_id: UUID, seq: int = Path(..., ge=1, le=2**31 - 1)):
     """Skipped (a running one is stopped in its worker); the batch goes on, or finishes if nothing
     else is open. 409 unless it is pending or running."""
-    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq)
+    batch, _ = selectors.operation_get_visible(request.user, batch_id, seq, "operate")
     operation = services.operation_cancel(batch=batch, seq=seq, by=request.user)
     return _one_operation(request, batch_id, operation)
 
@@ -525,7 +547,7 @@ def cancel_batch(request, batch_id: UUID):
     """No body, or `{"mode": "now"}`: running operations are stopped and counted skipped.
     `{"mode": "drain"}`: no new operation starts, running ones finish and count as what they were;
     the batch is `cancelling` until the last one ends, then `cancelled`."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     body = _cancel_body(request)
     services.batch_cancel(batch=batch, by=request.user, mode=body.mode, reason=body.reason)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
@@ -539,7 +561,7 @@ def cancel_batch(request, batch_id: UUID):
 def add_operations(request, batch_id: UUID, payload: AddOperationsIn):
     """Allowed while pending, waiting, queued, running or paused; a finished batch runs again with
     `reopen` (else 409). More than BATCH_MAX_OPERATIONS in all is a 413 and nothing is added."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     body = payload.dict()
     services.batch_add_operations(batch_id=batch.pk, items=body["items"], by=request.user, reopen=payload.reopen)
     return Status(201, batch_out(selectors.batch_get_visible(request.user, batch_id)))
@@ -547,7 +569,7 @@ def add_operations(request, batch_id: UUID, payload: AddOperationsIn):
 
 @batches.post("/{uuid:batch_id}/pause", response={200: BatchOut, 409: Error, **ERRORS}, summary="Pause a batch")
 def pause_batch(request, batch_id: UUID):
-    services.batch_pause(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    services.batch_pause(batch=selectors.batch_get_visible(request.user, batch_id, "operate"), by=request.user)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
 
 
@@ -555,7 +577,7 @@ def pause_batch(request, batch_id: UUID):
     "/{uuid:batch_id}/resume", response={200: BatchOut, 409: Error, **ERRORS}, summary="Resume a paused batch"
 )
 def resume_batch(request, batch_id: UUID):
-    services.batch_resume(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    services.batch_resume(batch=selectors.batch_get_visible(request.user, batch_id, "operate"), by=request.user)
     return batch_out(selectors.batch_get_visible(request.user, batch_id))
 
 
@@ -563,7 +585,9 @@ def resume_batch(request, batch_id: UUID):
     "/{uuid:batch_id}/retry", response={200: RetryOut, 409: Error, **ERRORS}, summary="Retry failed operations"
 )
 def retry_batch(request, batch_id: UUID):
-    retried = services.batch_retry_failed(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    retried = services.batch_retry_failed(
+        batch=selectors.batch_get_visible(request.user, batch_id, "operate"), by=request.user
+    )
     return {"retried": retried, "batch": batch_out(selectors.batch_get_visible(request.user, batch_id))}
 
 
@@ -571,7 +595,7 @@ def retry_batch(request, batch_id: UUID):
     "/{uuid:batch_id}", response={204: None, 409: Error, **ERRORS}, summary="Delete a batch that is not running"
 )
 def delete_batch(request, batch_id: UUID):
-    services.batch_delete(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
+    services.batch_delete(batch=selectors.batch_get_visible(request.user, batch_id, "manage"), by=request.user)
     return Status(204, None)
 
 
@@ -599,7 +623,7 @@ def create_chain(request, payload: ChainIn):
     `batches[1].items[0]`)."""
     # A body's fields are batch_create's keyword arguments.
     created = services.chain_create(owner=request.user, bodies=payload.dict()["batches"], condition=payload.condition)
-    found = {b.pk: b for b in Batch.objects.select_related("owner").filter(pk__in=[b.pk for b in created])}
+    found = {b.pk: b for b in Batch.objects.select_related("owner", "team").filter(pk__in=[b.pk for b in created])}
     return Status(201, {"ids": [b.pk for b in created], "batches": [batch_out(found[b.pk]) for b in created]})
 
 
@@ -630,7 +654,7 @@ def workers(request):
     """Staff only (others get a 403). A worker that stops heartbeating leaves the list after
     `expires_after_s`; a 503 when Redis, which holds the registry, does not answer."""
     if not request.user.is_staff:
-        return _error(request, 403, "Staff only.")
+        raise PermissionDenied("Staff only.")
     try:
         return selectors.workers_overview()
     except REDIS_ERRORS:

@@ -51,7 +51,7 @@ def import_instances(request, payload: InstanceImportIn):
     if (payload.rows is None) == (payload.csv is None):
         raise InvalidInput({"body": ["Give either rows or csv."]})
     rows = payload.rows if payload.rows is not None else services.parse_instances_file(payload.csv or "", "import.csv")
-    created = services.instances_import(rows=rows, owner=request.user, by=request.user)
+    created = services.instances_import(rows=rows, owner=request.user, by=request.user, team=payload.team)
     return Status(201, {"items": selectors.instance_rows(created), "count": len(created)})
 
 
@@ -83,7 +83,7 @@ def delete_instance(request, name: str):
 def test_instance(request, name: str):
     """Connect, run SELECT 1, and warn when the role can write or is a superuser; kept as the
     instance's last test."""
-    instance = selectors.instance_get_visible(request.user, name)
+    instance = selectors.instance_get_visible(request.user, name, "operate")
     check = services.instance_test_connection(instance=instance)
     return {
         "ok": check.ok,

@@ -98,6 +98,11 @@ class BatchIn(Schema):
         description='For types whose items are instance names: {"tags": ["prod"], "region": "eu"} instead of '
         "`items`, resolved to the matching instances you may use when the batch is created.",
     )
+    team: str | int | None = Field(
+        None,
+        description="The team (slug or id) the batch belongs to instead of you: you must be one of its "
+        "operators or admins (a team you are not in is a 404, a viewer gets a 403).",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -186,6 +191,7 @@ class BatchOut(ProgressOut):
     description: str
     type: str
     owner: str
+    team: str | None = Field(None, description="The slug of the team the batch belongs to, or null (its owner's).")
     params: dict[str, Any]
     max_parallel: int
     stop_on_error: bool
@@ -386,6 +392,7 @@ class Error(Schema):
     errors: dict[str, list[str]] = Field(
         default_factory=dict, description="Messages by field path, e.g. items[3].label."
     )
+    detail: str | None = Field(None, description="On a 403: the message again (which role the action takes).")
 
 
 class ArtifactOut(Schema):
@@ -503,6 +510,9 @@ class InstanceIn(Schema):
         description="Operations running against it at once, all batches and users (null: no limit).",
     )
     shared: StrictBool = Field(False, description="Visible to and usable by everyone; staff only.")
+    team: str | int | None = Field(
+        None, description="A team (slug or id) it belongs to instead of you; its admins only."
+    )
 
 
 class InstancePatch(Schema):
@@ -533,6 +543,7 @@ class InstanceOut(Schema):
     max_connections: int | None
     shared: bool
     owner: str | None
+    team: str | None = Field(None, description="The slug of the team it belongs to, or null (its owner's).")
     last_test: InstanceTest | None
     batches: int = Field(..., description="Batches with operations against this instance.")
     created_at: datetime
@@ -551,6 +562,9 @@ class InstanceImportIn(Schema):
     )
     csv: StrictStr | None = Field(
         None, description="Or a CSV text with a header naming name and url (region, tags separated by ; optional)."
+    )
+    team: str | int | None = Field(
+        None, description="A team (slug or id) it belongs to instead of you; its admins only."
     )
 
 

@@ -23,6 +23,7 @@ from jobs.live import audiences, publisher, snapshots
 from jobs.live.snapshots import oob
 from jobs.live.threads import db_read
 from jobs.models import Batch, Operation
+from jobs.teams import access
 from jobs.web.views import batch_panel_context, feature_tab_template, operation_page_context, workers_context
 
 FORBIDDEN = 4403
@@ -310,7 +311,7 @@ class DashboardConsumer(EventConsumer):
     change redraws the totals, the active list (a batch that finished leaves it) and the finished
     list."""
 
-    group = ""
+    groups: list[str] = []
 
     async def connect(self) -> None:
         await self.accept()
@@ -321,14 +322,21 @@ class DashboardConsumer(EventConsumer):
         self.shown: set[str] = set()
         # Staff see everyone's batches: their dashboard follows the group of all batches, and only
         # that one (their own batches' events also reach their owner group: each would come twice).
-        self.group = publisher.ALL_GROUP if user.is_staff else publisher.owner_group(user.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Others follow their own batches and those of their teams (as of the connect).
+        self.groups = [publisher.ALL_GROUP] if user.is_staff else await self._groups_of(user)
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         for message in await self._render_all():
             await self.send(text_data=message)
 
     async def disconnect(self, code: int) -> None:
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    @db_read
+    def _groups_of(self, user) -> list[str]:
+        teams = access.teams_where(user, "view").values_list("pk", flat=True)
+        return [publisher.owner_group(user.pk), *(publisher.team_group(pk) for pk in teams)]
 
     async def batch_progress(self, event: dict) -> None:
         card = await self._render_card(event["batch_id"])

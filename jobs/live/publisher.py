@@ -32,6 +32,15 @@ def owner_group(owner_id: Any) -> str:
     return f"owner-{owner_id}"
 
 
+def team_group(team_id: Any) -> str:
+    return f"team-{team_id}"
+
+
+def audience_group(payload: dict[str, Any]) -> str:
+    """Whose dashboards hear a batch: its team's members for a team's batch, else its owner."""
+    return team_group(payload["team_id"]) if payload.get("team_id") else owner_group(payload["owner_id"])
+
+
 # Every batch's events also go here: staff dashboards show everyone's batches.
 ALL_GROUP = "batches-all"
 
@@ -39,8 +48,14 @@ ALL_GROUP = "batches-all"
 def batch_snapshot(batch) -> dict[str, Any]:
     """What an event carries: which batch, its status, and the version that orders events. Consumers
     read the rest from the database when they render, so a missed event cannot leave a page wrong;
-    `owner_id` only routes the event to the owner's group and is not sent."""
-    return {"batch_id": str(batch.id), "owner_id": batch.owner_id, "version": batch.version, "status": batch.status}
+    `owner_id` and `team_id` only route the event to the owner's or the team's group and are not sent."""
+    return {
+        "batch_id": str(batch.id),
+        "owner_id": batch.owner_id,
+        "team_id": batch.team_id,
+        "version": batch.version,
+        "status": batch.status,
+    }
 
 
 def batch_changed(batch, *, status_changed: bool = False) -> None:
@@ -151,7 +166,7 @@ class Publisher:
             "status": payload["status"],
             "version": payload["version"],
         }
-        for group in (batch_group(payload["batch_id"]), owner_group(payload["owner_id"]), ALL_GROUP):
+        for group in (batch_group(payload["batch_id"]), audience_group(payload), ALL_GROUP):
             try:
                 await self.layer.group_send(group, message)
             except Exception as exc:

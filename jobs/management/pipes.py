@@ -5,6 +5,9 @@ import sys
 
 from django.core.management.base import BaseCommand
 
+from jobs.audit.models import Surface
+from jobs.audit.recorder import acting_as
+
 
 class QuietPipeCommand(BaseCommand):
     """A BaseCommand whose closed standard output ends it with exit code 141 (128 + SIGPIPE, as a
@@ -14,7 +17,8 @@ class QuietPipeCommand(BaseCommand):
 
     def execute(self, *args, **options):
         try:
-            output = super().execute(*args, **options)
+            with acting_as(Surface.CLI):
+                output = super().execute(*args, **options)
             self.stdout.flush()
             return output
         except BrokenPipeError:

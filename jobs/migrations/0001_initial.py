@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,124 +15,219 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('type', models.CharField(max_length=100)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('max_parallel', models.PositiveSmallIntegerField(default=4)),
-                ('stop_on_error', models.BooleanField(default=False)),
-                ('max_retries', models.PositiveSmallIntegerField(default=0)),
-                ('retry_backoff_s', models.FloatField(default=1.0)),
-                ('timeout_s', models.PositiveIntegerField(default=300)),
-                ('priority', models.CharField(choices=[('high', 'High'), ('default', 'Default'), ('low', 'Low')], default='default', max_length=10)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('queued', 'Queued'), ('running', 'Running'), ('paused', 'Paused'), ('completed', 'Completed'), ('failed', 'Failed'), ('partial_success', 'Partial success'), ('cancelled', 'Cancelled')], default='pending', max_length=20)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('pending', models.PositiveIntegerField(default=0)),
-                ('running', models.PositiveIntegerField(default=0)),
-                ('completed', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('skipped', models.PositiveIntegerField(default=0)),
-                ('duration_total_ms', models.BigIntegerField(default=0)),
-                ('duration_count', models.PositiveIntegerField(default=0)),
-                ('current_operation', models.CharField(blank=True, max_length=255)),
-                ('version', models.PositiveBigIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('cancel_reason', models.CharField(blank=True, max_length=500)),
-                ('cancelled_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("type", models.CharField(max_length=100)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("max_parallel", models.PositiveSmallIntegerField(default=4)),
+                ("stop_on_error", models.BooleanField(default=False)),
+                ("max_retries", models.PositiveSmallIntegerField(default=0)),
+                ("retry_backoff_s", models.FloatField(default=1.0)),
+                ("timeout_s", models.PositiveIntegerField(default=300)),
+                (
+                    "priority",
+                    models.CharField(
+                        choices=[("high", "High"), ("default", "Default"), ("low", "Low")],
+                        default="default",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("paused", "Paused"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("partial_success", "Partial success"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("pending", models.PositiveIntegerField(default=0)),
+                ("running", models.PositiveIntegerField(default=0)),
+                ("completed", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                ("skipped", models.PositiveIntegerField(default=0)),
+                ("duration_total_ms", models.BigIntegerField(default=0)),
+                ("duration_count", models.PositiveIntegerField(default=0)),
+                ("current_operation", models.CharField(blank=True, max_length=255)),
+                ("version", models.PositiveBigIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("cancel_reason", models.CharField(blank=True, max_length=500)),
+                (
+                    "cancelled_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="batches", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'batches',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "batches",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='BatchEvent',
+            name="BatchEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('created', 'Created'), ('started', 'Started'), ('paused', 'Paused'), ('resumed', 'Resumed'), ('cancelled', 'Cancelled'), ('retried', 'Retried'), ('stopped', 'Stopped on error'), ('finished', 'Finished'), ('reaped', 'Reaped')], max_length=20)),
-                ('message', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='jobs.batch')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("started", "Started"),
+                            ("paused", "Paused"),
+                            ("resumed", "Resumed"),
+                            ("cancelled", "Cancelled"),
+                            ("retried", "Retried"),
+                            ("stopped", "Stopped on error"),
+                            ("finished", "Finished"),
+                            ("reaped", "Reaped"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("message", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="events", to="jobs.batch"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Operation',
+            name="Operation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('label', models.CharField(max_length=255)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed'), ('skipped', 'Skipped')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('auto_retries', models.PositiveSmallIntegerField(default=0)),
-                ('not_before', models.DateTimeField(blank=True, null=True)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('error_type', models.CharField(blank=True, max_length=100)),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('quality_score', models.FloatField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='operations', to='jobs.batch')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.PositiveIntegerField()),
+                ("label", models.CharField(max_length=255)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("auto_retries", models.PositiveSmallIntegerField(default=0)),
+                ("not_before", models.DateTimeField(blank=True, null=True)),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("error_type", models.CharField(blank=True, max_length=100)),
+                ("duration_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("quality_score", models.FloatField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="operations", to="jobs.batch"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['seq'],
+                "ordering": ["seq"],
             },
         ),
         migrations.CreateModel(
-            name='ResultRow',
+            name="ResultRow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('data', models.JSONField(default=dict)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='result_rows', to='jobs.batch')),
-                ('operation', models.ForeignKey(on_delete=django.db.models.deletion.DO_NOTHING, related_name='result_rows', to='jobs.operation')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("data", models.JSONField(default=dict)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="result_rows", to="jobs.batch"
+                    ),
+                ),
+                (
+                    "operation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.DO_NOTHING, related_name="result_rows", to="jobs.operation"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['owner', '-created_at'], name='batch_owner_created'),
+            model_name="batch",
+            index=models.Index(fields=["owner", "-created_at"], name="batch_owner_created"),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['owner', 'status', '-created_at'], name='batch_owner_status_created'),
+            model_name="batch",
+            index=models.Index(fields=["owner", "status", "-created_at"], name="batch_owner_status_created"),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['status', '-created_at'], name='batch_status_created'),
+            model_name="batch",
+            index=models.Index(fields=["status", "-created_at"], name="batch_status_created"),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['status', 'finished_at'], name='batch_status_finished'),
+            model_name="batch",
+            index=models.Index(fields=["status", "finished_at"], name="batch_status_finished"),
         ),
         migrations.AddIndex(
-            model_name='operation',
-            index=models.Index(fields=['batch', 'status', 'seq'], name='operation_batch_status_seq'),
+            model_name="operation",
+            index=models.Index(fields=["batch", "status", "seq"], name="operation_batch_status_seq"),
         ),
         migrations.AddIndex(
-            model_name='operation',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='operation_status_heartbeat'),
+            model_name="operation",
+            index=models.Index(fields=["status", "heartbeat_at"], name="operation_status_heartbeat"),
         ),
         migrations.AddConstraint(
-            model_name='operation',
-            constraint=models.UniqueConstraint(fields=('batch', 'seq'), name='operation_batch_seq'),
+            model_name="operation",
+            constraint=models.UniqueConstraint(fields=("batch", "seq"), name="operation_batch_seq"),
         ),
         migrations.AddIndex(
-            model_name='resultrow',
-            index=models.Index(fields=['batch', 'id'], name='resultrow_batch_id'),
+            model_name="resultrow",
+            index=models.Index(fields=["batch", "id"], name="resultrow_batch_id"),
         ),
     ]

@@ -4,25 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0002_api_tokens_idempotency'),
+        ("jobs", "0002_api_tokens_idempotency"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DatabaseInstance',
+            name="DatabaseInstance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(help_text='Letters, digits, - and _; what items refer to.', max_length=100, unique=True)),
-                ('url', models.TextField(help_text='SQLAlchemy connection URL, e.g. postgresql://user:password@host:5432/db.')),
-                ('region', models.CharField(blank=True, max_length=100)),
-                ('tags', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.SlugField(
+                        help_text="Letters, digits, - and _; what items refer to.", max_length=100, unique=True
+                    ),
+                ),
+                (
+                    "url",
+                    models.TextField(
+                        help_text="SQLAlchemy connection URL, e.g. postgresql://user:password@host:5432/db."
+                    ),
+                ),
+                ("region", models.CharField(blank=True, max_length=100)),
+                ("tags", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'verbose_name': 'database instance',
-                'ordering': ['name'],
+                "verbose_name": "database instance",
+                "ordering": ["name"],
             },
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0003_database_instance'),
+        ("jobs", "0003_database_instance"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='operation',
-            name='state',
+            model_name="operation",
+            name="state",
             field=models.JSONField(blank=True, null=True),
         ),
     ]

@@ -5,40 +5,74 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0004_operation_state'),
+        ("jobs", "0004_operation_state"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='batch',
-            name='max_parallel',
-            field=models.PositiveSmallIntegerField(default=4, help_text='Operations running at once, 1 to 100; 1 runs them one after another.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)], verbose_name='max parallel'),
+            model_name="batch",
+            name="max_parallel",
+            field=models.PositiveSmallIntegerField(
+                default=4,
+                help_text="Operations running at once, 1 to 100; 1 runs them one after another.",
+                validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)],
+                verbose_name="max parallel",
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='max_retries',
-            field=models.PositiveSmallIntegerField(default=0, help_text='Automatic retries per operation, 0 to 10.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(10)], verbose_name='automatic retries'),
+            model_name="batch",
+            name="max_retries",
+            field=models.PositiveSmallIntegerField(
+                default=0,
+                help_text="Automatic retries per operation, 0 to 10.",
+                validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(10)],
+                verbose_name="automatic retries",
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='priority',
-            field=models.CharField(choices=[('high', 'High'), ('default', 'Default'), ('low', 'Low')], default='default', help_text='The RQ queue its lanes wait on: high, default or low.', max_length=10),
+            model_name="batch",
+            name="priority",
+            field=models.CharField(
+                choices=[("high", "High"), ("default", "Default"), ("low", "Low")],
+                default="default",
+                help_text="The RQ queue its lanes wait on: high, default or low.",
+                max_length=10,
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='retry_backoff_s',
-            field=models.FloatField(default=1.0, help_text='Seconds before the first retry, doubled for each next one; 0 to 3600.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(3600)], verbose_name='retry backoff (s)'),
+            model_name="batch",
+            name="retry_backoff_s",
+            field=models.FloatField(
+                default=1.0,
+                help_text="Seconds before the first retry, doubled for each next one; 0 to 3600.",
+                validators=[
+                    django.core.validators.MinValueValidator(0),
+                    django.core.validators.MaxValueValidator(3600),
+                ],
+                verbose_name="retry backoff (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='stop_on_error',
-            field=models.BooleanField(default=False, help_text='Skip the pending operations once one fails for good.', verbose_name='stop on error'),
+            model_name="batch",
+            name="stop_on_error",
+            field=models.BooleanField(
+                default=False,
+                help_text="Skip the pending operations once one fails for good.",
+                verbose_name="stop on error",
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='timeout_s',
-            field=models.PositiveIntegerField(default=300, help_text='Seconds one run of an operation may take, 1 to 86400.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(86400)], verbose_name='timeout per operation (s)'),
+            model_name="batch",
+            name="timeout_s",
+            field=models.PositiveIntegerField(
+                default=300,
+                help_text="Seconds one run of an operation may take, 1 to 86400.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(86400),
+                ],
+                verbose_name="timeout per operation (s)",
+            ),
         ),
     ]

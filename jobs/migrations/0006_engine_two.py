@@ -4,35 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0005_batch_option_fields'),
+        ("jobs", "0005_batch_option_fields"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='batch',
-            name='rate_at',
+            model_name="batch",
+            name="rate_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='batch',
-            name='rate_done',
+            model_name="batch",
+            name="rate_done",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='batch',
-            name='rate_prev_at',
+            model_name="batch",
+            name="rate_prev_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='batch',
-            name='rate_prev_done',
+            model_name="batch",
+            name="rate_prev_done",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='operation',
-            name='lost',
+            model_name="operation",
+            name="lost",
             field=models.PositiveSmallIntegerField(default=0),
         ),
     ]

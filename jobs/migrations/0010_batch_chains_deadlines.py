@@ -7,45 +7,101 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0009_operation_attempts'),
+        ("jobs", "0009_operation_attempts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='batch',
-            name='after',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='dependents', to='jobs.batch', verbose_name='after'),
+            model_name="batch",
+            name="after",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="dependents",
+                to="jobs.batch",
+                verbose_name="after",
+            ),
         ),
         migrations.AddField(
-            model_name='batch',
-            name='after_condition',
-            field=models.CharField(choices=[('completed', 'completed'), ('finished', 'finished'), ('failed', 'failed')], default='completed', help_text='With `after`: start when that batch ends completed (default), finished (any end) or failed.', max_length=10, verbose_name='after condition'),
+            model_name="batch",
+            name="after_condition",
+            field=models.CharField(
+                choices=[("completed", "completed"), ("finished", "finished"), ("failed", "failed")],
+                default="completed",
+                help_text="With `after`: start when that batch ends completed (default), finished (any end) or failed.",
+                max_length=10,
+                verbose_name="after condition",
+            ),
         ),
         migrations.AddField(
-            model_name='batch',
-            name='deadline_at',
+            model_name="batch",
+            name="deadline_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='batch',
-            name='deadline_s',
-            field=models.PositiveIntegerField(blank=True, help_text='Optional: seconds from its start after which the batch expires: pending operations are skipped, running ones stopped, results so far kept.', null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(31622400)], verbose_name='deadline (s)'),
+            model_name="batch",
+            name="deadline_s",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Optional: seconds from its start after which the batch expires: pending operations are skipped, running ones stopped, results so far kept.",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(31622400),
+                ],
+                verbose_name="deadline (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('waiting', 'Waiting'), ('queued', 'Queued'), ('running', 'Running'), ('paused', 'Paused'), ('cancelling', 'Cancelling'), ('completed', 'Completed'), ('failed', 'Failed'), ('partial_success', 'Partial success'), ('cancelled', 'Cancelled'), ('expired', 'Expired')], default='pending', max_length=20),
+            model_name="batch",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("waiting", "Waiting"),
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("paused", "Paused"),
+                    ("cancelling", "Cancelling"),
+                    ("completed", "Completed"),
+                    ("failed", "Failed"),
+                    ("partial_success", "Partial success"),
+                    ("cancelled", "Cancelled"),
+                    ("expired", "Expired"),
+                ],
+                default="pending",
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='batchevent',
-            name='kind',
-            field=models.CharField(choices=[('created', 'Created'), ('started', 'Started'), ('paused', 'Paused'), ('resumed', 'Resumed'), ('cancelled', 'Cancelled'), ('retried', 'Retried'), ('stopped', 'Stopped on error'), ('finished', 'Finished'), ('reaped', 'Reaped'), ('extended', 'Extended'), ('unblocked', 'Condition met'), ('cancelling', 'Cancelling'), ('expired', 'Expired'), ('operation_failed_final', 'Operation failed'), ('operation_cancelled', 'Operation cancelled')], max_length=30),
+            model_name="batchevent",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("created", "Created"),
+                    ("started", "Started"),
+                    ("paused", "Paused"),
+                    ("resumed", "Resumed"),
+                    ("cancelled", "Cancelled"),
+                    ("retried", "Retried"),
+                    ("stopped", "Stopped on error"),
+                    ("finished", "Finished"),
+                    ("reaped", "Reaped"),
+                    ("extended", "Extended"),
+                    ("unblocked", "Condition met"),
+                    ("cancelling", "Cancelling"),
+                    ("expired", "Expired"),
+                    ("operation_failed_final", "Operation failed"),
+                    ("operation_cancelled", "Operation cancelled"),
+                ],
+                max_length=30,
+            ),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['status', 'deadline_at'], name='batch_status_deadline'),
+            model_name="batch",
+            index=models.Index(fields=["status", "deadline_at"], name="batch_status_deadline"),
         ),
     ]

@@ -12,6 +12,7 @@ from pydantic import ConfigDict
 from jobs import selectors as core_selectors
 from jobs.notifications import selectors, services
 from jobs.notifications.models import Delivery, EventName, Subscription
+from jobs.teams import access
 
 router = Router(tags=["notifications"])
 
@@ -35,6 +36,9 @@ class SubscriptionIn(Schema):
     channel: str = Field("webhook", description="webhook (POST to `url`) or email (to your account's address).")
     url: str = Field("", description="The webhook target (http or https); empty for email.")
     events: list[str] = Field(..., description=EVENTS_HELP)
+    team: str | int | None = Field(
+        None, description="A team (slug or id; its admins only): hear the team's batches instead of yours."
+    )
 
 
 class SubscriptionPatch(Schema):
@@ -51,6 +55,7 @@ class SubscriptionOut(Schema):
     url: str
     events: list[str]
     active: bool
+    team: str | None = Field(None, description="The slug of the team it belongs to, or null (its owner's).")
     created_at: datetime
 
 
@@ -95,7 +100,9 @@ class DeliveryList(Schema):
 
 
 def _subscription_out(subscription: Subscription) -> dict:
-    return {name: getattr(subscription, name) for name in ("id", "channel", "url", "events", "active", "created_at")}
+    data = {name: getattr(subscription, name) for name in ("id", "channel", "url", "events", "active", "created_at")}
+    data["team"] = access.team_slug(subscription)
+    return data
 
 
 def _delivery_out(delivery: Delivery) -> dict:
@@ -124,7 +131,7 @@ def list_subscriptions(request):
 def create_subscription(request, payload: SubscriptionIn):
     """The answer holds the signing `secret`, shown only this once."""
     subscription = services.subscription_create(
-        owner=request.user, channel=payload.channel, url=payload.url, events=payload.events
+        owner=request.user, channel=payload.channel, url=payload.url, events=payload.events, team=payload.team
     )
     return Status(201, {**_subscription_out(subscription), "secret": subscription.secret})
 
@@ -142,7 +149,7 @@ def get_subscription(request, subscription_id: int):
     summary="Change a subscription's URL, events or active flag",
 )
 def update_subscription(request, subscription_id: int, payload: SubscriptionPatch):
-    subscription = selectors.subscription_get(request.user, subscription_id)
+    subscription = selectors.subscription_get(request.user, subscription_id, "manage")
     services.subscription_update(
         subscription=subscription, url=payload.url, events=payload.events, active=payload.active
     )
@@ -151,7 +158,7 @@ def update_subscription(request, subscription_id: int, payload: SubscriptionPatc
 
 @router.delete("/subscriptions/{int:subscription_id}", response={204: None, **ERRORS}, summary="Delete a subscription")
 def delete_subscription(request, subscription_id: int):
-    services.subscription_delete(subscription=selectors.subscription_get(request.user, subscription_id))
+    services.subscription_delete(subscription=selectors.subscription_get(request.user, subscription_id, "manage"))
     return Status(204, None)
 
 
@@ -183,6 +190,6 @@ def list_deliveries(request, batch_id: UUID):
     summary="Send a finished webhook or email delivery again (same id and body)",
 )
 def resend_delivery(request, batch_id: UUID, delivery_id: UUID):
-    batch = core_selectors.batch_get_visible(request.user, batch_id)
+    batch = core_selectors.batch_get_visible(request.user, batch_id, "operate")
     delivery = services.delivery_resend(delivery=selectors.delivery_get(batch, delivery_id))
     return _delivery_out(selectors.delivery_get(batch, delivery.pk))

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 
 from jobs.models import Batch, BatchEvent
+from jobs.teams import access
 
 
 class EventName(models.TextChoices):
@@ -40,6 +41,12 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
+class SubscriptionQuerySet(models.QuerySet):
+    def visible_to(self, user, action: str = "view") -> "SubscriptionQuerySet":
+        """The subscriptions `user` may `action` (jobs.teams.access)."""
+        return access.filter_visible(self, user, action)
+
+
 class Subscription(models.Model):
     """A user's standing order: POST (webhook) or email these events of all their batches.
 
@@ -49,12 +56,18 @@ class Subscription(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_subscriptions"
     )
+    # A team's subscription hears the team's batches.
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="notification_subscriptions"
+    )
     channel = models.CharField(max_length=10, choices=Channel.choices[:2], default=Channel.WEBHOOK)
     url = models.URLField(max_length=2000, blank=True, help_text="Webhook target; empty for email.")
     events = models.JSONField(default=list)
     secret = models.CharField(max_length=100, default=new_secret, editable=False)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SubscriptionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -5,6 +5,7 @@ from django.http import Http404
 
 from jobs.models import Batch
 from jobs.notifications.models import Delivery, DeliveryAttempt, SigningSecret, Subscription
+from jobs.teams import access
 
 
 class SubscriptionNotFound(Http404):
@@ -12,15 +13,22 @@ class SubscriptionNotFound(Http404):
 
 
 def subscriptions_of(user) -> QuerySet[Subscription]:
-    return Subscription.objects.filter(owner=user).order_by("-created_at")
+    """The user's own subscriptions and their teams' (staff too: the list is not everyone's)."""
+    if not access.signed_in(user):
+        return Subscription.objects.none()
+    return Subscription.objects.filter(access.owned_q(user)).select_related("team").order_by("-created_at")
 
 
-def subscription_get(user, subscription_id) -> Subscription:
-    """The user's own subscription (staff included: subscriptions are personal), else a 404."""
+def subscription_get(user, subscription_id, action: str = "view") -> Subscription:
+    """One of subscriptions_of(user), else a 404; PermissionDenied when they may see it but not
+    `action` it (a team's, changed by one of its viewers or operators)."""
     try:
-        return subscriptions_of(user).get(pk=int(subscription_id))
+        subscription = subscriptions_of(user).get(pk=int(subscription_id))
     except (ValueError, TypeError, Subscription.DoesNotExist):
         raise SubscriptionNotFound("No such subscription.") from None
+    if action != "view":
+        access.require(user, action, subscription)
+    return subscription
 
 
 def signing_secret_of(user) -> SigningSecret | None:

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
 from jobs.models import Batch, BatchEvent, BatchEventKind, BatchStatus
 from jobs.notifications import policy
@@ -44,6 +45,8 @@ from jobs.notifications.models import (
 from jobs.optypes import get_type
 from jobs.optypes.base import find_type
 from jobs.secrets import mask_params
+from jobs.teams import access
+from jobs.teams.selectors import team_for_owner
 
 # The outbox events this feature reads. "expired" is written by the deadlines feature.
 OUTBOX_KINDS = (BatchEventKind.FINISHED, BatchEventKind.CANCELLED, "expired", BatchEventKind.OPERATION_FAILED_FINAL)
@@ -89,11 +92,17 @@ def _clean_subscription(*, owner, channel: str, url: str, events: list[str]) -> 
     return channel, url, list(dict.fromkeys(events))
 
 
-def subscription_create(*, owner, url: str = "", events: list[str], channel: str = Channel.WEBHOOK) -> Subscription:
-    """A new subscription with a fresh secret (the caller shows `secret` once)."""
+def subscription_create(
+    *, owner, url: str = "", events: list[str], channel: str = Channel.WEBHOOK, team: Any = None
+) -> Subscription:
+    """A new subscription with a fresh secret (the caller shows `secret` once). `team` (slug, id or
+    Team; its admins only) makes it hear the team's batches instead of the owner's own."""
+    team = team_for_owner(owner, team, "manage")
     channel, url, events = _clean_subscription(owner=owner, channel=channel, url=url, events=events)
     with transaction.atomic():
-        return Subscription.objects.create(owner=owner, channel=channel, url=url, events=events)
+        subscription = Subscription.objects.create(owner=owner, team=team, channel=channel, url=url, events=events)
+        audit.record(action="subscription.create", obj=subscription, actor=owner, summary=str(subscription))
+        return subscription
 
 
 def subscription_update(
@@ -110,11 +119,15 @@ def subscription_update(
         if active is not None:
             subscription.active = active
         subscription.save(update_fields=["url", "events", "active"])
+        audit.record(
+            action="subscription.update", obj=subscription, summary=f"{subscription} active={subscription.active}"
+        )
     return subscription
 
 
 def subscription_delete(*, subscription: Subscription) -> None:
     with transaction.atomic():
+        audit.record(action="subscription.delete", obj=subscription, summary=str(subscription))
         subscription.delete()
 
 
@@ -126,6 +139,7 @@ def signing_secret_rotate(*, owner) -> SigningSecret:
             secret.secret = new_secret()
             secret.created_at = timezone.now()
             secret.save(update_fields=["secret", "created_at"])
+        audit.record(action="signing_secret.rotate", obj=secret, object_type="signing_secret", actor=owner)
     return secret
 
 
@@ -242,10 +256,11 @@ def batch_json(batch: Batch) -> dict[str, Any]:
     data: dict[str, Any] = {
         field.name: field.value_from_object(batch)
         for field in Batch._meta.concrete_fields
-        if field.name not in HIDDEN_BATCH_FIELDS and field.name != "owner"
+        if field.name not in HIDDEN_BATCH_FIELDS and field.name not in ("owner", "team")
     }
     data.update(
         owner=batch.owner.get_username(),
+        team=access.team_slug(batch),
         percent_complete=batch.percent_complete,
         eta_seconds=batch.eta_seconds,
         # Secret params (an Authorization header) leave only masked, as in the API.
@@ -276,12 +291,16 @@ def _deliveries_for(event: BatchEvent, now: datetime) -> list[Delivery]:
     targets: list[tuple[str, str, Subscription | None]] = []
     if finished and batch.webhook_url:
         targets.append((Channel.WEBHOOK, batch.webhook_url, None))
-    subscriptions = Subscription.objects.filter(owner=batch.owner, active=True).order_by("pk")
-    for subscription in subscriptions:
+    # A team's batch is heard by the team's subscriptions, a person's by their own.
+    if batch.team_id is not None:
+        subscriptions = Subscription.objects.filter(team_id=batch.team_id, active=True)
+    else:
+        subscriptions = Subscription.objects.filter(owner=batch.owner, team__isnull=True, active=True)
+    for subscription in subscriptions.select_related("owner").order_by("pk"):
         if name in subscription.events or (finished and EventName.FINISHED in subscription.events):
             if subscription.channel == Channel.EMAIL:
-                if batch.owner.email:
-                    targets.append((Channel.EMAIL, batch.owner.email, subscription))
+                if subscription.owner.email:
+                    targets.append((Channel.EMAIL, subscription.owner.email, subscription))
             else:
                 targets.append((Channel.WEBHOOK, subscription.url, subscription))
     if finished:
@@ -444,6 +463,13 @@ def delivery_resend(*, delivery: Delivery, now: datetime | None = None) -> Deliv
             give_up_at=now + timedelta(seconds=settings.BATCHSITE_WEBHOOK_RETRY_FOR_S),
             finished_at=None,
         )
+        if updated == 1:
+            audit.record(
+                action="delivery.resend",
+                obj=delivery,
+                team=delivery.batch.team_id,
+                summary=f"{delivery.event_name} to {delivery.target}",
+            )
     if updated != 1:
         raise InvalidInput({"delivery": ["This delivery is still being attempted."]})
     delivery.refresh_from_db()

@@ -15,6 +15,7 @@ from jobs.errors import InvalidInput
 from jobs.models import Batch
 from jobs.notifications import selectors, services
 from jobs.notifications.forms import SubscriptionForm
+from jobs.teams.forms import OwnerForm
 
 
 def batch_tab_context(batch: Batch, query) -> dict[str, Any]:
@@ -31,7 +32,8 @@ def subscriptions(request: HttpRequest) -> HttpResponse:
         form = SubscriptionForm(request.POST, label_suffix="")
         if form.is_valid():
             try:
-                created = services.subscription_create(owner=request.user, **form.cleaned_data)
+                team = OwnerForm(request.POST, user=request.user, action="manage").team
+                created = services.subscription_create(owner=request.user, team=team, **form.cleaned_data)
             except InvalidInput as exc:
                 for field, field_messages in exc.errors.items():
                     for message in field_messages:
@@ -51,6 +53,9 @@ def _render_page(request, *, form=None, created=None, new_secret=None, status: i
         "created": created,
         "signing_secret": selectors.signing_secret_of(request.user),
         "new_secret": new_secret,
+        "owner_form": OwnerForm(
+            request.POST if request.method == "POST" else None, user=request.user, action="manage", label_suffix=""
+        ),
     }
     return render(request, "notifications/subscriptions.html", context, status=status)
 
@@ -58,7 +63,7 @@ def _render_page(request, *, form=None, created=None, new_secret=None, status: i
 @login_required
 @require_POST
 def subscription_action(request: HttpRequest, subscription_id: int, action: str) -> HttpResponse:
-    subscription = selectors.subscription_get(request.user, subscription_id)
+    subscription = selectors.subscription_get(request.user, subscription_id, "manage")
     if action == "delete":
         services.subscription_delete(subscription=subscription)
         messages.success(request, "Subscription deleted.")
@@ -80,7 +85,7 @@ def signing_secret_rotate(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def delivery_resend(request: HttpRequest, batch_id, delivery_id) -> HttpResponse:
-    batch = core_selectors.batch_get_visible(request.user, batch_id)
+    batch = core_selectors.batch_get_visible(request.user, batch_id, "operate")
     delivery = selectors.delivery_get(batch, delivery_id)
     status = 200
     try:

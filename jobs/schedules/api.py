@@ -18,6 +18,7 @@ from jobs.api.schemas import BatchOut, Error
 from jobs.models import Batch
 from jobs.schedules import selectors, services
 from jobs.schedules.models import DEFAULT_NAME_PATTERN, BatchTemplate, Missed, Overlap, Schedule
+from jobs.teams import access
 
 router = Router()
 ERRORS = {401: Error, 404: Error}
@@ -46,6 +47,9 @@ class TemplateIn(Schema):
     items: list[ItemIn] = Field(..., description='Labels, or {"label", "params"} objects.')
     params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
     options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_HELP)
+    team: str | int | None = Field(
+        None, description="A team (slug or id) it belongs to instead of you; its admins only."
+    )
 
 
 class TemplatePatch(Schema):
@@ -64,6 +68,7 @@ class TemplateOut(Schema):
     id: int
     name: str
     owner: str
+    team: str | None = Field(None, description="The slug of the team it belongs to, or null (its owner's).")
     type: str
     name_pattern: str
     description: str
@@ -179,6 +184,7 @@ def template_out(template: BatchTemplate) -> dict[str, Any]:
         for name in "id name type name_pattern description items params options run_count created_at updated_at".split()
     }
     data["owner"] = template.owner.get_username()
+    data["team"] = access.team_slug(template)
     data["params"], data["items"] = selectors.template_masked(template)
     return data
 
@@ -194,7 +200,7 @@ def schedule_out(schedule: Schedule) -> dict[str, Any]:
 
 
 def run_out(run) -> dict[str, Any]:
-    batch = Batch.objects.select_related("owner").get(pk=run.batch_id)
+    batch = Batch.objects.select_related("owner", "team").get(pk=run.batch_id)
     return {
         "number": run.number,
         "trigger": run.trigger,
@@ -239,7 +245,7 @@ def get_template(request, template_id: int):
     summary="Change a template",
 )
 def update_template(request, template_id: int, payload: TemplatePatch):
-    template = selectors.template_get_visible(request.user, template_id)
+    template = selectors.template_get_visible(request.user, template_id, "manage")
     changes = payload.dict(exclude_unset=True, exclude_none=True)
     template = services.template_update(template=template, **changes)
     return template_out(template)
@@ -248,7 +254,7 @@ def update_template(request, template_id: int, payload: TemplatePatch):
 @router.delete("/templates/{int:template_id}", response={204: None, **ERRORS}, tags=["templates"])
 def delete_template(request, template_id: int):
     """The template and its schedules; the batches it made stay."""
-    services.template_delete(template=selectors.template_get_visible(request.user, template_id))
+    services.template_delete(template=selectors.template_get_visible(request.user, template_id, "manage"))
     return Status(204, None)
 
 
@@ -262,8 +268,10 @@ def run_template(request, template_id: int, payload: RunIn):
     """A new batch from the template, started at once. Overrides the type rejects are a 422 with
     field paths (`params.duration_ms`, `options.max_parallel`, `items[2]`), and nothing is created;
     so is a template whose operation type was removed."""
-    template = selectors.template_get_visible(request.user, template_id)
-    run = services.template_run(template=template, params=payload.params, options=payload.options, items=payload.items)
+    template = selectors.template_get_visible(request.user, template_id, "operate")
+    run = services.template_run(
+        template=template, params=payload.params, options=payload.options, items=payload.items, by=request.user
+    )
     return Status(201, run_out(run))
 
 
@@ -288,9 +296,9 @@ def list_runs(request, template_id: int, limit: int = LIMIT, offset: int = OFFSE
     summary="Start a new batch with the same type, items, parameters and options",
 )
 def run_again(request, batch_id: UUID):
-    batch = core_selectors.batch_get_visible(request.user, batch_id)
+    batch = core_selectors.batch_get_visible(request.user, batch_id, "operate")
     new_batch = core_services.batch_run_again(batch=batch, by=request.user)
-    return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=new_batch.pk)))
+    return Status(201, batch_out(Batch.objects.select_related("owner", "team").get(pk=new_batch.pk)))
 
 
 @router.post(
@@ -326,7 +334,7 @@ def create_schedule(request, payload: ScheduleIn):
     """An invalid cron expression or time zone is a 422 quoting it (`cron`, `timezone`); another
     user's template is a 404."""
     data = payload.dict()
-    template = selectors.template_get_visible(request.user, data.pop("template"))
+    template = selectors.template_get_visible(request.user, data.pop("template"), "manage")
     schedule = services.schedule_create(template=template, **data)
     return Status(201, schedule_out(selectors.schedule_get_visible(request.user, schedule.pk)))
 
@@ -343,15 +351,15 @@ def get_schedule(request, schedule_id: int):
     summary="Change, enable or disable a schedule",
 )
 def update_schedule(request, schedule_id: int, payload: SchedulePatch):
-    schedule = selectors.schedule_get_visible(request.user, schedule_id)
+    schedule = selectors.schedule_get_visible(request.user, schedule_id, "manage")
     changes = payload.dict(exclude_unset=True, exclude_none=True)
     if "template" in changes:
-        changes["template"] = selectors.template_get_visible(request.user, changes["template"])
+        changes["template"] = selectors.template_get_visible(request.user, changes["template"], "manage")
     services.schedule_update(schedule=schedule, **changes)
     return schedule_out(selectors.schedule_get_visible(request.user, schedule_id))
 
 
 @router.delete("/schedules/{int:schedule_id}", response={204: None, **ERRORS}, tags=["schedules"])
 def delete_schedule(request, schedule_id: int):
-    services.schedule_delete(schedule=selectors.schedule_get_visible(request.user, schedule_id))
+    services.schedule_delete(schedule=selectors.schedule_get_visible(request.user, schedule_id, "manage"))
     return Status(204, None)

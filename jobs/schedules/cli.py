@@ -47,6 +47,7 @@ def add_verbs(verbs) -> None:
     create.add_argument("--name-pattern", default=DEFAULT_NAME_PATTERN, help="{template} {date} {datetime} {n}.")
     create.add_argument("--description", default="")
     create.add_argument("--user", help="Owner username (default: the first superuser).")
+    create.add_argument("--team", metavar="SLUG", help="The team it belongs to (--user must be its admin).")
     create.set_defaults(handler=template_create)
 
     save = actions.add_parser("save", help="Save a batch as a template (its type, items, params, options).")
@@ -177,6 +178,7 @@ def template_create(command, options: dict[str, Any]) -> None:
             raise CommandError(f"Cannot read items file: {exc}", returncode=BAD_USAGE) from None
     template = services.template_create(
         owner=command._owner(options["user"]),
+        team=options["team"],
         name=options["name"],
         type=options["type"],
         name_pattern=options["name_pattern"],

@@ -7,8 +7,15 @@ from django.conf import settings
 from django.db import models
 
 from jobs.models import Batch
+from jobs.teams import access
 
 DEFAULT_NAME_PATTERN = "{template} {datetime}"
+
+
+class BatchTemplateQuerySet(models.QuerySet):
+    def visible_to(self, user, action: str = "view") -> "BatchTemplateQuerySet":
+        """The templates `user` may `action` (jobs.teams.access)."""
+        return access.filter_visible(self, user, action)
 
 
 class BatchTemplate(models.Model):
@@ -19,6 +26,10 @@ class BatchTemplate(models.Model):
     """
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batch_templates")
+    # A team's template runs batches of the team.
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="batch_templates"
+    )
     name = models.CharField(max_length=100, help_text="What the template is called; unique per owner.")
     type = models.CharField(max_length=100)
     name_pattern = models.CharField(
@@ -34,6 +45,8 @@ class BatchTemplate(models.Model):
     run_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BatchTemplateQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -89,6 +102,13 @@ class Missed(models.TextChoices):
     RUN_ONCE = "run_once", "Run once for all missed runs"
 
 
+class ScheduleQuerySet(models.QuerySet):
+    def visible_to(self, user, action: str = "view") -> "ScheduleQuerySet":
+        """The schedules `user` may `action`: those of the templates they may (a schedule is its
+        template's, so it has no owner or team of its own to drift apart from it)."""
+        return access.filter_visible(self, user, action, prefix="template__")
+
+
 class Schedule(models.Model):
     """A template run on a cron expression in a time zone.
 
@@ -109,9 +129,16 @@ class Schedule(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ScheduleQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["enabled", "next_run_at"], name="schedule_enabled_next")]
 
     def __str__(self) -> str:
         return f"{self.template}: {self.cron} {self.timezone}"
+
+    @property
+    def access_holder(self) -> BatchTemplate:
+        """Whose the schedule is, for jobs.teams.access: its template's owner or team."""
+        return self.template

@@ -11,6 +11,7 @@ from jobs import secrets
 from jobs.optypes.base import find_type
 from jobs.schedules import cron
 from jobs.schedules.models import BatchTemplate, Schedule, TemplateRun
+from jobs.teams import access
 
 TREND_RUNS = 30
 # Ids are 64-bit: a larger number is no row (and must not reach the database, which would refuse it).
@@ -27,11 +28,12 @@ class ScheduleNotFound(Http404):
         super().__init__(message)
 
 
-def templates_visible_to(user) -> QuerySet[BatchTemplate]:
-    templates = BatchTemplate.objects.select_related("owner")
-    if user is None or user.is_staff:
+def templates_visible_to(user, action: str = "view") -> QuerySet[BatchTemplate]:
+    """The templates `user` may `action` (BatchTemplate.objects.visible_to); None (commands): all."""
+    templates = BatchTemplate.objects.select_related("owner", "team")
+    if user is None:
         return templates
-    return templates.filter(owner=user)
+    return templates.visible_to(user, action)
 
 
 def template_masked(template: BatchTemplate) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -42,9 +44,9 @@ def template_masked(template: BatchTemplate) -> tuple[dict[str, Any], list[dict[
     return secrets.mask_params(optype, template.params), items
 
 
-def template_get_visible(user, template_id: Any) -> BatchTemplate:
-    """The template if `user` owns it (or is staff); TemplateNotFound (a 404) otherwise, also for
-    a malformed id."""
+def template_get_visible(user, template_id: Any, action: str = "view") -> BatchTemplate:
+    """The template if `user` may see it; TemplateNotFound (a 404) otherwise, also for a malformed
+    id; PermissionDenied (a 403) when they may see it but not `action` it (a team role too low)."""
     try:
         pk = int(template_id)
     except (TypeError, ValueError):
@@ -54,6 +56,8 @@ def template_get_visible(user, template_id: Any) -> BatchTemplate:
     template = templates_visible_to(user).filter(pk=pk).first()
     if template is None:
         raise TemplateNotFound()
+    if user is not None and action != "view":
+        access.require(user, action, template)
     return template
 
 
@@ -72,14 +76,16 @@ def template_find(user, reference: str) -> BatchTemplate:
     raise TemplateNotFound(f"No template named {reference!r}.")
 
 
-def schedules_visible_to(user) -> QuerySet[Schedule]:
-    schedules = Schedule.objects.select_related("template", "template__owner")
-    if user is None or user.is_staff:
+def schedules_visible_to(user, action: str = "view") -> QuerySet[Schedule]:
+    """The schedules `user` may `action` (those of the templates they may); None (commands): all."""
+    schedules = Schedule.objects.select_related("template", "template__owner", "template__team")
+    if user is None:
         return schedules
-    return schedules.filter(template__owner=user)
+    return schedules.visible_to(user, action)
 
 
-def schedule_get_visible(user, schedule_id: Any) -> Schedule:
+def schedule_get_visible(user, schedule_id: Any, action: str = "view") -> Schedule:
+    """The schedule if `user` may see it (ScheduleNotFound otherwise) and `action` it (PermissionDenied)."""
     try:
         pk = int(schedule_id)
     except (TypeError, ValueError):
@@ -89,6 +95,8 @@ def schedule_get_visible(user, schedule_id: Any) -> Schedule:
     schedule = schedules_visible_to(user).filter(pk=pk).first()
     if schedule is None:
         raise ScheduleNotFound()
+    if user is not None and action != "view":
+        access.require(user, action, schedule)
     return schedule
 
 

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs import secrets, services
+from jobs.audit import recorder as audit
 from jobs.errors import IllegalTransition, InvalidInput
 from jobs.forms import BatchOptionsForm
 from jobs.items import Item, normalize_items
@@ -31,6 +32,7 @@ from jobs.schedules.models import (
     Schedule,
     TemplateRun,
 )
+from jobs.teams.selectors import team_for_owner
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +161,10 @@ def _check_options(options: dict[str, Any], path: str = "options") -> dict[str, 
     return errors
 
 
-def template_create(*, owner, **fields: Any) -> BatchTemplate:
-    """Fields: name, type, items, and optionally name_pattern, description, params, options."""
+def template_create(*, owner, team: Any = None, **fields: Any) -> BatchTemplate:
+    """Fields: name, type, items, and optionally name_pattern, description, params, options.
+    `team` (slug, id or Team) makes it the team's: its admins only (UnknownReference, PermissionDenied)."""
+    team = team_for_owner(owner, team, "manage")
     unknown = set(fields) - set(TEMPLATE_FIELDS)
     if unknown:
         raise InvalidInput({"body": [f"Unknown field(s): {', '.join(sorted(unknown))}."]})
@@ -168,10 +172,12 @@ def template_create(*, owner, **fields: Any) -> BatchTemplate:
     with transaction.atomic():
         if BatchTemplate.objects.filter(owner=owner, name=values["name"]).exists():
             raise InvalidInput({"name": [f"You already have a template named {values['name']!r}."]})
-        return BatchTemplate.objects.create(owner=owner, **values)
+        template = BatchTemplate.objects.create(owner=owner, team=team, **values)
+        audit.record(action="template.create", obj=template, actor=owner, summary=template.name)
+        return template
 
 
-def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "") -> BatchTemplate:
+def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "", team: Any = None) -> BatchTemplate:
     """A template of what `batch` is made of: type, items with their params, params, options."""
     # Secret params are stored encrypted on the batch; the template's own checks read them in clear.
     optype = get_type(batch.type)
@@ -181,6 +187,7 @@ def template_from_batch(*, batch: Batch, owner, name: str, name_pattern: str = "
     ]
     return template_create(
         owner=owner,
+        team=team,
         name=name,
         type=batch.type,
         name_pattern=name_pattern or DEFAULT_NAME_PATTERN,
@@ -204,6 +211,7 @@ def template_update(*, template: BatchTemplate, **changes: Any) -> BatchTemplate
         ):
             raise InvalidInput({"name": [f"You already have a template named {values['name']!r}."]})
         BatchTemplate.objects.filter(pk=template.pk).update(**values, updated_at=timezone.now())
+        audit.record(action="template.update", obj=template, summary=f"{values['name']}: {', '.join(sorted(changes))}")
     template.refresh_from_db()
     return template
 
@@ -211,6 +219,7 @@ def template_update(*, template: BatchTemplate, **changes: Any) -> BatchTemplate
 def template_delete(*, template: BatchTemplate) -> None:
     """The template and its schedules; the batches it made stay."""
     with transaction.atomic():
+        audit.record(action="template.delete", obj=template, summary=template.name)
         BatchTemplate.objects.filter(pk=template.pk).delete()
 
 
@@ -243,10 +252,12 @@ def template_run(
     slot: datetime | None = None,
     start: bool = True,
     rate_limit: bool = True,
+    by=None,
 ) -> TemplateRun:
     """Create (and start, unless `start` is false) a batch from the template with overrides:
     `params` overlay the template's, `options` overlay its options, `items` picks a subset of its
-    item labels. The batch belongs to the template's owner. A person's run counts against the
+    item labels. The batch belongs to the template's owner, or for a team's template to its team
+    (made by `by`, the person who runs it; a schedule's by the template's maker). A person's run counts against the
     creation rate limit (RateLimited); a schedule's runs pass `rate_limit=False`.
 
     Raises InvalidInput with field paths (the type gone, overrides the type rejects); nothing is
@@ -278,7 +289,8 @@ def template_run(
         number = BatchTemplate.objects.values_list("run_count", flat=True).get(pk=template.pk)
         name = render_name(template.name_pattern, template=template.name, n=number, moment=now, zone_name=zone_name)
         batch = services.batch_create(
-            owner=template.owner,
+            owner=by if by is not None and template.team_id is not None else template.owner,
+            team=template.team,
             type=optype.key,
             name=name or template.name,
             description=template.description,
@@ -295,8 +307,8 @@ def template_run(
     return run
 
 
-def batch_save_as_template(*, batch: Batch, owner, name: str) -> BatchTemplate:
-    return template_from_batch(batch=batch, owner=owner, name=name)
+def batch_save_as_template(*, batch: Batch, owner, name: str, team: Any = None) -> BatchTemplate:
+    return template_from_batch(batch=batch, owner=owner, name=name, team=team)
 
 
 # --- schedules --------------------------------------------------------------------------------
@@ -342,7 +354,9 @@ def schedule_create(*, template: BatchTemplate, **fields: Any) -> Schedule:
     values = schedule_validate(fields)
     next_run_at = cron.next_run(values["cron"], values["timezone"], timezone.now()) if values["enabled"] else None
     with transaction.atomic():
-        return Schedule.objects.create(template=template, next_run_at=next_run_at, **values)
+        schedule = Schedule.objects.create(template=template, next_run_at=next_run_at, **values)
+        audit.record(action="schedule.create", obj=schedule, summary=f"{template.name}: {schedule.cron}")
+        return schedule
 
 
 def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
@@ -364,6 +378,7 @@ def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
                 cron.next_run(values["cron"], values["timezone"], timezone.now()) if values["enabled"] else None
             )
         Schedule.objects.filter(pk=schedule.pk).update(**update)
+        audit.record(action="schedule.update", obj=schedule, summary=", ".join(sorted(changes)))
     schedule.refresh_from_db()
     return schedule
 
@@ -374,6 +389,7 @@ def schedule_set_enabled(*, schedule: Schedule, enabled: bool) -> Schedule:
 
 def schedule_delete(*, schedule: Schedule) -> None:
     with transaction.atomic():
+        audit.record(action="schedule.delete", obj=schedule, summary=f"{schedule.template.name}: {schedule.cron}")
         Schedule.objects.filter(pk=schedule.pk).delete()
 
 

@@ -9,6 +9,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from jobs.audit.models import Surface
+from jobs.audit.recorder import acting_as
 from jobs.schedules import services
 from jobs.schedules.models import Schedule
 
@@ -17,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 def run(now: datetime | None = None) -> list[services.Fired]:
     """Fire the schedules that are due, then start queued runs whose turn has come."""
+    with acting_as(Surface.SCHEDULE):
+        return _run(now)
+
+
+def _run(now: datetime | None) -> list[services.Fired]:
     now = now or timezone.now()
     fired = []
     due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at")

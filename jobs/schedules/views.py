@@ -18,6 +18,8 @@ from jobs.optypes import all_types, get_type
 from jobs.schedules import charts, cron, selectors, services
 from jobs.schedules.forms import OptionsForm, RunItemsForm, SaveAsTemplateForm, ScheduleForm, TemplateMetaForm
 from jobs.schedules.models import BatchTemplate
+from jobs.teams import access
+from jobs.teams.forms import OwnerForm
 from jobs.web.views import PARAMS_PREFIX, _items_from
 
 # --- templates --------------------------------------------------------------------------------
@@ -46,7 +48,8 @@ def template_new(request: HttpRequest, type_key: str) -> HttpResponse:
     values = _definition_from(meta, options, params, items_form)
     if values is not None:
         try:
-            template = services.template_create(owner=request.user, type=optype.key, **values)
+            owner = OwnerForm(request.POST, user=request.user, action="manage")
+            template = services.template_create(owner=request.user, team=owner.team, type=optype.key, **values)
         except InvalidInput as exc:
             _add_errors(exc, meta, options, params, items_form)
         else:
@@ -57,7 +60,7 @@ def template_new(request: HttpRequest, type_key: str) -> HttpResponse:
 
 @login_required
 def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
-    template = selectors.template_get_visible(request.user, template_id)
+    template = selectors.template_get_visible(request.user, template_id, "manage")
     optype = _optype_or_404(template.type)
     if request.method != "POST":
         meta = TemplateMetaForm(
@@ -158,6 +161,9 @@ def _render_edit(request, optype, meta, options, params, items_form, template, s
         "items_form": items_form,
         "template": template,
     }
+    if template is None:
+        bound = request.POST if request.method == "POST" else None
+        context["owner_form"] = OwnerForm(bound, user=request.user, action="manage", label_suffix="")
     return render(request, "schedules/template_edit.html", context, status=status)
 
 
@@ -200,7 +206,7 @@ def _render_detail(request, template, options, params, items, status: int = 200)
 @login_required
 @require_POST
 def template_run(request: HttpRequest, template_id: int) -> HttpResponse:
-    template = selectors.template_get_visible(request.user, template_id)
+    template = selectors.template_get_visible(request.user, template_id, "operate")
     options, params, items = _run_forms(template, request.POST)
     if params is None:
         messages.error(request, f"Operation type {template.type!r} is not registered any more; nothing was run.")
@@ -217,6 +223,7 @@ def template_run(request: HttpRequest, template_id: int) -> HttpResponse:
                 params={name: value for name, value in params.cleaned_data.items() if name in given},
                 options=dict(options.cleaned_data),
                 items=items.labels(),
+                by=request.user,
             )
         except InvalidInput as exc:
             _add_errors(exc, items, options, params, items)
@@ -232,7 +239,7 @@ def template_run(request: HttpRequest, template_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def template_delete(request: HttpRequest, template_id: int) -> HttpResponse:
-    template = selectors.template_get_visible(request.user, template_id)
+    template = selectors.template_get_visible(request.user, template_id, "manage")
     services.template_delete(template=template)
     messages.success(request, f"Deleted template {template.name}; the batches it made are kept.")
     return redirect("template_list")
@@ -266,7 +273,8 @@ def template_from_batch(request: HttpRequest, batch_id) -> HttpResponse:
 
 @login_required
 def schedule_list(request: HttpRequest) -> HttpResponse:
-    templates = selectors.templates_visible_to(request.user)
+    # A schedule is a change to its template: the chooser offers those the user may manage.
+    templates = selectors.templates_visible_to(request.user, "manage")
     if request.method == "POST":
         form = ScheduleForm(request.POST, templates=templates, label_suffix="")
         if form.is_valid():
@@ -315,10 +323,11 @@ def schedule_preview(request: HttpRequest) -> HttpResponse:
 @login_required
 def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
     schedule = selectors.schedule_get_visible(request.user, schedule_id)
-    templates = selectors.templates_visible_to(request.user)
+    templates = selectors.templates_visible_to(request.user, "manage")
     fields = ("template", "cron", "timezone", "overlap", "missed", "enabled")
     status = 200
     if request.method == "POST":
+        access.require(request.user, "manage", schedule)
         form = ScheduleForm(request.POST, templates=templates, label_suffix="")
         if form.is_valid():
             try:
@@ -345,7 +354,7 @@ def schedule_detail(request: HttpRequest, schedule_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def schedule_toggle(request: HttpRequest, schedule_id: int) -> HttpResponse:
-    schedule = selectors.schedule_get_visible(request.user, schedule_id)
+    schedule = selectors.schedule_get_visible(request.user, schedule_id, "manage")
     schedule = services.schedule_set_enabled(schedule=schedule, enabled=not schedule.enabled)
     messages.success(request, f"Schedule {'enabled' if schedule.enabled else 'disabled'}.")
     return redirect("schedule_detail", schedule_id=schedule.pk)
@@ -354,7 +363,7 @@ def schedule_toggle(request: HttpRequest, schedule_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def schedule_delete(request: HttpRequest, schedule_id: int) -> HttpResponse:
-    schedule = selectors.schedule_get_visible(request.user, schedule_id)
+    schedule = selectors.schedule_get_visible(request.user, schedule_id, "manage")
     services.schedule_delete(schedule=schedule)
     messages.success(request, "Schedule deleted.")
     return redirect("schedule_list")

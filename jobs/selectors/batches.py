@@ -32,13 +32,16 @@ from jobs.models import (
 from jobs.optypes import all_types
 from jobs.selectors import analytics
 from jobs.selectors.analytics import FINISHED
+from jobs.teams import access
+from jobs.teams.selectors import team_get_visible
 
 
-def batches_visible_to(user) -> QuerySet[Batch]:
-    """Owners see their own batches; staff see all."""
-    if user is None or user.is_staff:
+def batches_visible_to(user, action: str = "view") -> QuerySet[Batch]:
+    """The batches `user` may `action` (Batch.objects.visible_to); None (the system, commands
+    run by an operator of the machine): all."""
+    if user is None:
         return Batch.objects.all()
-    return Batch.objects.filter(owner=user)
+    return Batch.objects.visible_to(user, action)
 
 
 # What a progress read shows (ProgressOut: counters, percent, ETA): loading only these columns,
@@ -49,25 +52,29 @@ PROGRESS_FIELDS = (
 )  # fmt: skip
 
 
-def batch_get_visible(user, batch_id: Any, *, only: tuple[str, ...] = ()) -> Batch:
-    """The batch with this id, its owner loaded, if `user` may see it (its owner, or staff).
+def batch_get_visible(user, batch_id: Any, action: str = "view", *, only: tuple[str, ...] = ()) -> Batch:
+    """The batch with this id, its owner and team loaded, if `user` may see it and `action` it.
 
     `only`: load just these fields (PROGRESS_FIELDS), and not the owner.
 
     The one access check of pages, API, consumers, exports and artifacts. Raises BatchNotFound (an
     Http404, so pages and the API answer 404 by themselves) for an unknown or malformed id and for
-    another user's batch alike: nobody learns which batches exist.
+    a batch the user may not see alike: nobody learns which batches exist. A batch they may see
+    but not `action` (`operate`, `manage`: a team role too low) is a PermissionDenied (a 403 that
+    says which role it takes).
     """
     try:
         pk = batch_id if isinstance(batch_id, uuid.UUID) else uuid.UUID(str(batch_id))
     except ValueError:
         raise BatchNotFound() from None
     found = batches_visible_to(user).filter(pk=pk)
-    found = found.only(*only) if only else found.select_related("owner")
+    found = found.only(*only) if only else found.select_related("owner", "team")
     # A slice, not first(): there is at most one row, and first() would add an ORDER BY.
     batch = next(iter(found[:1]), None)
     if batch is None:
         raise BatchNotFound()
+    if user is not None and action != "view":
+        access.require(user, action, batch)
     return batch
 
 
@@ -115,7 +122,7 @@ def batches_to_prune_by_owner(*, days: int) -> dict[str, int]:
     return {row["owner__username"]: row["count"] for row in rows}
 
 
-def _parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
+def parse_moment(value: str, field: str, end_of_day: bool) -> datetime:
     """An ISO datetime, or a date meaning the start of that day (or the end of it for `before`)."""
     try:
         day = parse_date(value)
@@ -145,10 +152,17 @@ def batch_search(
     created_before: str | None = None,
     text: str | None = None,
     instance: str | None = None,
+    team: str | None = None,
 ) -> QuerySet[Batch]:
-    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day);
-    `instance`: batches with an operation against that database instance."""
+    """History filters of pages and API; dates are inclusive (a `created_before` date covers that day).
+    `instance`: batches with an operation against that database instance. `team`: a team's slug or
+    id (TeamNotFound, a 404, for one the user is not in), or `me` for the user's own batches outside
+    any team."""
     batches = batches_visible_to(user)
+    if team == "me":
+        batches = batches.filter(team__isnull=True, owner=user)
+    elif team:
+        batches = batches.filter(team=team_get_visible(user, team))
     if status:
         batches = batches.filter(status=status)
     if type is not None:
@@ -157,9 +171,9 @@ def batch_search(
         batches = batches.filter(type=type)
     # An empty date is an error, not "no filter": fronts pass None for a filter left out.
     if created_after is not None:
-        batches = batches.filter(created_at__gte=_parse_moment(created_after, "created_after", False))
+        batches = batches.filter(created_at__gte=parse_moment(created_after, "created_after", False))
     if created_before is not None:
-        before = _parse_moment(created_before, "created_before", True)
+        before = parse_moment(created_before, "created_before", True)
         batches = (
             batches.filter(created_at__lt=before)
             if "T" not in created_before
@@ -327,5 +341,5 @@ def batch_chain(user, batch: Batch) -> list[Batch]:
 
 
 def batches_to_wait_for(user, limit: int = 50) -> list[Batch]:
-    """The create page's choices for `after`: the user's own most recent batches."""
-    return list(Batch.objects.filter(owner=user).order_by("-created_at")[:limit])
+    """The create page's choices for `after`: the most recent batches the user may see."""
+    return list(batches_visible_to(user).order_by("-created_at")[:limit])

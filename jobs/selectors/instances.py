@@ -2,12 +2,12 @@
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from jobs.models import Batch, DatabaseInstance, Operation, OperationStatus
 from jobs.services.instance_limits import running_against
+from jobs.teams import access
 
 
 class InstanceNotFound(Http404):
@@ -19,7 +19,7 @@ class InstanceNotFound(Http404):
 
 def instances_visible_to(user, *, text: str = "", tag: str = "", region: str = "") -> QuerySet[DatabaseInstance]:
     """The instances `user` may see and use (their own, the shared ones; staff: all), filtered."""
-    found = DatabaseInstance.objects.visible_to(user).select_related("owner")
+    found = DatabaseInstance.objects.visible_to(user).select_related("owner", "team")
     if text:
         found = found.filter(name__icontains=text)
     if region:
@@ -31,20 +31,21 @@ def instances_visible_to(user, *, text: str = "", tag: str = "", region: str = "
     return found
 
 
-def instance_get_visible(user, name: str) -> DatabaseInstance:
-    instance = DatabaseInstance.objects.visible_to(user).select_related("owner").filter(name=name).first()
+def instance_get_visible(user, name: str, action: str = "view") -> DatabaseInstance:
+    """The instance named so if `user` may see it (InstanceNotFound otherwise) and `action` it
+    (PermissionDenied otherwise: a shared instance of someone else, a team role too low)."""
+    instance = DatabaseInstance.objects.visible_to(user).select_related("owner", "team").filter(name=name).first()
     if instance is None:
         raise InstanceNotFound()
+    if action != "view":
+        access.require(user, action, instance)
     return instance
 
 
 def instance_get_editable(user, name: str) -> DatabaseInstance:
-    """An instance the user may change or remove: their own; staff: any. A shared instance of
-    someone else is visible but not theirs to change (PermissionDenied)."""
-    instance = instance_get_visible(user, name)
-    if not user.is_staff and instance.owner_id != user.pk:
-        raise PermissionDenied("Only its owner or staff may change this instance.")
-    return instance
+    """An instance the user may change, test or remove: their own, their team's as its admin;
+    staff: any."""
+    return instance_get_visible(user, name, "manage")
 
 
 def instance_batch_counts(names: list[str]) -> dict[str, int]:
@@ -71,6 +72,7 @@ def instance_rows(instances: list[DatabaseInstance]) -> list[dict[str, Any]]:
             "max_connections": instance.max_connections,
             "shared": instance.shared,
             "owner": instance.owner.get_username() if instance.owner else None,
+            "team": access.team_slug(instance),
             "last_test": None
             if instance.last_tested_at is None
             else {

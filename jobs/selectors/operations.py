@@ -10,16 +10,17 @@ from jobs.models import Batch, Operation, OperationAttempt, OperationStatus, Res
 from jobs.optypes import get_type
 from jobs.secrets import mask_params
 from jobs.selectors.batches import batch_get_visible
+from jobs.teams import access
 
 ROWS_PER_PAGE = 50
 # Strings of a result looked at for artifact paths: a result is small JSON, this bounds a big one.
 ARTIFACT_SCAN_LIMIT = 500
 
 
-def operation_get_visible(user, batch_id: Any, seq: Any) -> tuple[Batch, Operation]:
-    """The batch (batch_get_visible: the one access check) and its operation number `seq`;
-    OperationNotFound (a 404) when it has none."""
-    batch = batch_get_visible(user, batch_id)
+def operation_get_visible(user, batch_id: Any, seq: Any, action: str = "view") -> tuple[Batch, Operation]:
+    """The batch (batch_get_visible: the one access check, for `action`) and its operation number
+    `seq`; OperationNotFound (a 404) when it has none."""
+    batch = batch_get_visible(user, batch_id, action)
     try:
         number = int(seq)
     except (TypeError, ValueError):
@@ -31,9 +32,14 @@ def operation_get_visible(user, batch_id: Any, seq: Any) -> tuple[Batch, Operati
 
 
 def may_see_traceback(user, batch: Batch) -> bool:
-    """Tracebacks stay with the batch's owner (they may quote data or the code's internals);
-    staff who look at another's batch see the error type and message only."""
-    return user is not None and user.pk == batch.owner_id
+    """Tracebacks stay with those who run the batch: its owner, or for a team's batch the team's
+    operators and admins (they may quote data or the code's internals); staff who look at another's
+    batch and viewers see the error type and message only."""
+    if user is None or not user.is_authenticated:
+        return False
+    if batch.team_id is None:
+        return user.pk == batch.owner_id
+    return access.role_of(user, batch.team_id) in access.ROLES_FOR["operate"]
 
 
 def _secret_holder(batch: Batch):

@@ -41,7 +41,7 @@ def batch_add_operations(
     limit = int(settings.BATCH_MAX_OPERATIONS)
     if len(items) > limit:
         raise _too_many(len(items), 0, limit)
-    snapshot = Batch.objects.select_related("owner").filter(pk=batch_id).first()
+    snapshot = Batch.objects.select_related("owner", "team").filter(pk=batch_id).first()
     if snapshot is None:
         raise Batch.DoesNotExist(f"batch {batch_id} does not exist")
     # Validated as batch_create validates items: secret params revealed to check them and stored
@@ -56,7 +56,9 @@ def batch_add_operations(
         errors.update(optype.check_items(items, base))
     resources: list[str] = []
     if not errors and optype.instance_of is not None:
-        resources = instance_selection.resources_of(optype, snapshot.owner, base, items, overrides, errors)
+        resources = instance_selection.resources_of(
+            optype, snapshot.owner, base, items, overrides, errors, snapshot.team
+        )
     if errors:
         raise InvalidInput(errors)
     limited = bool(resources) and instance_selection.any_limited(resources)

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import artifacts, secrets
+from jobs.audit import recorder as audit
 from jobs.engine import dispatch
 from jobs.errors import (
     IdempotencyKeyReused,
@@ -56,6 +57,8 @@ from jobs.services.transitions import (
     stop_running,
     update_batch,
 )
+from jobs.teams.models import Team
+from jobs.teams.selectors import team_for_owner
 
 # The ETA's throughput marks, forgotten when a batch resumes or runs its failed operations again.
 RATE_RESET = {"rate_at": None, "rate_done": 0, "rate_prev_at": None, "rate_prev_done": 0}
@@ -76,9 +79,15 @@ def batch_create(
     select: dict[str, Any] | None = None,
     after: Any = None,
     after_condition: str | None = None,
+    team: Any = None,
     **options: Any,
 ) -> Batch:
     """Validate everything first, then write the batch and all its operations in one transaction.
+
+    `team` (None: the owner's own batch) makes it the team's, and its instances are the team's and
+    the shared ones. Given by slug or id (what people type), the owner must be one of its operators
+    or admins (UnknownReference for a team they are not in, PermissionDenied for a viewer); a Team
+    object is the caller's checked choice (a template's team, a run again of a team's batch).
 
     `after` (a batch id the owner can see) makes it wait (status `waiting`) until that batch ends
     as `after_condition` asks (completed, finished or failed); UnknownReference when it cannot see it.
@@ -95,6 +104,8 @@ def batch_create(
     names, stands for the items: the instances the owner may use that match, resolved now and
     recorded on the batch (`selection`).
     """
+    if not isinstance(team, Team):
+        team = team_for_owner(owner, team, "operate")
     if idempotency:
         replay = idempotent_batch(user=owner, key=idempotency[0], request_hash=idempotency[1])
         if replay is not None:
@@ -105,7 +116,7 @@ def batch_create(
             raise RateLimited(wait)
     try:
         chain = (after, after_condition)
-        batch = _create(owner, type, items, params, name, start, idempotency, options, select, chain)
+        batch = _create(owner, type, items, params, name, start, idempotency, options, select, chain, team)
         assert batch is not None  # only a check returns none
         return batch
     except IntegrityError:
@@ -125,11 +136,13 @@ def batch_check(
     name: str = "",
     after: Any = None,
     after_condition: str | None = None,
+    team=None,
     **options: Any,
 ) -> None:
     """Every check batch_create makes, nothing written: InvalidInput naming every problem at once.
     A form whose own fields have errors asks this too, so its errors come in one round."""
-    _create(owner, type, items, params, name, False, None, options, None, (after, after_condition), check_only=True)
+    chain = (after, after_condition)
+    _create(owner, type, items, params, name, False, None, options, None, chain, team, check_only=True)
 
 
 def _create(
@@ -143,13 +156,14 @@ def _create(
     options: dict[str, Any],
     select=None,
     chain=(None, None),
+    team=None,
     check_only: bool = False,
 ) -> Batch | None:
     after_id, condition = _check_after(owner, *chain)
     optype = get_type(type)
     selection = None
     if select is not None:
-        items, selection = instance_selection.resolve(optype, owner, select, items)
+        items, selection = instance_selection.resolve(optype, owner, select, items, team)
     items = normalize_items(items)
     if optype.secret_params:
         items = [Item(item.label, secrets.reveal_params(optype, item.params)) for item in items]
@@ -183,7 +197,7 @@ def _create(
         errors.update(optype.check_items(items, base_params))
     resources: list[str] = []
     if not errors and optype.instance_of is not None:
-        resources = instance_selection.resources_of(optype, owner, base_params, items, item_params, errors)
+        resources = instance_selection.resources_of(optype, owner, base_params, items, item_params, errors, team)
     if errors:
         raise InvalidInput(errors)
     if check_only:
@@ -202,6 +216,7 @@ def _create(
             raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
         batch = Batch.objects.create(
             owner=owner,
+            team=team,
             type=optype.key,
             params=base_params,
             total=len(items),
@@ -257,10 +272,7 @@ def _check_after(owner, after: Any, condition: str | None) -> tuple[Any, str]:
         pk = after if isinstance(after, uuid.UUID) else uuid.UUID(str(after))
     except ValueError:
         raise UnknownReference({"after": ["No such batch."]}, message="Not found.") from None
-    found = Batch.objects.filter(pk=pk)
-    if not getattr(owner, "is_staff", False):
-        found = found.filter(owner=owner)
-    if not found.exists():
+    if not Batch.objects.visible_to(owner).filter(pk=pk).exists():
         raise UnknownReference({"after": ["No such batch."]}, message="Not found.")
     return pk, condition
 
@@ -455,13 +467,16 @@ def fresh_deadline(batch: Batch, now: datetime) -> dict[str, Any]:
 
 
 def batch_run_again(*, batch: Batch, by) -> Batch:
-    """A new batch of `by` with the same type, parameters, options and items, started at once."""
+    """A new batch of `by` (of the same team, if any) with the same type, parameters, options and
+    items, started at once."""
     items = [
         Item(label=label, params=params)
         for label, params in batch.operations.order_by("seq").values_list("label", "params").iterator(2000)
     ]
     options = {name: getattr(batch, name) for name in BatchOptionsForm.base_fields if name != "name"}
-    return batch_create(owner=by, type=batch.type, items=items, params=batch.params, name=batch.name, **options)
+    return batch_create(
+        owner=by, team=batch.team, type=batch.type, items=items, params=batch.params, name=batch.name, **options
+    )
 
 
 def batch_delete(*, batch: Batch, by=None) -> None:
@@ -479,22 +494,30 @@ def batch_delete(*, batch: Batch, by=None) -> None:
                 resolve_waiting(dependent, None, now)
                 flush_batch(dependent)
         batch_id = str(locked.pk)
+        audit.record(action="batch.delete", obj=locked, actor=by, summary=f"{locked.name} ({locked.total} operations)")
         locked.delete()
         redis_on_commit(lambda: dispatch.forget(batch_id), f"forgetting the queues of batch {batch_id}")
         transaction.on_commit(lambda: artifacts.remove_batch_artifacts([batch_id]))
 
 
 def batch_prune(*, days: int, owner=None) -> int:
-    """Delete finished batches (of `owner`, or everyone's) whose finished_at is older than `days`
-    days. Returns how many."""
+    """Delete finished batches (those `owner` may manage: their own, their teams' as admin; or
+    everyone's) whose finished_at is older than `days` days. Returns how many."""
     if days < 0:
         raise InvalidInput({"days": ["Must be zero or more."]})
     cutoff = timezone.now() - timedelta(days=days)
     with transaction.atomic():
         old = Batch.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
         if owner is not None:
-            old = old.filter(owner=owner)
+            old = old.visible_to(owner, "manage")
         batch_ids = [str(pk) for pk in old.values_list("pk", flat=True)]
+        if batch_ids:
+            audit.record(
+                action="batch.prune",
+                object_type="batch",
+                actor=owner,
+                summary=f"{len(batch_ids)} finished batch(es) older than {days} day(s) deleted.",
+            )
         old.delete()
         transaction.on_commit(lambda: artifacts.remove_batch_artifacts(batch_ids))
     return len(batch_ids)

@@ -12,7 +12,7 @@ from jobs.services.batches import batch_create
 MAX_CHAIN = 20
 # What a body may hold: batch_create's keyword arguments that a person gives.
 BODY_FIELDS = frozenset(
-    ("type", "name", "items", "select", "params", "after", "after_condition", *BatchOptionsForm.base_fields)
+    ("type", "name", "items", "select", "params", "after", "after_condition", "team", *BatchOptionsForm.base_fields)
 )
 
 

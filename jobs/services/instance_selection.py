@@ -19,10 +19,10 @@ def _texts(value: Any, path: str, errors: dict[str, list[str]]) -> list[str]:
     return [entry.strip() for entry in value]
 
 
-def resolve(optype, owner, select: Any, items: Any) -> tuple[list[str], dict[str, Any]]:
+def resolve(optype, owner, select: Any, items: Any, team=None) -> tuple[list[str], dict[str, Any]]:
     """The instance names a `select` stands for (sorted) and the selection to record on the batch.
-    Matches the instances the owner may use that carry every tag given, are in the region given,
-    and (when `names` is given) are among those names."""
+    Matches the instances the owner (or the batch's team) may use that carry every tag given, are
+    in the region given, and (when `names` is given) are among those names."""
     if not optype.items_are_instances:
         raise InvalidInput({"select": [f"{optype.key} items are not instance names; give items instead of select."]})
     if items:
@@ -42,7 +42,7 @@ def resolve(optype, owner, select: Any, items: Any) -> tuple[list[str], dict[str
     region = (region or "").strip()
     if errors:
         raise InvalidInput(errors)
-    found = DatabaseInstance.objects.visible_to(owner)
+    found = DatabaseInstance.objects.usable_by(owner, team)
     if region:
         found = found.filter(region=region)
     if names:
@@ -69,10 +69,10 @@ def describe(selection: dict[str, Any]) -> str:
     return "select: " + ("; ".join(parts) if parts else "all instances")
 
 
-def resources_of(optype, owner, base_params, items, item_params, errors: dict[str, list[str]]) -> list[str]:
+def resources_of(optype, owner, base_params, items, item_params, errors: dict[str, list[str]], team=None) -> list[str]:
     """The instance each operation connects to ("" for none), in item order; an instance the owner
-    may not use is an error at the item (said as for an unknown one: its existence is not theirs
-    to learn)."""
+    (or the batch's team) may not use is an error at the item (said as for an unknown one: its
+    existence is not theirs to learn)."""
     resources: list[str] = []
     for item, overrides in zip(items, item_params, strict=True):
         name = optype.instance_of(item.label, {**base_params, **overrides}) or ""
@@ -80,7 +80,7 @@ def resources_of(optype, owner, base_params, items, item_params, errors: dict[st
     wanted = set(resources) - {""}
     if not wanted:
         return resources
-    usable = set(DatabaseInstance.objects.visible_to(owner).filter(name__in=wanted).values_list("name", flat=True))
+    usable = set(DatabaseInstance.objects.usable_by(owner, team).filter(name__in=wanted).values_list("name", flat=True))
     for index, (item, name) in enumerate(zip(items, resources, strict=True)):
         if name and name not in usable:
             if name in item.label:

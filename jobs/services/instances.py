@@ -16,9 +16,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import secrets
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
 from jobs.models import TERMINAL_STATUSES, Batch, DatabaseInstance
 from jobs.optypes.sql import engines
+from jobs.teams.selectors import team_for_owner
 
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 TAG_MAX_LENGTH = 50
@@ -122,10 +124,13 @@ def instance_create(
     shared: bool | None = None,
     by=None,
     instance: DatabaseInstance | None = None,
+    team: Any = None,
 ) -> DatabaseInstance:
     """Register a database instance; its URL is checked (dialect and driver), not connected to,
     and stored encrypted. Without an owner (the command line) it is shared unless said otherwise.
-    `instance`: an unsaved instance to save (the admin's), else a new one."""
+    `instance`: an unsaved instance to save (the admin's), else a new one. `team` (slug, id or
+    Team) makes it the team's: its admins manage it, its batches use it."""
+    team = team_for_owner(by if by is not None else owner, team, "manage")
     cleaned = instance_validate(name=name, url=url, region=region, tags=tags, max_connections=max_connections)
     shared = owner is None if shared is None else shared
     _check_sharing(shared, by)
@@ -133,9 +138,11 @@ def instance_create(
     for field, value in cleaned.items():
         setattr(instance, field, value)
     instance.owner = owner
+    instance.team = team
     instance.shared = shared
     with transaction.atomic():
         instance.save(force_insert=True)
+        audit.record(action="instance.create", obj=instance, actor=by or owner, summary=instance.name)
     return instance
 
 
@@ -172,6 +179,8 @@ def instance_update(
     old_name = instance.name
     with transaction.atomic():
         DatabaseInstance.objects.filter(pk=instance.pk).update(**cleaned)
+        changed = ", ".join(sorted(field.removesuffix("_encrypted") for field in cleaned))
+        audit.record(action="instance.update", obj=instance, actor=by, summary=f"{old_name}: {changed}")
         if cleaned.get("max_connections") and not instance.max_connections:
             _limit_running_batches(cleaned["name"])
         transaction.on_commit(lambda: engines.dispose_engines(old_name))
@@ -188,6 +197,7 @@ def instance_remove(*, name: str) -> None:
     """Forget an instance (DatabaseInstance.DoesNotExist if there is none by that name)."""
     with transaction.atomic():
         instance = DatabaseInstance.objects.select_for_update().get(name=name)
+        audit.record(action="instance.remove", obj=instance, summary=name)
         instance.delete()
         transaction.on_commit(lambda: engines.dispose_engines(name))
 
@@ -210,7 +220,9 @@ def _record_test(instance: DatabaseInstance, check: engines.ConnectionCheck) -> 
         "last_test_ms": check.elapsed_ms,
         "last_tested_at": timezone.now(),
     }
-    DatabaseInstance.objects.filter(pk=instance.pk).update(**values)
+    with transaction.atomic():
+        DatabaseInstance.objects.filter(pk=instance.pk).update(**values)
+        audit.record(action="instance.test", obj=instance, summary=f"{instance.name}: {message}")
     for field, value in values.items():
         setattr(instance, field, value)
 
@@ -265,9 +277,10 @@ def parse_instances_file(content: str | bytes, filename: str = "") -> list[dict[
         raise InvalidInput({"file": [f"Unreadable CSV: {exc}."]}) from None
 
 
-def instances_import(*, rows: list[Any], owner=None, by=None) -> list[DatabaseInstance]:
+def instances_import(*, rows: list[Any], owner=None, by=None, team: Any = None) -> list[DatabaseInstance]:
     """Register every row, or none: all rows are checked first and any error (keyed
-    `rows[3].url`) leaves nothing imported."""
+    `rows[3].url`) leaves nothing imported. `team`: as for instance_create, for every row."""
+    team = team_for_owner(by if by is not None else owner, team, "manage")
     if not isinstance(rows, list) or not rows:
         raise InvalidInput({"rows": ["Give at least one instance."]})
     if len(rows) > IMPORT_MAX_ROWS:
@@ -312,8 +325,9 @@ def instances_import(*, rows: list[Any], owner=None, by=None) -> list[DatabaseIn
     with transaction.atomic():
         for cleaned in cleaned_rows:
             url = cleaned.pop("url")
-            instance = DatabaseInstance(owner=owner, **cleaned)
+            instance = DatabaseInstance(owner=owner, team=team, **cleaned)
             instance.url = url
             instance.save(force_insert=True)
+            audit.record(action="instance.create", obj=instance, actor=by or owner, summary=f"{instance.name} (import)")
             created.append(instance)
     return created

@@ -6,11 +6,15 @@ import secrets
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
+from jobs.audit import recorder as audit
 from jobs.errors import InvalidInput
-from jobs.models import ApiToken
+from jobs.models import ApiToken, TokenScope
+from jobs.teams.selectors import team_for_owner
 
 KEY_PREFIX = "bst_"
 # Writing last_used_at on every request would make each API call a write; once a minute is enough.
@@ -28,16 +32,26 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def token_create(*, user, name: str, token: ApiToken | None = None) -> tuple[ApiToken, str]:
+def token_create(
+    *, user, name: str, token: ApiToken | None = None, scope: str = TokenScope.ADMIN, team: Any = None
+) -> tuple[ApiToken, str]:
     """A new token and its key; only the key's hash is stored, so this is the one time it is seen.
-    `token`: an unsaved token to fill and save (the admin's add form), else a new one."""
+    `token`: an unsaved token to fill and save (the admin's add form), else a new one. `scope`
+    (read, operate, admin) caps what it may do; `team` (slug, id or Team, one the user is in)
+    limits it to that team's objects."""
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput({"name": ["A name of 1 to 100 characters is required."]})
+    if scope not in TokenScope.values:
+        raise InvalidInput({"scope": [f"One of {', '.join(TokenScope.values)}."]})
+    team = team_for_owner(user, team, "view")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     token = token if token is not None else ApiToken()
     token.user, token.name, token.prefix, token.key_hash = user, name, key[:12], _hash(key)
-    token.save(force_insert=True)
+    token.scope, token.team = scope, team
+    with transaction.atomic():
+        token.save(force_insert=True)
+        audit.record(action="token.create", obj=token, object_type="token", actor=user, summary=f"{name} ({scope})")
     return token, key
 
 
@@ -51,7 +65,7 @@ def token_authenticate(key: str) -> ApiToken | None:
         token = cached[1]
     else:
         read = (
-            ApiToken.objects.select_related("user")
+            ApiToken.objects.select_related("user", "team")
             .filter(key_hash=key_hash, revoked_at__isnull=True, user__is_active=True)
             .first()
         )
@@ -88,6 +102,8 @@ def forget_all(**_signal) -> None:
 def token_revoke(*, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
-        ApiToken.objects.filter(pk=token.pk).update(revoked_at=token.revoked_at)
+        with transaction.atomic():
+            ApiToken.objects.filter(pk=token.pk).update(revoked_at=token.revoked_at)
+            audit.record(action="token.revoke", obj=token, object_type="token", summary=token.name)
     _forget(token.key_hash)
     return token

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import transaction
 
+from jobs.audit import recorder as audit
 from jobs.engine import dispatch
 from jobs.errors import REDIS_ERRORS, IllegalTransition, InvalidInput
 from jobs.live import publisher
@@ -300,8 +301,24 @@ def resolve_waiting(dependent: Batch, predecessor: Batch | None, now: datetime) 
     release_dependents(dependent, now)
 
 
+# The timeline's entries that are someone's action, audited with it in the same transaction (the
+# engine's own steps, started, finished, reaped, are the timeline's alone).
+AUDITED_KINDS: dict[str, str] = {
+    BatchEventKind.CREATED: "batch.create",
+    BatchEventKind.PAUSED: "batch.pause",
+    BatchEventKind.RESUMED: "batch.resume",
+    BatchEventKind.CANCELLED: "batch.cancel",
+    BatchEventKind.CANCELLING: "batch.cancel",
+    BatchEventKind.RETRIED: "batch.retry",
+    BatchEventKind.EXTENDED: "batch.add_items",
+    BatchEventKind.OPERATION_CANCELLED: "operation.cancel",
+}
+
+
 def record_event(batch: Batch, kind: str, actor, message: str) -> None:
     BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, message=message[:500])
+    if kind in AUDITED_KINDS:
+        audit.record(action=AUDITED_KINDS[kind], obj=batch, actor=actor, summary=f"{batch.name}: {message}")
 
 
 def cancel_outside_work_on_commit(batch: Batch, statuses: tuple) -> None:

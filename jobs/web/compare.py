@@ -18,8 +18,12 @@ CANDIDATES = 30
 
 
 def compare_candidates(user, batch: Batch) -> list[Batch]:
-    """Batches the picker offers: the same owner's other batches of the same type, newest first."""
-    visible = selectors.batches_visible_to(user).filter(owner_id=batch.owner_id, type=batch.type)
+    """Batches the picker offers: the same owner's (or team's) other batches of the same type, newest first."""
+    visible = selectors.batches_visible_to(user).filter(type=batch.type)
+    if batch.team_id is not None:
+        visible = visible.filter(team_id=batch.team_id)
+    else:
+        visible = visible.filter(owner_id=batch.owner_id, team__isnull=True)
     return list(visible.exclude(pk=batch.pk).only("id", "name", "created_at", "status")[:CANDIDATES])
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import compare, instances, views
+from jobs.web import compare, instances, tokens, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -23,6 +23,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
+    path("tokens/", tokens.token_list, name="token_list"),
+    path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/import/", instances.instance_import, name="instance_import"),
     path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),

@@ -30,6 +30,8 @@ from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
 from jobs.items import Item, parse_items_text
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
+from jobs.teams.forms import OwnerForm
+from jobs.teams.selectors import owner_choices
 from jobs.web import compare
 
 BATCHES_PER_PAGE = 25
@@ -51,7 +53,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
 def batch_list(request: HtmxHttpRequest) -> HttpResponse:
     filters = {
         key: request.GET.get(key, "").strip()
-        for key in ("status", "type", "q", "created_after", "created_before", "instance")
+        for key in ("status", "type", "q", "created_after", "created_before", "instance", "team")
     }
     error = ""
     try:
@@ -63,7 +65,8 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
             created_after=filters["created_after"] or None,
             created_before=filters["created_before"] or None,
             instance=filters["instance"] or None,
-        ).select_related("owner")
+            team=filters["team"] or None,
+        ).select_related("owner", "team")
     except InvalidInput as exc:  # a bad filter value: show it, list nothing
         found, error = Batch.objects.none(), " ".join(m for msgs in exc.errors.values() for m in msgs)
     page = Paginator(found, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
@@ -76,6 +79,7 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
         "error": error,
         "statuses": BatchStatus.choices,
         "types": all_types(),
+        "teams": owner_choices(request.user, "view")[1:],
     }
     return render(request, "jobs/batch_list.html", context)
 
@@ -102,7 +106,8 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     params = optype.form(request.POST, prefix=PARAMS_PREFIX, label_suffix="")
     items_form = ItemsForm(request.POST, request.FILES, label_suffix="")
     after = AfterForm(request.POST, batches=chainable, label_suffix="")
-    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid()])
+    owner = OwnerForm(request.POST, user=request.user, action="operate")
+    valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid(), owner.is_valid()])
     items: list[Item] = []
     if items_form.is_valid():
         try:
@@ -124,6 +129,7 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
                 name=options.cleaned_data.get("name") or "check",
                 items=items,
                 params={k: v for k, v in raw_params.items() if v not in (None, "") and k not in params.errors},
+                team=owner.cleaned_data.get("owner") or None if owner.is_valid() else None,
                 **{k: v for k, v in options.cleaned_data.items() if k != "name"},
             )
         except InvalidInput as exc:
@@ -134,6 +140,7 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
         try:
             batch = services.batch_create(
                 owner=request.user,
+                team=owner.cleaned_data.get("owner") or None,
                 type=optype.key,
                 name=options.cleaned_data["name"],
                 items=items,
@@ -255,6 +262,9 @@ def _add_service_errors(
 
 def _render_create(request, optype, options, params, items, after=None, status: int = 200) -> HttpResponse:
     context = {"optype": optype, "options": options, "params": params, "items_form": items, "after_form": after}
+    context["owner_form"] = OwnerForm(
+        request.POST if request.method == "POST" else None, user=request.user, action="operate", label_suffix=""
+    )
     if optype.items_are_instances:
         context["instance_choices"] = selectors.instance_rows(list(selectors.instances_visible_to(request.user)))
         context["picked"] = request.POST.getlist("instances") if request.method == "POST" else []
@@ -301,7 +311,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id) -> HttpResponse:
 @require_POST
 def batch_add_items(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     """The batch page's "Add items" form: the same item forms as the create page."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     form = AddItemsForm(request.POST, request.FILES, label_suffix="", auto_id="add_%s")
     if form.is_valid():
         try:
@@ -437,7 +447,7 @@ ACTIONS: dict[str, Any] = {
 @login_required
 @require_POST
 def batch_action(request: HtmxHttpRequest, batch_id, action: str) -> HttpResponse:
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "manage" if action == "delete" else "operate")
     if action == "delete":
         return _delete(request, batch)
     if action == "run-again":
@@ -520,7 +530,7 @@ OPERATION_ACTIONS: dict[str, Any] = {
 @login_required
 @require_POST
 def operation_action(request: HtmxHttpRequest, batch_id, seq: int, action: str) -> HttpResponse:
-    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq)
+    batch, operation = selectors.operation_get_visible(request.user, batch_id, seq, "operate")
     if action not in OPERATION_ACTIONS:
         raise Http404("No such action.")
     status = 200
@@ -574,7 +584,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     `Authorization: Bearer <that token>` (a scraper's); staff signed in may always read it."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from jobs.metrics import registry
+    from jobs.web.metrics import registry
 
     token = settings.BATCHSITE_METRICS_TOKEN
     if token and not (request.user.is_authenticated and request.user.is_staff):

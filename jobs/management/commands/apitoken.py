@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad usage (unknown user or token, bad name).
 """
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
@@ -26,6 +27,13 @@ class Command(QuietPipeCommand):
         create = verbs.add_parser("create", help="Create a token and print its key (shown this once only).")
         create.add_argument("--user", required=True, help="Username of the token's owner.")
         create.add_argument("--name", required=True, help="What the token is for (1 to 100 characters).")
+        create.add_argument(
+            "--scope",
+            choices=("read", "operate", "admin"),
+            default="admin",
+            help="What it may do: read (every write is a 403), operate, admin (default: all its user may).",
+        )
+        create.add_argument("--team", metavar="SLUG", help="Only this team's objects (the user must be in it).")
 
         listing = verbs.add_parser("list", help="List tokens, newest first (never their keys).")
         listing.add_argument("--user", help="Only this user's tokens.")
@@ -38,11 +46,15 @@ class Command(QuietPipeCommand):
             getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
+        except PermissionDenied as exc:
+            raise CommandError(str(exc), returncode=BAD_USAGE) from None
 
     # --- verbs ---
 
     def handle_create(self, options) -> None:
-        token, key = services.token_create(user=self._user(options["user"]), name=options["name"])
+        token, key = services.token_create(
+            user=self._user(options["user"]), name=options["name"], scope=options["scope"], team=options["team"]
+        )
         self.stdout.write(key)
         self.stderr.write(
             f"Created token {token.pk} ({token.name}) for {token.user.username}. "
@@ -56,12 +68,12 @@ class Command(QuietPipeCommand):
             queryset = queryset.filter(user=self._user(options["user"]))
         rows = list(queryset)
         self.stdout.write(
-            f"{'ID':>5}  {'STATUS':7}  {'PREFIX':13}  {'USER':10}  {'CREATED':16}  {'LAST USED':16}  NAME"
+            f"{'ID':>5}  {'STATUS':7}  {'PREFIX':13}  {'USER':10}  {'SCOPE':7}  {'CREATED':16}  {'LAST USED':16}  NAME"
         )
         for token in rows:
             self.stdout.write(
                 f"{token.pk:>5}  {'active' if token.is_active else 'revoked':7}  {token.prefix + '…':13}  "
-                f"{token.user.username[:10]:10}  {self._time(token.created_at):16}  "
+                f"{token.user.username[:10]:10}  {token.scope:7}  {self._time(token.created_at):16}  "
                 f"{self._time(token.last_used_at):16}  {token.name}"
             )
         self.stdout.write(f"{len(rows)} token(s).")

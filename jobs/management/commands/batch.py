@@ -14,6 +14,7 @@ from typing import TextIO, cast
 import redis.exceptions
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, CharField, FloatField
@@ -29,6 +30,8 @@ from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, op
 from jobs.optypes import all_types
 from jobs.optypes.base import find_type
 from jobs.secrets import SecretUnreadable, mask_params
+from jobs.teams import access
+from jobs.teams.models import Team
 
 FAILED = 1
 BAD_USAGE = 2
@@ -100,6 +103,9 @@ class Command(QuietPipeCommand):
             help="With --after: start when it ends completed (default), finished (any end) or failed.",
         )
         create.add_argument("--user", help="Owner username (default: the first superuser).")
+        create.add_argument(
+            "--team", metavar="SLUG", help="The team (slug or id) it belongs to; --user must be its operator or admin."
+        )
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
 
         add = verbs.add_parser("add", help="Add operations to a batch (pending, waiting, queued, running, paused).")
@@ -115,11 +121,13 @@ class Command(QuietPipeCommand):
             help='JSON: {"batches": [<POST /api/batches body>, ...], "condition": "completed"} (or just the list).',
         )
         chain.add_argument("--user", help="Owner username (default: the first superuser).")
+        chain.add_argument("--team", metavar="SLUG", help="The team every batch of the chain belongs to.")
 
         listing = verbs.add_parser("list", help="List batches, newest first.")
         listing.add_argument("--status", choices=BatchStatus.values)
         listing.add_argument("--type")
         listing.add_argument("--user", help="Only this owner's batches.")
+        listing.add_argument("--team", metavar="SLUG", help="Only this team's batches.")
         listing.add_argument("--limit", type=int, default=20, help=f"Batches per page, 1 to {MAX_PAGE} (default 20).")
         listing.add_argument("--offset", type=int, default=0, help="Batches to skip (paging).")
         listing.add_argument("--json", action="store_true", help="Print JSON: {items, count, limit, offset}.")
@@ -183,6 +191,7 @@ class Command(QuietPipeCommand):
         add.add_argument("--max-connections", type=int, help="Operations running against it at once, all batches.")
         add.add_argument("--owner", help="Owner username (default: none, shared with everyone).")
         add.add_argument("--shared", action="store_true", help="With --owner: shared with everyone anyway.")
+        add.add_argument("--team", metavar="SLUG", help="The team it belongs to (with --owner: one of its admins).")
         limit = instance_verbs.add_parser("limit", help="Set (or with 0, remove) an instance's max_connections.")
         limit.add_argument("name")
         limit.add_argument("max_connections", type=int)
@@ -191,6 +200,7 @@ class Command(QuietPipeCommand):
         )
         imports.add_argument("file", type=Path)
         imports.add_argument("--owner", help="Owner username (default: none, shared with everyone).")
+        imports.add_argument("--team", metavar="SLUG", help="The team they belong to.")
         instance_verbs.add_parser("list", help="List registered instances (passwords masked).")
         test = instance_verbs.add_parser(
             "test", help="Connect and run SELECT 1, several instances at once (exit 1 if one fails)."
@@ -229,6 +239,9 @@ class Command(QuietPipeCommand):
             ) from None
         except SecretUnreadable as exc:
             raise CommandError(str(exc), returncode=FAILED) from None
+        except PermissionDenied as exc:
+            # A role too low for what was asked (a viewer creating a team's batch): bad usage, said why.
+            raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except DatabaseInstance.DoesNotExist:
             raise CommandError(f"No database instance named {options.get('name')!r}.", returncode=BAD_USAGE) from None
 
@@ -274,6 +287,7 @@ class Command(QuietPipeCommand):
             deadline_s=options["deadline"],
             after=after,
             after_condition=options["after_condition"],
+            team=options["team"],
         )
         try:
             self.stdout.write(f"Created batch {batch.id} ({batch.total} operations of {batch.type}).")
@@ -301,6 +315,8 @@ class Command(QuietPipeCommand):
             batches = batches.filter(type=options["type"])
         if options["user"]:
             batches = batches.filter(owner=self._owner(options["user"]))
+        if options["team"]:
+            batches = batches.filter(team=self._team(options["team"]))
         total = batches.count()
         rows = list(batches[offset : offset + limit])
         if options["json"]:
@@ -415,6 +431,8 @@ class Command(QuietPipeCommand):
         bodies = spec["batches"]
         if not all(isinstance(body, dict) for body in bodies):
             raise CommandError("Each batch of the chain is a JSON object (a POST /api/batches body).", returncode=2)
+        if options["team"]:
+            bodies = [{"team": options["team"], **body} for body in bodies]
         created = services.chain_create(
             owner=owner, bodies=bodies, condition=spec.get("condition") or AfterCondition.COMPLETED
         )
@@ -531,7 +549,8 @@ class Command(QuietPipeCommand):
             tags=options["tag"],
             max_connections=options["max_connections"],
             owner=owner,
-            shared=True if options["shared"] or owner is None else False,
+            shared=True if options["shared"] or (owner is None and not options["team"]) else False,
+            team=options["team"],
         )
         self.stdout.write(f"Registered instance {instance.name} ({instance.masked_url}).")
         self._warn_role(instance)
@@ -549,7 +568,7 @@ class Command(QuietPipeCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read {options['file']}: {exc}", returncode=BAD_USAGE) from None
         rows = services.parse_instances_file(content, options["file"].name)
-        created = services.instances_import(rows=rows, owner=owner)
+        created = services.instances_import(rows=rows, owner=owner, team=options["team"])
         self.stdout.write(f"Imported {len(created)} instance(s): {', '.join(i.name for i in created)}.")
 
     def handle_instance_list(self, options) -> None:
@@ -645,6 +664,14 @@ class Command(QuietPipeCommand):
             raise CommandError("No superuser to own the batch: pass --user NAME.", returncode=BAD_USAGE)
         return user
 
+    def _team(self, reference: str) -> Team:
+        team = Team.objects.filter(slug=reference).first()
+        if team is None and reference.isdigit():
+            team = Team.objects.filter(pk=int(reference)).first()
+        if team is None:
+            raise CommandError(f"No team {reference!r}.", returncode=BAD_USAGE)
+        return team
+
     def _wait(self, batch: Batch) -> Batch:
         """Redraw a progress bar from the database until the batch reaches a terminal status."""
         from rich.console import Console
@@ -682,6 +709,7 @@ def _batch_json(batch: Batch) -> dict:
     """A batch as the API shows it (GET /api/batches/{id})."""
     data = {name: getattr(batch, name) for name in BATCH_FIELDS}
     data["owner"] = batch.owner.get_username()
+    data["team"] = access.team_slug(batch)
     data["after"] = batch.after_id
     data["params"] = mask_params(find_type(batch.type), batch.params)
     return data
