@@ -260,6 +260,8 @@ BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]
 # Templates of feature apps rendered in the core's pages, by slot ({% slot "name" %} in templates/).
 BATCHSITE_TEMPLATE_SLOTS = {
     "nav": ["schedules/slots/nav.html", "teams/slots/nav.html"],
+    # The navigation's "More" menu: pages people open now and then.
+    "nav_more": ["teams/slots/nav_more.html"],
     "batch_actions": ["schedules/slots/batch_actions.html"],
     "batch_info": ["schedules/slots/batch_info.html"],
     "create_actions": ["schedules/slots/create_actions.html"],
