@@ -151,7 +151,7 @@ def test_create_stores_the_params_parsed_as_json_and_the_options(staff):
 
 def test_create_without_options_takes_the_defaults_and_names_the_batch_after_type_and_time(staff):
     batch = created_batch(batch_command("create", "--type", "noop", "--item", "a"))
-    assert re.fullmatch(r"noop \d{4}-\d\d-\d\d \d\d:\d\d", batch.name), batch.name
+    assert re.fullmatch(r"noop \d{4}-\d\d-\d\d \d\d:\d\d UTC", batch.name), batch.name  # the zone named
     assert (batch.max_parallel, batch.stop_on_error, batch.max_retries) == (4, False, 0)
     assert (batch.retry_backoff_s, batch.timeout_s, batch.priority, batch.params) == (1.0, 300, "default", {})
 
