@@ -58,6 +58,7 @@ from jobs.errors import (
     TooManyOperations,
     UnknownReference,
 )
+from jobs.items import ITEMS_FILE_MAX_BYTES, ItemsFile, read_items_file
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
@@ -236,29 +237,99 @@ DATE_OR_DATETIME = {
 }
 
 
+CREATE_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}},
+}
+
+
+def _create_body(request) -> tuple[BatchIn, ItemsFile | None, str]:
+    """The create body: JSON (BatchIn), or multipart with an `items_file` part (.jsonl, .csv, .xlsx
+    or a JSON array), the fields of BatchIn as JSON in a `payload` part and/or `type`, `name`,
+    `description` as plain parts. Also the hash that an Idempotency-Key compares."""
+    if request.content_type != "multipart/form-data":
+        data = _json_body(request)
+        return _validated(BatchIn, data), None, ""
+    payload_text = request.POST.get("payload", "").strip()
+    try:
+        data = json.loads(payload_text) if payload_text else {}
+    except ValueError as exc:
+        raise InvalidInput({"payload": [f"Not valid JSON: {exc}."]}) from None
+    if not isinstance(data, dict):
+        raise InvalidInput({"payload": ["Must be a JSON object of the create body's fields."]})
+    data.update({name: request.POST[name] for name in ("type", "name", "description") if name in request.POST})
+    upload = request.FILES.get("items_file")
+    found = None
+    digest = ""
+    if upload is not None:
+        if upload.size > ITEMS_FILE_MAX_BYTES:
+            raise InvalidInput(
+                {"items_file": [f"{upload.name} is larger than {ITEMS_FILE_MAX_BYTES} bytes, the limit."]}
+            )
+        content = upload.read()
+        digest = hashlib.sha256(content).hexdigest()
+        found = read_items_file(content, upload.name or "items", path="items_file")
+        data["items"] = [*data.get("items", []), *({"label": i.label, "params": i.params} for i in found.items)]
+    return _validated(BatchIn, data), found, digest
+
+
+def _json_body(request) -> dict:
+    if not request.body.strip():
+        return {}
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise HttpError(400, "Cannot parse request body") from None
+    if not isinstance(data, dict):
+        raise NinjaValidationError([{"type": "model_type", "loc": ("body", "payload"), "msg": "Must be an object."}])
+    return data
+
+
+def _validated(schema, data: dict):
+    try:
+        return schema.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = [{**error, "loc": ("body", "payload", *error["loc"])} for error in exc.errors()]
+        raise NinjaValidationError(errors) from None
+
+
 @batches.post(
     "",
     response={201: BatchOut, 409: Error, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
     summary="Create a batch and start it",
-    openapi_extra={"parameters": [IDEMPOTENCY_KEY_HEADER]},
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_HEADER], "requestBody": CREATE_BODY},
 )
-def create_batch(request, payload: BatchIn):
+def create_batch(request):
     """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
-    returns the first batch (201 again); the same key with another body is a 409."""
+    returns the first batch (201 again); the same key with another body is a 409.
+
+    Items can come as a file: send `multipart/form-data` with an `items_file` part (`.jsonl`: a label
+    or `{"label", "params"}` a line; `.csv` or `.xlsx`: a `label` column, the other columns per-item
+    params; or a JSON array), the other fields as JSON in a `payload` part (or `type`, `name`,
+    `description` as plain parts). Errors name the file's line or row and column, e.g.
+    `items.csv row 7, column "duration_ms": ...`; at most 20 MB and BATCH_MAX_OPERATIONS items."""
+    payload, found, file_digest = _create_body(request)
     body = payload.dict()
     options = {name: body[name] for name in body if name not in ("type", "name", "items", "params", "select")}
     key = request.headers.get("Idempotency-Key", "").strip()
-    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    batch = services.batch_create(
-        owner=request.user,
-        type=payload.type,
-        name=payload.name,
-        items=body["items"],
-        params=payload.params,
-        select=body["select"],
-        idempotency=(key, request_hash) if key else None,
-        **options,
-    )
+    hashed = {"body": body, "file": file_digest} if file_digest else body
+    request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        batch = services.batch_create(
+            owner=request.user,
+            type=payload.type,
+            name=payload.name,
+            items=body["items"],
+            params=payload.params,
+            select=body["select"],
+            idempotency=(key, request_hash) if key else None,
+            **options,
+        )
+    except InvalidInput as exc:
+        if found is None:
+            raise
+        # The file's items follow those given in the payload.
+        raise found.explain(exc, "items_file", offset=len(body["items"]) - len(found.items)) from None
     return Status(201, batch_out(Batch.objects.select_related("owner").get(pk=batch.pk)))
 
 

@@ -26,7 +26,7 @@ from django_htmx.middleware import HtmxDetails
 from jobs import selectors, services
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
-from jobs.items import Item, parse_items_text
+from jobs.items import Item, ItemsFile, parse_items_text, read_items_file
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
 from jobs.web import compare
@@ -101,9 +101,10 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     after = AfterForm(request.POST, batches=chainable, label_suffix="")
     valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid()])
     items: list[Item] = []
+    items_file: ItemsFile | None = None
     if items_form.is_valid():
         try:
-            items = _items_from(items_form, picked=_picked(request, optype))
+            items, items_file = _items_from(items_form, picked=_picked(request, optype))
         except InvalidInput as exc:
             _add_service_errors(exc, options, params, items_form)
             valid = False
@@ -125,6 +126,8 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
                 **option_values,
             )
         except InvalidInput as exc:
+            if items_file is not None:
+                exc = items_file.explain(exc, "items_file")
             _add_service_errors(exc, options, params, items_form, after)
         except RateLimited as exc:
             options.add_error(None, str(exc))
@@ -142,25 +145,23 @@ def _picked(request: HttpRequest, optype) -> list[str]:
     return [name for name in dict.fromkeys(request.POST.getlist("instances")) if name.strip()]
 
 
-def _items_from(form: ItemsForm, picked: list[str] | None = None) -> list[Item]:
+def _items_from(form: ItemsForm, picked: list[str] | None = None) -> tuple[list[Item], ItemsFile | None]:
+    """The items of the form, and the file they came from (to name its rows in later errors)."""
     picked_items = [Item(label=name) for name in picked or []]
     upload = form.cleaned_data.get("items_file")
     if upload:
-        try:
-            text = upload.read().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise InvalidInput({"items_file": ["The file is not UTF-8 text."]}) from None
         # What is wrong with the file shows on the file field.
-        return parse_items_text(text, filename=upload.name, path="items_file") + picked_items
+        found = read_items_file(upload.read(), upload.name, path="items_file")
+        return found.items + picked_items, found
     text = form.cleaned_data.get("items", "").strip()
     if not text:
         if picked_items:
-            return picked_items
+            return picked_items, None
         raise InvalidInput({"items": ["Give at least one item: one label per line, or upload a file."]})
     first_line = text.splitlines()[0]
     if text.startswith("[") or ("," in first_line and "label" in [c.strip() for c in first_line.split(",")]):
-        return parse_items_text(text) + picked_items
-    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items
+        return parse_items_text(text) + picked_items, None
+    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items, None
 
 
 _ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
@@ -169,17 +170,14 @@ _ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
 def _item_places(form: ItemsForm) -> list[str] | None:
     """Where each item was given, as a person sees it: "Line 3" of the text box or of a CSV (whose
     header is line 1); None for a JSON array (its items are numbered instead)."""
-    upload = form.cleaned_data.get("items_file")
-    if upload:
-        upload.seek(0)
-        text = upload.read().decode("utf-8-sig", errors="replace")
-    else:
-        text = form.cleaned_data.get("items", "")
+    if form.cleaned_data.get("items_file"):
+        return None  # an uploaded file's errors already name its rows (ItemsFile.explain)
+    text = form.cleaned_data.get("items", "")
     lines = text.lstrip("\ufeff").splitlines()
     first = next((line for line in lines if line.strip()), "").strip()
-    if first.startswith("[") or (upload and upload.name.lower().endswith(".json")):
+    if first.startswith("["):
         return None
-    if upload or ("," in first and "label" in [cell.strip() for cell in first.split(",")]):
+    if "," in first and "label" in [cell.strip() for cell in first.split(",")]:
         reader = csv.reader(io.StringIO("\n".join(lines)))
         try:
             next(reader)  # the header
@@ -280,12 +278,15 @@ def batch_add_items(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     batch = selectors.batch_get_visible(request.user, batch_id)
     form = AddItemsForm(request.POST, request.FILES, label_suffix="", auto_id="add_%s")
     if form.is_valid():
+        items_file: ItemsFile | None = None
         try:
-            items = _items_from(form)
+            items, items_file = _items_from(form)
             batch = services.batch_add_operations(
                 batch_id=batch.pk, items=items, by=request.user, reopen=form.cleaned_data["reopen"]
             )
         except InvalidInput as exc:
+            if items_file is not None:
+                exc = items_file.explain(exc, "items_file")
             for path, field_messages in exc.errors.items():
                 name = path.split(".")[0].split("[")[0]
                 for message in field_messages:

@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
-from jobs.items import Item, parse_items_text, parse_key_values
+from jobs.items import Item, ItemsFile, parse_key_values, read_items_file
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
@@ -66,7 +66,11 @@ class Command(QuietPipeCommand):
         create.add_argument("--type", required=True, help=f"Operation type ({', '.join(t.key for t in all_types())}).")
         create.add_argument("--name", default="", help="Batch name (default: type and time).")
         create.add_argument("--description", default="")
-        create.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+        create.add_argument(
+            "--items",
+            type=Path,
+            help="Items file: .jsonl, .csv or .xlsx with a label column (other columns: item params), or a JSON array.",
+        )
         create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
         create.add_argument(
@@ -104,7 +108,11 @@ class Command(QuietPipeCommand):
 
         add = verbs.add_parser("add", help="Add operations to a batch (pending, waiting, queued, running, paused).")
         add.add_argument("batch", help="Batch id or short id.")
-        add.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+        add.add_argument(
+            "--items",
+            type=Path,
+            help="Items file: .jsonl, .csv or .xlsx with a label column (other columns: item params), or a JSON array.",
+        )
         add.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         add.add_argument("--reopen", action="store_true", help="A finished batch runs again with the new operations.")
 
@@ -211,6 +219,7 @@ class Command(QuietPipeCommand):
             import_string(path)(verbs)
 
     def handle(self, *args, **options) -> None:
+        self._items_file: tuple[ItemsFile, int] | None = None
         try:
             handler = options.get("handler")
             if handler is not None:
@@ -218,6 +227,8 @@ class Command(QuietPipeCommand):
             else:
                 getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
+            if self._items_file is not None:
+                exc = self._items_file[0].explain(exc, "items", offset=self._items_file[1])
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (IllegalTransition, RateLimited) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
@@ -237,11 +248,19 @@ class Command(QuietPipeCommand):
     def _items(self, options, *, required: bool = True) -> list[Item]:
         items: list[Item] = [Item(label=label) for label in options["item"]]
         if options["items"]:
-            text = self._read(options["items"], "items file")
-            items += parse_items_text(text, options["items"].name)
+            found = read_items_file(self._read_bytes(options["items"], "items file"), options["items"].name)
+            # Kept so that the service's errors about these items can name the file's rows.
+            self._items_file = (found, len(items))
+            items += found.items
         if not items and required:
             raise CommandError("Give items with --items FILE or --item LABEL.", returncode=BAD_USAGE)
         return items
+
+    def _read_bytes(self, path: Path, what: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"Cannot read {what}: {exc}", returncode=BAD_USAGE) from None
 
     def _read(self, path: Path, what: str) -> str:
         try:
