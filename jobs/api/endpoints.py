@@ -529,6 +529,47 @@ def operations_csv(request, batch_id: UUID):
     return exports.operations_csv_response(selectors.batch_get_visible(request.user, batch_id))
 
 
+XLSX_RESPONSE = {"content": {exports.XLSX_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+SORT = Query(
+    "", max_length=300, pattern=NO_NUL_PATTERN, description="As for /results: a column, `-column` for descending."
+)
+
+
+@batches.get(
+    "/{uuid:batch_id}/results.xlsx",
+    response={200: None, **INPUT_ERRORS, **ERRORS},
+    summary="Result rows as an Excel sheet (typed cells)",
+    openapi_extra={"responses": {200: {"description": "The columns of /results; numbers as numbers", **XLSX_RESPONSE}}},
+)
+def results_xlsx(request, batch_id: UUID, sort: str = SORT):
+    """At most 1,048,575 rows (a sheet's limit; more is a 422 on `format`: use CSV or JSONL)."""
+    return exports.results_xlsx_response(selectors.batch_get_visible(request.user, batch_id), sort)
+
+
+@batches.get(
+    "/{uuid:batch_id}/results.jsonl",
+    response={200: None, **ERRORS},
+    summary="One JSON object per operation: seq, label, status, result, error_type, error (streamed)",
+    openapi_extra={
+        "responses": {
+            200: {"description": "JSON Lines", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}
+        }
+    },
+)
+def results_jsonl(request, batch_id: UUID):
+    return exports.results_jsonl_response(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.get(
+    "/{uuid:batch_id}/operations.xlsx",
+    response={200: None, **INPUT_ERRORS, **ERRORS},
+    summary="The operations table as an Excel sheet (typed cells, times in UTC)",
+    openapi_extra={"responses": {200: {"description": "The columns of operations.csv", **XLSX_RESPONSE}}},
+)
+def operations_xlsx(request, batch_id: UUID):
+    return exports.operations_xlsx_response(selectors.batch_get_visible(request.user, batch_id))
+
+
 @batches.get(
     "/{uuid:batch_id}/analytics",
     response={200: AnalyticsOut, **ERRORS},
