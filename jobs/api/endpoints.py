@@ -32,6 +32,8 @@ from jobs.api.schemas import (
     BatchIn,
     BatchList,
     BatchOut,
+    BulkIn,
+    BulkOut,
     CancelIn,
     ChainIn,
     ChainOut,
@@ -685,6 +687,29 @@ def retry_batch(request, batch_id: UUID):
 def delete_batch(request, batch_id: UUID):
     services.batch_delete(batch=selectors.batch_get_visible(request.user, batch_id), by=request.user)
     return Status(204, None)
+
+
+@batches.post("/bulk", response={200: BulkOut, **INPUT_ERRORS, **ERRORS}, summary="One action on many batches")
+def bulk_action(request, payload: BulkIn):
+    """`ids`, or a `filter` with the history list's filters (status, type, q, created_after,
+    created_before), not both; at most 1000 batches. Each batch goes through the action on its own:
+    `changed` counts those that took it, `skipped` lists the others with the reason (`not found` for
+    an id you cannot see, else why its status refuses the action)."""
+    if (payload.ids is None) == (payload.filter is None):
+        raise InvalidInput({"ids": ["Give either ids or filter."]})
+    if payload.filter is not None:
+        ids = services.batches_matching(selectors.batch_search(request.user, **_history_filters(payload.filter)))
+    else:
+        ids = payload.ids or []
+    return services.batches_bulk_action(
+        action=payload.action, ids=ids, visible=selectors.batches_visible_to(request.user), by=request.user
+    )
+
+
+def _history_filters(given) -> dict:
+    """A bulk filter as batch_search's keyword arguments (`q` is its `text`)."""
+    data = given.dict()
+    return {"text": data.pop("q"), **data}
 
 
 @batches.post("/cleanup", response={200: CleanupOut, **INPUT_ERRORS, **ERRORS}, summary="Delete old finished batches")

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from jobs.models import AfterCondition, BatchStatus, option_field, option_field_bounds
+from jobs.nul import NO_NUL_PATTERN
 
 
 class RegisteredTypeKeys:
@@ -255,6 +256,44 @@ class ResultList(Schema):
 class RetryOut(Schema):
     retried: int
     batch: BatchOut
+
+
+class BulkFilterIn(Schema):
+    """The history list's filters (GET /api/batches): every batch you may see that matches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: BatchStatus | None = None
+    type: str | None = Field(None, max_length=100, pattern=NO_NUL_PATTERN, description="An operation type key.")
+    q: str | None = Field(None, max_length=200, pattern=NO_NUL_PATTERN, description="Text in the name or description.")
+    created_after: str | None = Field(
+        None, max_length=40, pattern=NO_NUL_PATTERN, description="ISO 8601 date or date-time."
+    )
+    created_before: str | None = Field(
+        None, max_length=40, pattern=NO_NUL_PATTERN, description="ISO 8601 date or date-time."
+    )
+
+
+class BulkIn(Schema):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
+    )
+
+    action: Literal["cancel", "pause", "resume", "retry_failed", "delete"]
+    ids: list[Annotated[str, Field(max_length=64, pattern=NO_NUL_PATTERN)]] | None = Field(
+        None, max_length=1000, description="Batch ids (at most 1000); one you cannot see is skipped as `not found`."
+    )
+    filter: BulkFilterIn | None = Field(None, description="Instead of ids: every batch matching (at most 1000).")
+
+
+class SkippedOut(Schema):
+    id: str
+    reason: str
+
+
+class BulkOut(Schema):
+    changed: int
+    skipped: list[SkippedOut]
 
 
 class CleanupIn(Schema):

@@ -19,6 +19,7 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
@@ -46,21 +47,27 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/dashboard.html", selectors.dashboard_context(request.user))
 
 
+HISTORY_FILTERS = ("status", "type", "q", "created_after", "created_before")
+
+
+def _history_search(user, filters: dict[str, str]):
+    """The history list's batches for these filters (InvalidInput for a bad value)."""
+    return selectors.batch_search(
+        user,
+        status=filters["status"] or None,
+        type=filters["type"] or None,
+        text=filters["q"] or None,
+        created_after=filters["created_after"] or None,
+        created_before=filters["created_before"] or None,
+    )
+
+
 @login_required
 def batch_list(request: HtmxHttpRequest) -> HttpResponse:
-    filters = {
-        key: request.GET.get(key, "").strip() for key in ("status", "type", "q", "created_after", "created_before")
-    }
+    filters = {key: request.GET.get(key, "").strip() for key in HISTORY_FILTERS}
     error = ""
     try:
-        found = selectors.batch_search(
-            request.user,
-            status=filters["status"] or None,
-            type=filters["type"] or None,
-            text=filters["q"] or None,
-            created_after=filters["created_after"] or None,
-            created_before=filters["created_before"] or None,
-        ).select_related("owner")
+        found = _history_search(request.user, filters).select_related("owner")
     except InvalidInput as exc:  # a bad filter value: show it, list nothing
         found, error = Batch.objects.none(), " ".join(m for msgs in exc.errors.values() for m in msgs)
     page = Paginator(found, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
@@ -73,8 +80,48 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
         "error": error,
         "statuses": BatchStatus.choices,
         "types": all_types(),
+        "bulk_actions": BULK_ACTION_LABELS,
     }
     return render(request, "jobs/batch_list.html", context)
+
+
+BULK_ACTION_LABELS = {
+    "pause": "Pause",
+    "resume": "Resume",
+    "retry_failed": "Retry failed",
+    "cancel": "Cancel",
+    "delete": "Delete",
+}
+
+
+@login_required
+@require_POST
+def batch_bulk(request: HtmxHttpRequest) -> HttpResponse:
+    """History's bulk form: the ticked batches, or every batch matching the filters it carries."""
+    filters = {key: request.POST.get(key, "").strip() for key in HISTORY_FILTERS}
+    back = reverse("batch_list") + "?" + urlencode({key: value for key, value in filters.items() if value})
+    action = request.POST.get("action", "")
+    try:
+        if request.POST.get("all_matching"):
+            ids = services.batches_matching(_history_search(request.user, filters))
+        else:
+            ids = request.POST.getlist("ids")
+            if not ids:
+                raise InvalidInput({"ids": ["Tick at least one batch, or all matching this filter."]})
+        outcome = services.batches_bulk_action(
+            action=action, ids=ids, visible=selectors.batches_visible_to(request.user), by=request.user
+        )
+    except InvalidInput as exc:
+        messages.error(request, " ".join(m for msgs in exc.errors.values() for m in msgs))
+        return _to(request, back)
+    label = BULK_ACTION_LABELS.get(action, action).lower()
+    summary = f"{label.capitalize()}: {outcome['changed']} batch{'es' if outcome['changed'] != 1 else ''} changed"
+    if outcome["skipped"]:
+        reasons = "; ".join(f"{entry['id'][:8]} {entry['reason']}" for entry in outcome["skipped"][:10])
+        more = f" and {len(outcome['skipped']) - 10} more" if len(outcome["skipped"]) > 10 else ""
+        summary += f", {len(outcome['skipped'])} skipped ({reasons}{more})"
+    messages.success(request, summary + ".")
+    return _to(request, back)
 
 
 @login_required

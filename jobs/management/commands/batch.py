@@ -132,6 +132,19 @@ class Command(QuietPipeCommand):
         listing.add_argument("--offset", type=int, default=0, help="Batches to skip (paging).")
         listing.add_argument("--json", action="store_true", help="Print JSON: {items, count, limit, offset}.")
 
+        bulk = verbs.add_parser(
+            "bulk", help="One action on many batches: by id, or every batch matching filters (at most 1000)."
+        )
+        bulk.add_argument("action", choices=list(services.BULK_ACTIONS))
+        bulk.add_argument("--ids", nargs="+", default=[], metavar="ID", help="Batch ids or short ids.")
+        bulk.add_argument("--status", choices=BatchStatus.values, help="Every batch with this status.")
+        bulk.add_argument("--type", help="... of this operation type.")
+        bulk.add_argument("--q", help="... with this text in the name or description.")
+        bulk.add_argument("--created-after", help="... created from this ISO 8601 date or date-time.")
+        bulk.add_argument("--created-before", help="... created until this ISO 8601 date or date-time.")
+        bulk.add_argument("--user", help="Only this owner's batches.")
+        bulk.add_argument("--json", action="store_true", help='Print JSON: {"changed", "skipped": [{"id", "reason"}]}.')
+
         show = verbs.add_parser("show", help="Show a batch: counters, timeline, failures.")
         show.add_argument("batch", help="Batch id or short id.")
         show.add_argument(
@@ -335,6 +348,40 @@ class Command(QuietPipeCommand):
                 f"{batch.finished_count:>6}/{batch.total:<6}  {batch.type[:14]:14}  {batch.owner.username[:10]:10}  {batch.name}"
             )
         self.stdout.write(_page_footer("batch(es)", len(rows), total, offset))
+
+    def handle_bulk(self, options) -> None:
+        """Exit 0 when every batch took the action, 1 when some were skipped (each is printed)."""
+        filters = {name: options[name] for name in ("status", "type", "q", "created_after", "created_before")}
+        if bool(options["ids"]) == any(value is not None for value in filters.values()):
+            raise CommandError(
+                "Give --ids, or filters (--status, --type, --q, --created-after/-before).", returncode=BAD_USAGE
+            )
+        visible = Batch.objects.all()
+        if options["user"]:
+            visible = visible.filter(owner=self._owner(options["user"]))
+        if options["ids"]:
+            ids = [self._bulk_id(reference) for reference in options["ids"]]
+        else:
+            text = filters.pop("q")
+            ids = services.batches_matching(selectors.batch_search(None, text=text, **filters).filter(pk__in=visible))
+        outcome = services.batches_bulk_action(action=options["action"], ids=ids, visible=visible)
+        if options["json"]:
+            self.stdout.write(json.dumps(outcome, indent=2))
+        else:
+            for entry in outcome["skipped"]:
+                self.stdout.write(f"skipped {entry['id']}: {entry['reason']}")
+            self.stdout.write(
+                f"{options['action']}: {outcome['changed']} batch(es) changed, {len(outcome['skipped'])} skipped."
+            )
+        if outcome["skipped"]:
+            raise SystemExit(FAILED)
+
+    def _bulk_id(self, reference: str) -> str:
+        """A full id for a short one when it names one batch; else as given (then skipped as not found)."""
+        try:
+            return str(selectors.batch_find(reference).pk)
+        except (Batch.DoesNotExist, Batch.MultipleObjectsReturned):
+            return reference
 
     def handle_show(self, options) -> None:
         limit, offset = self._page(options)
