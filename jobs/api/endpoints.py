@@ -49,6 +49,7 @@ from jobs.api.schemas import (
     RegisteredTypeKeys,
     ResultList,
     RetryOut,
+    SearchOut,
     StatsOut,
     WorkersOut,
 )
@@ -749,6 +750,28 @@ def create_chain(request, payload: ChainIn):
 def stats(request):
     """Over your own batches (staff: everyone's)."""
     return selectors.batch_stats(request.user)
+
+
+@api.get(
+    "/search",
+    response={200: SearchOut, **INPUT_ERRORS, **ERRORS},
+    tags=["search"],
+    summary="Search batch names, operation labels and error text across your batches",
+)
+def search(
+    request,
+    q: str = Query(..., min_length=2, max_length=200, pattern=NO_NUL_PATTERN, description="2 to 200 characters."),
+    limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Most batches and most operations, 1 to 200."),
+):
+    """Case-insensitive; batches newest first, operations by newest batch then seq; each result
+    links to its page. Only batches you may see (staff: all)."""
+    found = selectors.search(request.user, q, limit=limit)
+    for batch in found["batches"]:
+        batch["url"] = f"/batches/{batch['id']}/"
+    for operation in found["operations"]:
+        operation["url"] = f"/batches/{operation['batch_id']}/operations/{operation['seq']}/"
+        operation["api_url"] = f"/api/batches/{operation['batch_id']}/operations/{operation['seq']}"
+    return found
 
 
 @api.get("/operation-types", response={200: list[OperationTypeOut], **ERRORS}, tags=["operation types"])

@@ -652,3 +652,33 @@ class OperationOneOut(Schema):
 
 
 ChainIn.model_rebuild()
+
+
+class SearchBatchOut(Schema):
+    id: str
+    name: str
+    status: str
+    type: str
+    created_at: datetime
+    url: str = Field(..., description="The batch page.")
+
+
+class SearchOperationOut(Schema):
+    batch_id: str
+    batch_name: str
+    seq: int
+    label: str
+    status: str
+    error_type: str
+    error: str = Field(..., description="Up to 160 characters of the error, around the match.")
+    matched: Literal["label", "error"]
+    url: str = Field(..., description="The operation page.")
+    api_url: str = Field(..., description="GET it in the API.")
+
+
+class SearchOut(Schema):
+    q: str
+    batches: list[SearchBatchOut]
+    more_batches: bool
+    operations: list[SearchOperationOut]
+    more_operations: bool

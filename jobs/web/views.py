@@ -125,6 +125,19 @@ def batch_bulk(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @login_required
+def search(request: HtmxHttpRequest) -> HttpResponse:
+    """One box over batch names, operation labels and error text; results link to their pages."""
+    query = request.GET.get("q", "").strip()
+    context: dict[str, Any] = {"q": query, "found": None, "error": ""}
+    if query:
+        try:
+            context["found"] = selectors.search(request.user, query)
+        except InvalidInput as exc:
+            context["error"] = " ".join(m for msgs in exc.errors.values() for m in msgs)
+    return render(request, "jobs/search.html", context, status=422 if context["error"] else 200)
+
+
+@login_required
 def batch_new(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/batch_new.html", {"types": all_types()})
 
