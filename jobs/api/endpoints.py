@@ -11,7 +11,7 @@ from uuid import UUID
 
 import redis.exceptions
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Path, Query, Router
 from ninja.errors import AuthenticationError, HttpError
@@ -602,12 +602,15 @@ def list_artifacts(request, batch_id: UUID):
     summary="Download one file the operations produced",
 )
 def download_artifact(request, batch_id: UUID, artifact_path: str):
-    """Streamed; a path outside the batch's files (`..`, absolute) is a 404 like a missing one."""
+    """Streamed, or with S3 storage a 302 to a presigned URL; a path outside the batch's files
+    (`..`, absolute) is a 404 like a missing one."""
     batch = selectors.batch_get_visible(request.user, batch_id)
-    path = artifacts.resolve(str(batch.pk), artifact_path)
-    if path is None:
+    found = artifacts.download(str(batch.pk), artifact_path)
+    if found is None:
         raise Http404
-    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+    if isinstance(found, str):  # in a bucket: a redirect to a presigned URL that expires
+        return HttpResponseRedirect(found)
+    return FileResponse(found.open("rb"), as_attachment=True, filename=found.name)
 
 
 CANCEL_BODY = {
