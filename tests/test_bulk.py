@@ -210,3 +210,74 @@ def test_batch_bulk_without_ids_or_filters_exits_2():
     with pytest.raises(CommandError) as caught:
         call_command("batch", "bulk", "pause", stdout=io.StringIO())
     assert caught.value.returncode == 2
+
+
+# --- operations of a batch ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def failed_batch(alice):
+    from tests.helpers_analytics import add_operations, make_batch
+
+    batch = make_batch(alice)
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.PARTIAL_SUCCESS)
+    add_operations(
+        batch,
+        [
+            dict(label="a", status="failed", error="x"),
+            dict(label="b", status="completed"),
+            dict(label="c", status="failed", error="y"),
+        ],
+    )
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.PARTIAL_SUCCESS)
+    batch.refresh_from_db()
+    return batch
+
+
+def op_statuses(batch) -> list[str]:
+    return list(batch.operations.order_by("seq").values_list("status", flat=True))
+
+
+def api_ops(alice, batch, body):
+    _, key = tokens.token_create(user=alice, name="t")
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}").post(
+        f"/api/batches/{batch.pk}/operations/bulk", json.dumps(body), content_type="application/json"
+    )
+
+
+def test_retry_of_the_listed_operations_skips_the_ones_that_cannot(alice, failed_batch):
+    response = api_ops(alice, failed_batch, {"action": "retry", "seqs": [1, 2, 9]})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["changed"] == 1
+    assert [entry["seq"] for entry in body["skipped"]] == [2, 9]
+    assert "completed" in body["skipped"][0]["reason"] and body["skipped"][1]["reason"] == "not found"
+    assert op_statuses(failed_batch) == ["pending", "completed", "failed"]
+
+
+def test_retry_of_every_failed_operation_by_status(alice, failed_batch):
+    response = api_ops(alice, failed_batch, {"action": "retry", "status": "failed"})
+    assert response.json() == {"changed": 2, "skipped": []}
+    assert op_statuses(failed_batch) == ["pending", "completed", "pending"]
+
+
+def test_another_users_batch_is_a_404_for_operations_bulk(bob, failed_batch):
+    response = api_ops(bob, failed_batch, {"action": "retry", "all": True})
+    assert response.status_code == 404
+    assert op_statuses(failed_batch) == ["failed", "completed", "failed"]
+
+
+@pytest.mark.parametrize("body", [{"action": "retry"}, {"action": "retry", "seqs": [1], "all": True}])
+def test_operations_bulk_needs_exactly_one_selection(alice, failed_batch, body):
+    assert api_ops(alice, failed_batch, body).status_code == 422
+    assert op_statuses(failed_batch) == ["failed", "completed", "failed"]
+
+
+def test_the_operations_tab_retries_all_matching_its_status_filter(alice_page, failed_batch):
+    page = alice_page.get(f"/batches/{failed_batch.pk}/?tab=operations&status=failed").content.decode()
+    assert f'action="/batches/{failed_batch.pk}/operations-bulk/"' in page
+    response = alice_page.post(
+        f"/batches/{failed_batch.pk}/operations-bulk/", {"action": "retry", "status": "failed"}, follow=True
+    )
+    assert "Retry: 2 operations changed" in response.content.decode()
+    assert op_statuses(failed_batch) == ["pending", "completed", "pending"]

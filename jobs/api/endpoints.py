@@ -44,6 +44,8 @@ from jobs.api.schemas import (
     OperationList,
     OperationOneOut,
     OperationOut,
+    OperationsBulkIn,
+    OperationsBulkOut,
     OperationTypeOut,
     ProgressOut,
     RegisteredTypeKeys,
@@ -398,6 +400,22 @@ def list_operations(
     for operation in page:
         operation.params = mask_params(optype, operation.params)
     return {"items": page, "count": operations.count()}
+
+
+@batches.post(
+    "/{uuid:batch_id}/operations/bulk",
+    response={200: OperationsBulkOut, **INPUT_ERRORS, **ERRORS},
+    summary="Retry or cancel many operations of a batch",
+)
+def operations_bulk(request, batch_id: UUID, payload: OperationsBulkIn):
+    """`seqs`, or every operation with a `status`, or `all`: one of the three; at most 1000. Each
+    operation as with its own retry or cancel; `skipped` says which could not and why."""
+    given = [payload.seqs is not None, payload.status is not None, payload.all]
+    if sum(given) != 1:
+        raise InvalidInput({"seqs": ["Give one of seqs, status or all."]})
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    seqs = payload.seqs if payload.seqs is not None else services.operations_matching(batch, payload.status)
+    return services.operations_bulk_action(batch=batch, action=payload.action, seqs=seqs, by=request.user)
 
 
 @batches.get(

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from jobs.models import AfterCondition, BatchStatus, option_field, option_field_bounds
+from jobs.models import AfterCondition, BatchStatus, OperationStatus, option_field, option_field_bounds
 from jobs.nul import NO_NUL_PATTERN
 
 
@@ -284,6 +284,29 @@ class BulkIn(Schema):
         None, max_length=1000, description="Batch ids (at most 1000); one you cannot see is skipped as `not found`."
     )
     filter: BulkFilterIn | None = Field(None, description="Instead of ids: every batch matching (at most 1000).")
+
+
+class OperationsBulkIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "cancel"]
+    seqs: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        None, max_length=1000, description="Operation numbers (at most 1000)."
+    )
+    status: OperationStatus | None = Field(
+        None, description="Instead of seqs: every operation with this status (at most 1000)."
+    )
+    all: bool = Field(False, description="Instead of seqs: every operation of the batch (at most 1000).")
+
+
+class SkippedOperationOut(Schema):
+    seq: int
+    reason: str
+
+
+class OperationsBulkOut(Schema):
+    changed: int
+    skipped: list[SkippedOperationOut]
 
 
 class SkippedOut(Schema):

@@ -23,7 +23,14 @@ from jobs.services.batches import (
     batches_expire_due,
     idempotent_batch,
 )
-from jobs.services.bulk import BULK_ACTIONS, BULK_MAX_BATCHES, batches_bulk_action, batches_matching
+from jobs.services.bulk import (
+    BULK_ACTIONS,
+    BULK_MAX_BATCHES,
+    batches_bulk_action,
+    batches_matching,
+    operations_bulk_action,
+    operations_matching,
+)
 from jobs.services.chains import chain_create
 from jobs.services.encryption import secrets_rotate
 from jobs.services.instances import (
@@ -101,6 +108,8 @@ __all__ = [
     "operation_recover_lost",
     "operation_reschedule",
     "operation_retry",
+    "operations_bulk_action",
+    "operations_matching",
     "operations_claim",
     "operations_record",
     "running_operations_of",

@@ -1,5 +1,6 @@
-"""One action on many batches: each batch through its own service call (its own transaction,
-lock and timeline entry), so one batch that cannot take the action skips, and the rest go on."""
+"""One action on many batches (or many operations of a batch): each through its own service call
+(its own transaction, lock and timeline entry), so one that cannot take the action skips, and the
+rest go on."""
 
 import uuid
 from collections.abc import Callable, Iterable
@@ -7,9 +8,10 @@ from typing import Any, TypedDict
 
 from django.db.models import QuerySet
 
-from jobs.errors import IllegalTransition, InvalidInput
+from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound
 from jobs.models import Batch
 from jobs.services.batches import batch_cancel, batch_delete, batch_pause, batch_resume, batch_retry_failed
+from jobs.services.operation_actions import operation_cancel, operation_retry
 
 BULK_MAX_BATCHES = 1000
 NOT_FOUND = "not found"
@@ -82,3 +84,49 @@ def batches_matching(found: QuerySet[Batch]) -> list[str]:
             {"filter": [f"The filter matches more than {BULK_MAX_BATCHES} batches; narrow it to act on them at once."]}
         )
     return ids
+
+
+class SkippedOperation(TypedDict):
+    seq: int
+    reason: str
+
+
+class OperationsBulkOutcome(TypedDict):
+    changed: int
+    skipped: list[SkippedOperation]
+
+
+OPERATION_BULK_ACTIONS: dict[str, Callable[..., object]] = {"retry": operation_retry, "cancel": operation_cancel}
+
+
+def operations_bulk_action(*, batch: Batch, action: str, seqs: Iterable[int], by: Any = None) -> OperationsBulkOutcome:
+    """`action` (retry or cancel) on each operation of `batch` numbered in `seqs`, each in its own
+    transition (as its own button); one that is missing or whose status refuses it is skipped with
+    the reason. At most BULK_MAX_BATCHES operations."""
+    if action not in OPERATION_BULK_ACTIONS:
+        raise InvalidInput({"action": [f"One of {', '.join(OPERATION_BULK_ACTIONS)}."]})
+    wanted = list(dict.fromkeys(seqs))
+    if len(wanted) > BULK_MAX_BATCHES:
+        raise InvalidInput({"seqs": [f"{len(wanted)} operations are more than {BULK_MAX_BATCHES} at once."]})
+    outcome: OperationsBulkOutcome = {"changed": 0, "skipped": []}
+    for seq in wanted:
+        try:
+            OPERATION_BULK_ACTIONS[action](batch=batch, seq=seq, by=by)
+        except OperationNotFound:
+            outcome["skipped"].append({"seq": seq, "reason": NOT_FOUND})
+        except IllegalTransition as exc:
+            outcome["skipped"].append({"seq": seq, "reason": str(exc)})
+        else:
+            outcome["changed"] += 1
+    return outcome
+
+
+def operations_matching(batch: Batch, status: str | None) -> list[int]:
+    """The seqs of a batch's operations (of one status, or all), refused when more than BULK_MAX_BATCHES."""
+    found = batch.operations.order_by("seq")
+    if status:
+        found = found.filter(status=status)
+    seqs = list(found.values_list("seq", flat=True)[: BULK_MAX_BATCHES + 1])
+    if len(seqs) > BULK_MAX_BATCHES:
+        raise InvalidInput({"filter": [f"More than {BULK_MAX_BATCHES} operations match; narrow the filter."]})
+    return seqs

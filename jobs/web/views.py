@@ -125,6 +125,29 @@ def batch_bulk(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def operations_bulk(request: HtmxHttpRequest, batch_id) -> HttpResponse:
+    """The operations tab's "Retry all" / "Cancel all": every operation its status filter shows."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    status = request.POST.get("status", "").strip()
+    back = reverse("batch_detail", args=[batch.pk]) + "?" + urlencode({"tab": "operations", "status": status})
+    action = request.POST.get("action", "")
+    try:
+        seqs = services.operations_matching(batch, status or None)
+        outcome = services.operations_bulk_action(batch=batch, action=action, seqs=seqs, by=request.user)
+    except InvalidInput as exc:
+        messages.error(request, " ".join(m for msgs in exc.errors.values() for m in msgs))
+        return _to(request, back)
+    changed = outcome["changed"]
+    summary = f"{action.capitalize()}: {changed} operation{'s' if changed != 1 else ''} changed"
+    if outcome["skipped"]:
+        summary += f", {len(outcome['skipped'])} skipped ({outcome['skipped'][0]['reason']}"
+        summary += " ...)" if len(outcome["skipped"]) > 1 else ")"
+    messages.success(request, summary + ".")
+    return _to(request, back)
+
+
+@login_required
 def search(request: HtmxHttpRequest) -> HttpResponse:
     """One box over batch names, operation labels and error text; results link to their pages."""
     query = request.GET.get("q", "").strip()
