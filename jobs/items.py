@@ -203,6 +203,12 @@ def read_items_file(data: bytes, name: str, path: str = "items", max_rows: int |
     if not raw:
         raise InvalidInput({path: [f"{name}: The file holds no items."]})
     found = ItemsFile(name=name, kind=kind, items=[], places=places)
+    for index, entry in enumerate(raw):
+        # PostgreSQL cannot store a NUL anywhere in a label or a param (text, jsonb).
+        where = nul.nul_path(entry, "")
+        if where is not None:
+            param = where.removeprefix("params.") if where.startswith("params.") else None
+            raise InvalidInput({path: [f"{found.where(index, param)}: {nul.MESSAGE}"]})
     try:
         items = normalize_items(raw)
     except InvalidInput as exc:

@@ -117,6 +117,8 @@ POSITIVE_ACCEPTANCE_OFF = {
     # A bulk request needs ids or a filter (the schema's oneOf cannot refuse `"filter": null`), and
     # its filter's type and dates are checked as the history list's query parameters are.
     ("POST", "/api/batches/bulk"),
+    # The same for an operations bulk request: one of seqs, status or all.
+    ("POST", "/api/batches/{batch_id}/operations/bulk"),
 }
 
 

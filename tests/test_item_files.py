@@ -316,3 +316,9 @@ def test_batch_create_names_the_jsonl_line_after_item_flags_and_writes_nothing(a
 
 def test_xlsx_dates_and_datetimes_become_iso_text():
     assert items_module._xlsx_cell(datetime(2026, 1, 2, 3, 4)) == "2026-01-02T03:04:00"
+
+
+@pytest.mark.django_db
+def test_a_nul_in_a_param_cell_is_refused_with_its_row_and_column():
+    [message] = errors_of(b"label,note\na,fine\nb,bad\x00note\n", "items.csv")
+    assert message == 'items.csv row 3, column "note": Text cannot contain NUL characters (U+0000).'

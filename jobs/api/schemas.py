@@ -296,7 +296,7 @@ class OperationsBulkIn(Schema):
     status: OperationStatus | None = Field(
         None, description="Instead of seqs: every operation with this status (at most 1000)."
     )
-    all: bool = Field(False, description="Instead of seqs: every operation of the batch (at most 1000).")
+    all: StrictBool = Field(False, description="Instead of seqs: every operation of the batch (at most 1000).")
 
 
 class SkippedOperationOut(Schema):
