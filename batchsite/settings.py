@@ -287,6 +287,35 @@ for _key in filter(None, (part.strip() for part in BATCHSITE_ENCRYPTION_KEY.spli
 BATCHSITE_INSTANCE_RECHECK_S = env_number("BATCHSITE_INSTANCE_RECHECK_S", 0.2, float, minimum=0.01)
 # Files operations produce (data.generate's CSV output), one directory per batch.
 BATCHSITE_ARTIFACTS_DIR = Path(env_str("BATCHSITE_ARTIFACTS_DIR", str(VAR_DIR / "artifacts")))
+# Where those files are kept: `local` (BATCHSITE_ARTIFACTS_DIR) or `s3` (an S3-compatible bucket
+# through django-storages; operations write locally first, then upload and delete the local copy).
+BATCHSITE_STORAGE = env_str("BATCHSITE_STORAGE", "local")
+if BATCHSITE_STORAGE not in ("local", "s3"):
+    raise ImproperlyConfigured(f"BATCHSITE_STORAGE must be local or s3, got {BATCHSITE_STORAGE!r}")
+STORAGES: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if BATCHSITE_STORAGE == "s3":
+    if not os.environ.get("BATCHSITE_S3_BUCKET"):
+        raise ImproperlyConfigured(
+            "BATCHSITE_STORAGE=s3 needs BATCHSITE_S3_BUCKET (and usually BATCHSITE_S3_ENDPOINT_URL)."
+        )
+    STORAGES["artifacts"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["BATCHSITE_S3_BUCKET"],
+            "endpoint_url": os.environ.get("BATCHSITE_S3_ENDPOINT_URL") or None,
+            # Unset keys: boto3's own chain (AWS_* variables, ~/.aws, an instance role).
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or os.environ.get("AWS_DEFAULT_REGION") or None,
+            # Downloads are redirects to presigned URLs that expire.
+            "querystring_auth": True,
+            "querystring_expire": int(env_number("BATCHSITE_S3_URL_EXPIRE_S", 300, int, minimum=1)),
+            "file_overwrite": True,
+        },
+    }
 
 # Features the core calls without importing them (dotted paths).
 # Functions every RQ worker calls on a timer of their own, every BATCHSITE_TICK_INTERVAL_S (the

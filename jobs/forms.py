@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from jobs.items import ITEMS_FILE_MAX_BYTES
 from jobs.models import AfterCondition, Priority, option_field, option_field_bounds
 
 
@@ -49,7 +50,7 @@ class BatchOptionsForm(forms.Form):
 class ItemsForm(forms.Form):
     """Items as the create page takes them: one label per line, or an uploaded CSV/JSON file."""
 
-    MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+    MAX_UPLOAD_BYTES = ITEMS_FILE_MAX_BYTES
 
     items = forms.CharField(
         required=False,
@@ -60,7 +61,9 @@ class ItemsForm(forms.Form):
     items_file = forms.FileField(
         required=False,
         label="Or upload items",
-        help_text="CSV with a label column (other columns are per-item parameters) or a JSON array.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.ndjson,.csv,.xlsx,.json"}),
+        help_text="JSONL (a label or {label, params} a line), CSV or Excel .xlsx (a label column; other "
+        "columns are per-item parameters), or a JSON array. Up to 20 MB.",
     )
 
     def clean_items_file(self):

@@ -118,6 +118,11 @@ POSITIVE_ACCEPTANCE_OFF = {
     ("POST", "/api/teams"),
     ("POST", "/api/teams/{team}/members"),
     ("PATCH", "/api/teams/{team}/members/{username}"),
+    # A bulk request needs ids or a filter (the schema's oneOf cannot refuse `"filter": null`), and
+    # its filter's type and dates are checked as the history list's query parameters are.
+    ("POST", "/api/batches/bulk"),
+    # The same for an operations bulk request: one of seqs, status or all.
+    ("POST", "/api/batches/{batch_id}/operations/bulk"),
 }
 
 

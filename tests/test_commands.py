@@ -250,7 +250,7 @@ def test_create_with_more_items_than_the_limit_exits_2_and_writes_nothing(staff)
     "content, message",
     [
         ('["a", "b",', "Not valid JSON"),
-        ('["a", "", {"label": "c", "params": 5}]', "items[1]"),
+        ('["a", "", {"label": "c", "params": 5}]', "items.json item 2: A non-empty text label is required."),
         ("", "The items file is empty."),
         ('{"label": "a"}', "Must be a list"),
     ],
@@ -269,10 +269,10 @@ def test_create_with_a_csv_items_file_without_label_column_exits_2(staff, tmp_pa
     assert written() == (0, 0, 0)
 
 
-def test_create_with_an_item_param_the_type_rejects_exits_2_with_the_item_path(staff, tmp_path):
+def test_create_with_an_item_param_the_type_rejects_exits_2_naming_the_row_and_column(staff, tmp_path):
     path = tmp_path / "items.csv"
     path.write_text("label,duration_ms\na,5\nb,slow\n", encoding="utf-8")
-    assert "items[1].params.duration_ms" in refused("create", "--type", "demo.sleep", "--items", path)
+    assert 'items.csv row 3, column "duration_ms": ' in refused("create", "--type", "demo.sleep", "--items", path)
     assert written() == (0, 0, 0)
 
 

@@ -218,8 +218,10 @@ async def test_the_analytics_tab_gets_fresh_figures_when_the_status_changes(redi
     assert f'<div id="batch-{batch.pk}-analytics" class="analytics" hx-swap-oob="true">' in first
     assert "<dt>Success rate</dt><dd>0 %</dd>" in first
     await complete_next(batch)  # the only operation: the batch completes (a status event)
-    message = await receive_until(communicator, "<dt>Success rate</dt><dd>100 %</dd>")
-    assert "chip-completed" in message and 'role="row"' not in message
+    # On a slow machine the claim's progress event may come after the analytics refresh interval
+    # and bring analytics too; the status event's message is the one with the completed chip.
+    message = await receive_until(communicator, "chip-completed")
+    assert "<dt>Success rate</dt><dd>100 %</dd>" in message and 'role="row"' not in message
     await communicator.disconnect()
 
 

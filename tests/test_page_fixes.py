@@ -45,7 +45,7 @@ def test_an_items_error_of_an_uploaded_csv_names_its_line_at_the_file_field(as_a
     upload = SimpleUploadedFile("items.csv", b"label,duration_ms\nfast,1\nslow,-5\n", content_type="text/csv")
     page = as_alice.post("/batches/new/demo.sleep/", {**valid_form(items=""), "items_file": upload}).content.decode()
     errors = re.search(r'<ul class="errorlist" id="id_items_file_error">(.*?)</ul>', page, re.S)
-    assert errors is not None and "Line 3, duration_ms:" in errors.group(1)
+    assert errors is not None and "items.csv row 3, column &quot;duration_ms&quot;:" in errors.group(1)
     assert Batch.objects.count() == 0
 
 

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import redis.exceptions
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Path, Query, Router
 from ninja.errors import AuthenticationError, HttpError
@@ -32,6 +32,8 @@ from jobs.api.schemas import (
     BatchIn,
     BatchList,
     BatchOut,
+    BulkIn,
+    BulkOut,
     CancelIn,
     ChainIn,
     ChainOut,
@@ -42,11 +44,14 @@ from jobs.api.schemas import (
     OperationList,
     OperationOneOut,
     OperationOut,
+    OperationsBulkIn,
+    OperationsBulkOut,
     OperationTypeOut,
     ProgressOut,
     RegisteredTypeKeys,
     ResultList,
     RetryOut,
+    SearchOut,
     StatsOut,
     WorkersOut,
 )
@@ -59,6 +64,7 @@ from jobs.errors import (
     TooManyOperations,
     UnknownReference,
 )
+from jobs.items import ITEMS_FILE_MAX_BYTES, ItemsFile, read_items_file
 from jobs.models import Batch, BatchStatus, OperationStatus, TokenScope
 from jobs.nul import NO_NUL_PATTERN
 from jobs.optypes import all_types
@@ -251,29 +257,99 @@ DATE_OR_DATETIME = {
 }
 
 
+CREATE_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}},
+}
+
+
+def _create_body(request) -> tuple[BatchIn, ItemsFile | None, str]:
+    """The create body: JSON (BatchIn), or multipart with an `items_file` part (.jsonl, .csv, .xlsx
+    or a JSON array), the fields of BatchIn as JSON in a `payload` part and/or `type`, `name`,
+    `description` as plain parts. Also the hash that an Idempotency-Key compares."""
+    if request.content_type != "multipart/form-data":
+        data = _json_body(request)
+        return _validated(BatchIn, data), None, ""
+    payload_text = request.POST.get("payload", "").strip()
+    try:
+        data = json.loads(payload_text) if payload_text else {}
+    except ValueError as exc:
+        raise InvalidInput({"payload": [f"Not valid JSON: {exc}."]}) from None
+    if not isinstance(data, dict):
+        raise InvalidInput({"payload": ["Must be a JSON object of the create body's fields."]})
+    data.update({name: request.POST[name] for name in ("type", "name", "description") if name in request.POST})
+    upload = request.FILES.get("items_file")
+    found = None
+    digest = ""
+    if upload is not None:
+        if upload.size > ITEMS_FILE_MAX_BYTES:
+            raise InvalidInput(
+                {"items_file": [f"{upload.name} is larger than {ITEMS_FILE_MAX_BYTES} bytes, the limit."]}
+            )
+        content = upload.read()
+        digest = hashlib.sha256(content).hexdigest()
+        found = read_items_file(content, upload.name or "items", path="items_file")
+        data["items"] = [*data.get("items", []), *({"label": i.label, "params": i.params} for i in found.items)]
+    return _validated(BatchIn, data), found, digest
+
+
+def _json_body(request) -> dict:
+    if not request.body.strip():
+        return {}
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        raise HttpError(400, "Cannot parse request body") from None
+    if not isinstance(data, dict):
+        raise NinjaValidationError([{"type": "model_type", "loc": ("body", "payload"), "msg": "Must be an object."}])
+    return data
+
+
+def _validated(schema, data: dict):
+    try:
+        return schema.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = [{**error, "loc": ("body", "payload", *error["loc"])} for error in exc.errors()]
+        raise NinjaValidationError(errors) from None
+
+
 @batches.post(
     "",
     response={201: BatchOut, 409: Error, 413: Error, 429: Error, **INPUT_ERRORS, **ERRORS},
     summary="Create a batch and start it",
-    openapi_extra={"parameters": [IDEMPOTENCY_KEY_HEADER]},
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_HEADER], "requestBody": CREATE_BODY},
 )
-def create_batch(request, payload: BatchIn):
+def create_batch(request):
     """Idempotent with an `Idempotency-Key` header: the same key from the same user within 24 h
-    returns the first batch (201 again); the same key with another body is a 409."""
+    returns the first batch (201 again); the same key with another body is a 409.
+
+    Items can come as a file: send `multipart/form-data` with an `items_file` part (`.jsonl`: a label
+    or `{"label", "params"}` a line; `.csv` or `.xlsx`: a `label` column, the other columns per-item
+    params; or a JSON array), the other fields as JSON in a `payload` part (or `type`, `name`,
+    `description` as plain parts). Errors name the file's line or row and column, e.g.
+    `items.csv row 7, column "duration_ms": ...`; at most 20 MB and BATCH_MAX_OPERATIONS items."""
+    payload, found, file_digest = _create_body(request)
     body = payload.dict()
     options = {name: body[name] for name in body if name not in ("type", "name", "items", "params", "select")}
     key = request.headers.get("Idempotency-Key", "").strip()
-    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    batch = services.batch_create(
-        owner=request.user,
-        type=payload.type,
-        name=payload.name,
-        items=body["items"],
-        params=payload.params,
-        select=body["select"],
-        idempotency=(key, request_hash) if key else None,
-        **options,
-    )
+    hashed = {"body": body, "file": file_digest} if file_digest else body
+    request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        batch = services.batch_create(
+            owner=request.user,
+            type=payload.type,
+            name=payload.name,
+            items=body["items"],
+            params=payload.params,
+            select=body["select"],
+            idempotency=(key, request_hash) if key else None,
+            **options,
+        )
+    except InvalidInput as exc:
+        if found is None:
+            raise
+        # The file's items follow those given in the payload.
+        raise found.explain(exc, "items_file", offset=len(body["items"]) - len(found.items)) from None
     return Status(201, batch_out(Batch.objects.select_related("owner", "team").get(pk=batch.pk)))
 
 
@@ -346,6 +422,22 @@ def list_operations(
     for operation in page:
         operation.params = mask_params(optype, operation.params)
     return {"items": page, "count": operations.count()}
+
+
+@batches.post(
+    "/{uuid:batch_id}/operations/bulk",
+    response={200: OperationsBulkOut, **INPUT_ERRORS, **ERRORS},
+    summary="Retry or cancel many operations of a batch",
+)
+def operations_bulk(request, batch_id: UUID, payload: OperationsBulkIn):
+    """`seqs`, or every operation with a `status`, or `all`: one of the three; at most 1000. Each
+    operation as with its own retry or cancel; `skipped` says which could not and why."""
+    given = [payload.seqs is not None, payload.status is not None, payload.all]
+    if sum(given) != 1:
+        raise InvalidInput({"seqs": ["Give one of seqs, status or all."]})
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    seqs = payload.seqs if payload.seqs is not None else services.operations_matching(batch, payload.status)
+    return services.operations_bulk_action(batch=batch, action=payload.action, seqs=seqs, by=request.user)
 
 
 @batches.get(
@@ -480,6 +572,47 @@ def operations_csv(request, batch_id: UUID):
     return exports.operations_csv_response(selectors.batch_get_visible(request.user, batch_id))
 
 
+XLSX_RESPONSE = {"content": {exports.XLSX_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+SORT = Query(
+    "", max_length=300, pattern=NO_NUL_PATTERN, description="As for /results: a column, `-column` for descending."
+)
+
+
+@batches.get(
+    "/{uuid:batch_id}/results.xlsx",
+    response={200: None, **INPUT_ERRORS, **ERRORS},
+    summary="Result rows as an Excel sheet (typed cells)",
+    openapi_extra={"responses": {200: {"description": "The columns of /results; numbers as numbers", **XLSX_RESPONSE}}},
+)
+def results_xlsx(request, batch_id: UUID, sort: str = SORT):
+    """At most 1,048,575 rows (a sheet's limit; more is a 422 on `format`: use CSV or JSONL)."""
+    return exports.results_xlsx_response(selectors.batch_get_visible(request.user, batch_id), sort)
+
+
+@batches.get(
+    "/{uuid:batch_id}/results.jsonl",
+    response={200: None, **ERRORS},
+    summary="One JSON object per operation: seq, label, status, result, error_type, error (streamed)",
+    openapi_extra={
+        "responses": {
+            200: {"description": "JSON Lines", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}
+        }
+    },
+)
+def results_jsonl(request, batch_id: UUID):
+    return exports.results_jsonl_response(selectors.batch_get_visible(request.user, batch_id))
+
+
+@batches.get(
+    "/{uuid:batch_id}/operations.xlsx",
+    response={200: None, **INPUT_ERRORS, **ERRORS},
+    summary="The operations table as an Excel sheet (typed cells, times in UTC)",
+    openapi_extra={"responses": {200: {"description": "The columns of operations.csv", **XLSX_RESPONSE}}},
+)
+def operations_xlsx(request, batch_id: UUID):
+    return exports.operations_xlsx_response(selectors.batch_get_visible(request.user, batch_id))
+
+
 @batches.get(
     "/{uuid:batch_id}/analytics",
     response={200: AnalyticsOut, **ERRORS},
@@ -509,12 +642,15 @@ def list_artifacts(request, batch_id: UUID):
     summary="Download one file the operations produced",
 )
 def download_artifact(request, batch_id: UUID, artifact_path: str):
-    """Streamed; a path outside the batch's files (`..`, absolute) is a 404 like a missing one."""
+    """Streamed, or with S3 storage a 302 to a presigned URL; a path outside the batch's files
+    (`..`, absolute) is a 404 like a missing one."""
     batch = selectors.batch_get_visible(request.user, batch_id)
-    path = artifacts.resolve(str(batch.pk), artifact_path)
-    if path is None:
+    found = artifacts.download(str(batch.pk), artifact_path)
+    if found is None:
         raise Http404
-    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+    if isinstance(found, str):  # in a bucket: a redirect to a presigned URL that expires
+        return HttpResponseRedirect(found)
+    return FileResponse(found.open("rb"), as_attachment=True, filename=found.name)
 
 
 CANCEL_BODY = {
@@ -599,6 +735,29 @@ def delete_batch(request, batch_id: UUID):
     return Status(204, None)
 
 
+@batches.post("/bulk", response={200: BulkOut, **INPUT_ERRORS, **ERRORS}, summary="One action on many batches")
+def bulk_action(request, payload: BulkIn):
+    """`ids`, or a `filter` with the history list's filters (status, type, q, created_after,
+    created_before), not both; at most 1000 batches. Each batch goes through the action on its own:
+    `changed` counts those that took it, `skipped` lists the others with the reason (`not found` for
+    an id you cannot see, else why its status refuses the action)."""
+    if (payload.ids is None) == (payload.filter is None):
+        raise InvalidInput({"ids": ["Give either ids or filter."]})
+    if payload.filter is not None:
+        ids = services.batches_matching(selectors.batch_search(request.user, **_history_filters(payload.filter)))
+    else:
+        ids = payload.ids or []
+    return services.batches_bulk_action(
+        action=payload.action, ids=ids, visible=selectors.batches_visible_to(request.user), by=request.user
+    )
+
+
+def _history_filters(given) -> dict:
+    """A bulk filter as batch_search's keyword arguments (`q` is its `text`)."""
+    data = given.dict()
+    return {"text": data.pop("q"), **data}
+
+
 @batches.post("/cleanup", response={200: CleanupOut, **INPUT_ERRORS, **ERRORS}, summary="Delete old finished batches")
 def cleanup(request, payload: CleanupIn):
     """Your own finished batches older than `days_to_keep` days (staff: everyone's)."""
@@ -636,6 +795,28 @@ def create_chain(request, payload: ChainIn):
 def stats(request):
     """Over your own batches (staff: everyone's)."""
     return selectors.batch_stats(request.user)
+
+
+@api.get(
+    "/search",
+    response={200: SearchOut, **INPUT_ERRORS, **ERRORS},
+    tags=["search"],
+    summary="Search batch names, operation labels and error text across your batches",
+)
+def search(
+    request,
+    q: str = Query(..., min_length=2, max_length=200, pattern=NO_NUL_PATTERN, description="2 to 200 characters."),
+    limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Most batches and most operations, 1 to 200."),
+):
+    """Case-insensitive; batches newest first, operations by newest batch then seq; each result
+    links to its page. Only batches you may see (staff: all)."""
+    found = selectors.search(request.user, q, limit=limit)
+    for batch in found["batches"]:
+        batch["url"] = f"/batches/{batch['id']}/"
+    for operation in found["operations"]:
+        operation["url"] = f"/batches/{operation['batch_id']}/operations/{operation['seq']}/"
+        operation["api_url"] = f"/api/batches/{operation['batch_id']}/operations/{operation['seq']}"
+    return found
 
 
 @api.get("/operation-types", response={200: list[OperationTypeOut], **ERRORS}, tags=["operation types"])

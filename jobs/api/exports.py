@@ -1,19 +1,25 @@
-"""Streamed CSV downloads (API and pages): constant memory however many rows a batch has.
+"""Streamed downloads (API and pages): CSV, JSONL and .xlsx, constant memory however many rows a
+batch has.
 
-Rows come from `.iterator(chunk_size=...)` (a server-side cursor on PostgreSQL, fetchmany on SQLite)
-and leave as ~64 KiB chunks of CSV text, so neither the rows nor the file are ever held whole.
+Rows come from `.iterator(chunk_size=...)` (a server-side cursor on PostgreSQL, fetchmany on SQLite).
+CSV and JSONL leave as ~64 KiB chunks of text, so neither the rows nor the file are ever held whole.
+An .xlsx is a zip whose sheet must be complete before the archive is: openpyxl's write-only mode
+writes the rows to a temporary file on disk, and the finished workbook is sent from another one.
 """
 
 import csv
 import io
 import json
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.http import StreamingHttpResponse
 
 from jobs import selectors
+from jobs.errors import InvalidInput
 from jobs.models import Batch
 
 CHUNK_ROWS = 2000
@@ -136,3 +142,134 @@ def compare_rows_csv_response(a: Batch, b: Batch, diff: dict) -> StreamingHttpRe
                     yield [change, *key_values, column, *((value, None) if change == "removed" else (None, value))]
 
     return csv_response(f"compare-{a.short_id}-{b.short_id}-rows.csv", ["change", *key, "column", "a", "b"], lines())
+
+
+# --- JSONL ---------------------------------------------------------------------------------------
+
+RESULT_JSONL_FIELDS = ("seq", "label", "status", "result", "error_type", "error")
+
+
+def jsonl_chunks(objects: Iterable[dict[str, Any]], flush_bytes: int = FLUSH_BYTES) -> Iterator[bytes]:
+    """One JSON object a line (UTF-8), in chunks of about `flush_bytes` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    for obj in objects:
+        line = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode()
+        parts.append(line)
+        size += len(line)
+        if size >= flush_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def results_jsonl_response(batch: Batch) -> StreamingHttpResponse:
+    """One object per operation, by seq: seq, label, status, result, error_type, error (as a
+    batch API's output and error files, in one file)."""
+    rows = batch.operations.order_by("seq").values_list(*RESULT_JSONL_FIELDS)
+
+    def objects():
+        for values in rows.iterator(chunk_size=CHUNK_ROWS):
+            yield dict(zip(RESULT_JSONL_FIELDS, values, strict=True))
+
+    response = StreamingHttpResponse(jsonl_chunks(_lazy(objects)), content_type="application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="batch-{batch.short_id}-results.jsonl"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- .xlsx ---------------------------------------------------------------------------------------
+
+XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XLSX_MAX_ROWS = 1_048_575  # a sheet's 1,048,576 rows less the header
+XLSX_MAX_TEXT = 32_767  # the most characters a cell holds
+
+
+def xlsx_cell(value: Any) -> Any:
+    """A value as a typed cell: numbers (Decimal too) and booleans as such, datetimes as Excel dates
+    in UTC (Excel has no time zones), lists and objects as JSON text."""
+    if value is None or isinstance(value, bool | int | float | Decimal):
+        return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return value
+    if isinstance(value, dict | list):
+        value = json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def xlsx_file(header: list[str], rows: Iterable[Iterable[Any]], sheet_title: str) -> Any:
+    """A finished workbook of one sheet in an open temporary file (at position 0). Text cells are
+    always text: a label like `=HYPERLINK(...)` must not become a formula."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(sheet_title)
+    sheet.append(header)
+    for row in rows:
+        cells = []
+        for raw in row:
+            value = xlsx_cell(raw)
+            if isinstance(value, str):
+                cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value)[:XLSX_MAX_TEXT])
+                cell.data_type = "s"
+                cells.append(cell)
+            else:
+                cells.append(value)
+        sheet.append(cells)
+    out = tempfile.TemporaryFile()
+    book.save(out)
+    out.seek(0)
+    return out
+
+
+def _file_chunks(make: Callable[[], Any]) -> Iterator[bytes]:
+    with make() as file:
+        while chunk := file.read(FLUSH_BYTES):
+            yield chunk
+
+
+def xlsx_response(
+    filename: str, header: list[str], rows: Callable[[], Iterable[Iterable[Any]]], count: int, sheet: str
+) -> StreamingHttpResponse:
+    """A streamed .xlsx download; InvalidInput (field `format`) when `count` rows exceed a sheet."""
+    if count > XLSX_MAX_ROWS:
+        raise InvalidInput(
+            {"format": [f"{count} rows are more than a sheet holds ({XLSX_MAX_ROWS}); download CSV or JSONL."]}
+        )
+    response = StreamingHttpResponse(
+        _file_chunks(lambda: xlsx_file(header, rows(), sheet)), content_type=XLSX_CONTENT_TYPE
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def results_xlsx_response(batch: Batch, sort: str = "") -> StreamingHttpResponse:
+    """The rows of results.csv as a sheet with typed cells."""
+    columns = selectors.result_columns(batch)
+    data_columns = columns[1:]
+    rows = selectors.result_rows(batch, sort, columns=columns)
+
+    def lines():
+        for label, data in rows.iterator(chunk_size=CHUNK_ROWS):
+            data = data if isinstance(data, dict) else {}
+            yield [label, *(data.get(column) for column in data_columns)]
+
+    return xlsx_response(f"batch-{batch.short_id}-results.xlsx", columns, lines, rows.count(), "results")
+
+
+def operations_xlsx_response(batch: Batch) -> StreamingHttpResponse:
+    """The operations table of operations.csv as a sheet with typed cells (times in UTC)."""
+    rows = selectors.operation_export_rows(batch)
+    return xlsx_response(
+        f"batch-{batch.short_id}-operations.xlsx",
+        list(selectors.OPERATION_EXPORT_COLUMNS),
+        lambda: rows.iterator(chunk_size=CHUNK_ROWS),
+        batch.total,
+        "operations",
+    )

@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from jobs.models import AfterCondition, BatchStatus, option_field, option_field_bounds
+from jobs.models import AfterCondition, BatchStatus, OperationStatus, option_field, option_field_bounds
+from jobs.nul import NO_NUL_PATTERN
 
 
 class RegisteredTypeKeys:
@@ -261,6 +262,67 @@ class ResultList(Schema):
 class RetryOut(Schema):
     retried: int
     batch: BatchOut
+
+
+class BulkFilterIn(Schema):
+    """The history list's filters (GET /api/batches): every batch you may see that matches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: BatchStatus | None = None
+    type: str | None = Field(None, max_length=100, pattern=NO_NUL_PATTERN, description="An operation type key.")
+    q: str | None = Field(None, max_length=200, pattern=NO_NUL_PATTERN, description="Text in the name or description.")
+    created_after: str | None = Field(
+        None, max_length=40, pattern=NO_NUL_PATTERN, description="ISO 8601 date or date-time."
+    )
+    created_before: str | None = Field(
+        None, max_length=40, pattern=NO_NUL_PATTERN, description="ISO 8601 date or date-time."
+    )
+
+
+class BulkIn(Schema):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
+    )
+
+    action: Literal["cancel", "pause", "resume", "retry_failed", "delete"]
+    ids: list[Annotated[str, Field(max_length=64, pattern=NO_NUL_PATTERN)]] | None = Field(
+        None, max_length=1000, description="Batch ids (at most 1000); one you cannot see is skipped as `not found`."
+    )
+    filter: BulkFilterIn | None = Field(None, description="Instead of ids: every batch matching (at most 1000).")
+
+
+class OperationsBulkIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["retry", "cancel"]
+    seqs: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        None, max_length=1000, description="Operation numbers (at most 1000)."
+    )
+    status: OperationStatus | None = Field(
+        None, description="Instead of seqs: every operation with this status (at most 1000)."
+    )
+    all: StrictBool = Field(False, description="Instead of seqs: every operation of the batch (at most 1000).")
+
+
+class SkippedOperationOut(Schema):
+    seq: int
+    reason: str
+
+
+class OperationsBulkOut(Schema):
+    changed: int
+    skipped: list[SkippedOperationOut]
+
+
+class SkippedOut(Schema):
+    id: str
+    reason: str
+
+
+class BulkOut(Schema):
+    changed: int
+    skipped: list[SkippedOut]
 
 
 class CleanupIn(Schema):
@@ -627,3 +689,33 @@ class OperationOneOut(Schema):
 
 
 ChainIn.model_rebuild()
+
+
+class SearchBatchOut(Schema):
+    id: str
+    name: str
+    status: str
+    type: str
+    created_at: datetime
+    url: str = Field(..., description="The batch page.")
+
+
+class SearchOperationOut(Schema):
+    batch_id: str
+    batch_name: str
+    seq: int
+    label: str
+    status: str
+    error_type: str
+    error: str = Field(..., description="Up to 160 characters of the error, around the match.")
+    matched: Literal["label", "error"]
+    url: str = Field(..., description="The operation page.")
+    api_url: str = Field(..., description="GET it in the API.")
+
+
+class SearchOut(Schema):
+    q: str
+    batches: list[SearchBatchOut]
+    more_batches: bool
+    operations: list[SearchOperationOut]
+    more_operations: bool

@@ -15,7 +15,7 @@ from django.http import Http404
 from jobs import selectors as core_selectors
 from jobs import services as core_services
 from jobs.errors import InvalidInput
-from jobs.items import Item, parse_items_text, parse_key_values
+from jobs.items import Item, parse_key_values, read_items_file
 from jobs.models import Batch, BatchStatus
 from jobs.schedules import cron, selectors, services
 from jobs.schedules.models import DEFAULT_NAME_PATTERN, Missed, Overlap
@@ -40,7 +40,9 @@ def add_verbs(verbs) -> None:
     create = actions.add_parser("create", help="Create a template from scratch.")
     create.add_argument("name", help="Template name (unique per owner).")
     create.add_argument("--type", required=True, help="Operation type.")
-    create.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+    create.add_argument(
+        "--items", type=Path, help="Items file: .jsonl, .csv or .xlsx with a label column, or a JSON array."
+    )
     create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
     create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
     create.add_argument("--option", action="append", default=[], help="Batch option key=value, e.g. max_parallel=2.")
@@ -173,8 +175,8 @@ def template_create(command, options: dict[str, Any]) -> None:
     items: list[Any] = [Item(label=label) for label in options["item"]]
     if options["items"]:
         try:
-            items += parse_items_text(options["items"].read_text(encoding="utf-8"), options["items"].name)
-        except (OSError, UnicodeDecodeError) as exc:
+            items += read_items_file(options["items"].read_bytes(), options["items"].name).items
+        except OSError as exc:
             raise CommandError(f"Cannot read items file: {exc}", returncode=BAD_USAGE) from None
     template = services.template_create(
         owner=command._owner(options["user"]),

@@ -104,10 +104,10 @@ def _items_text(items: list[dict[str, Any]]) -> str:
 
 def _definition_from(meta, options, params, items_form) -> dict[str, Any] | None:
     valid = all([meta.is_valid(), options.is_valid(), params.is_valid(), items_form.is_valid()])
-    items = []
+    items: list[Any] = []
     if items_form.is_valid():
         try:
-            items = _items_from(items_form)
+            items, _ = _items_from(items_form)
         except InvalidInput as exc:
             _add_errors(exc, meta, options, params, items_form)
             valid = False

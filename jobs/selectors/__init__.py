@@ -63,6 +63,7 @@ from jobs.selectors.results import (
     result_columns,
     result_rows,
 )
+from jobs.selectors.search import search
 from jobs.selectors.workers import workers_overview
 
 __all__ = [
@@ -117,5 +118,6 @@ __all__ = [
     "result_columns",
     "result_rows",
     "row_columns",
+    "search",
     "workers_overview",
 ]

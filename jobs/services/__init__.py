@@ -24,6 +24,14 @@ from jobs.services.batches import (
     batches_expire_due,
     idempotent_batch,
 )
+from jobs.services.bulk import (
+    BULK_ACTIONS,
+    BULK_MAX_BATCHES,
+    batches_bulk_action,
+    batches_matching,
+    operations_bulk_action,
+    operations_matching,
+)
 from jobs.services.chains import chain_create
 from jobs.services.encryption import secrets_rotate
 from jobs.services.instances import (
@@ -57,6 +65,8 @@ from jobs.services.operations import (
 from jobs.services.tokens import token_authenticate, token_create, token_revoke
 
 __all__ = [
+    "BULK_ACTIONS",
+    "BULK_MAX_BATCHES",
     "CANCEL_MODES",
     "IDEMPOTENCY_WINDOW",
     "WORKER_LOST",
@@ -78,7 +88,9 @@ __all__ = [
     "batch_retry_failed",
     "batch_run_again",
     "batch_start",
+    "batches_bulk_action",
     "batches_expire_due",
+    "batches_matching",
     "chain_create",
     "idempotent_batch",
     "instance_create",
@@ -98,6 +110,8 @@ __all__ = [
     "operation_recover_lost",
     "operation_reschedule",
     "operation_retry",
+    "operations_bulk_action",
+    "operations_matching",
     "operations_claim",
     "operations_record",
     "running_operations_of",

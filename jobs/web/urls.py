@@ -5,6 +5,9 @@ from jobs.web import compare, instances, tokens, views
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("batches/", views.batch_list, name="batch_list"),
+    path("batches/bulk/", views.batch_bulk, name="batch_bulk"),
+    path("search/", views.search, name="search"),
+    path("batches/<uuid:batch_id>/operations-bulk/", views.operations_bulk, name="operations_bulk"),
     path("batches/new/", views.batch_new, name="batch_new"),
     path("batches/new/<str:type_key>/", views.batch_create, name="batch_create"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),

@@ -20,6 +20,7 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
@@ -27,7 +28,7 @@ from django_htmx.middleware import HtmxDetails
 from jobs import selectors, services
 from jobs.errors import IllegalTransition, InvalidInput, RateLimited
 from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
-from jobs.items import Item, parse_items_text
+from jobs.items import Item, ItemsFile, parse_items_text, read_items_file
 from jobs.models import Batch, BatchStatus, OperationStatus
 from jobs.optypes import all_types, get_type
 from jobs.teams.forms import OwnerForm
@@ -49,24 +50,29 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/dashboard.html", selectors.dashboard_context(request.user))
 
 
+HISTORY_FILTERS = ("status", "type", "q", "created_after", "created_before", "instance", "team")
+
+
+def _history_search(user, filters: dict[str, str]):
+    """The history list's batches for these filters (InvalidInput for a bad value)."""
+    return selectors.batch_search(
+        user,
+        status=filters["status"] or None,
+        type=filters["type"] or None,
+        text=filters["q"] or None,
+        created_after=filters["created_after"] or None,
+        created_before=filters["created_before"] or None,
+        instance=filters.get("instance") or None,
+        team=filters.get("team") or None,
+    )
+
+
 @login_required
 def batch_list(request: HtmxHttpRequest) -> HttpResponse:
-    filters = {
-        key: request.GET.get(key, "").strip()
-        for key in ("status", "type", "q", "created_after", "created_before", "instance", "team")
-    }
+    filters = {key: request.GET.get(key, "").strip() for key in HISTORY_FILTERS}
     error = ""
     try:
-        found = selectors.batch_search(
-            request.user,
-            status=filters["status"] or None,
-            type=filters["type"] or None,
-            text=filters["q"] or None,
-            created_after=filters["created_after"] or None,
-            created_before=filters["created_before"] or None,
-            instance=filters["instance"] or None,
-            team=filters["team"] or None,
-        ).select_related("owner", "team")
+        found = _history_search(request.user, filters).select_related("owner", "team")
     except InvalidInput as exc:  # a bad filter value: show it, list nothing
         found, error = Batch.objects.none(), " ".join(m for msgs in exc.errors.values() for m in msgs)
     page = Paginator(found, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
@@ -80,8 +86,84 @@ def batch_list(request: HtmxHttpRequest) -> HttpResponse:
         "statuses": BatchStatus.choices,
         "types": all_types(),
         "teams": owner_choices(request.user, "view")[1:],
+        "bulk_actions": BULK_ACTION_LABELS,
     }
     return render(request, "jobs/batch_list.html", context)
+
+
+BULK_ACTION_LABELS = {
+    "pause": "Pause",
+    "resume": "Resume",
+    "retry_failed": "Retry failed",
+    "cancel": "Cancel",
+    "delete": "Delete",
+}
+
+
+@login_required
+@require_POST
+def batch_bulk(request: HtmxHttpRequest) -> HttpResponse:
+    """History's bulk form: the ticked batches, or every batch matching the filters it carries."""
+    filters = {key: request.POST.get(key, "").strip() for key in HISTORY_FILTERS}
+    back = reverse("batch_list") + "?" + urlencode({key: value for key, value in filters.items() if value})
+    action = request.POST.get("action", "")
+    try:
+        if request.POST.get("all_matching"):
+            ids = services.batches_matching(_history_search(request.user, filters))
+        else:
+            ids = request.POST.getlist("ids")
+            if not ids:
+                raise InvalidInput({"ids": ["Tick at least one batch, or all matching this filter."]})
+        outcome = services.batches_bulk_action(
+            action=action, ids=ids, visible=selectors.batches_visible_to(request.user), by=request.user
+        )
+    except InvalidInput as exc:
+        messages.error(request, " ".join(m for msgs in exc.errors.values() for m in msgs))
+        return _to(request, back)
+    label = BULK_ACTION_LABELS.get(action, action).lower()
+    summary = f"{label.capitalize()}: {outcome['changed']} batch{'es' if outcome['changed'] != 1 else ''} changed"
+    if outcome["skipped"]:
+        reasons = "; ".join(f"{entry['id'][:8]} {entry['reason']}" for entry in outcome["skipped"][:10])
+        more = f" and {len(outcome['skipped']) - 10} more" if len(outcome["skipped"]) > 10 else ""
+        summary += f", {len(outcome['skipped'])} skipped ({reasons}{more})"
+    messages.success(request, summary + ".")
+    return _to(request, back)
+
+
+@login_required
+@require_POST
+def operations_bulk(request: HtmxHttpRequest, batch_id) -> HttpResponse:
+    """The operations tab's "Retry all" / "Cancel all": every operation its status filter shows."""
+    batch = selectors.batch_get_visible(request.user, batch_id)
+    status = request.POST.get("status", "").strip()
+    back = reverse("batch_detail", args=[batch.pk]) + "?" + urlencode({"tab": "operations", "status": status})
+    action = request.POST.get("action", "")
+    try:
+        seqs = services.operations_matching(batch, status or None)
+        outcome = services.operations_bulk_action(batch=batch, action=action, seqs=seqs, by=request.user)
+    except InvalidInput as exc:
+        messages.error(request, " ".join(m for msgs in exc.errors.values() for m in msgs))
+        return _to(request, back)
+    changed = outcome["changed"]
+    summary = f"{action.capitalize()}: {changed} operation{'s' if changed != 1 else ''} changed"
+    if outcome["skipped"]:
+        summary += f", {len(outcome['skipped'])} skipped ({outcome['skipped'][0]['reason']}"
+        summary += " ...)" if len(outcome["skipped"]) > 1 else ")"
+    messages.success(request, summary + ".")
+    return _to(request, back)
+
+
+@login_required
+def search(request: HtmxHttpRequest) -> HttpResponse:
+    """One box over batch names, operation labels and error text; results link to their pages."""
+    query = request.GET.get("q", "").strip()
+    context: dict[str, Any] = {"q": query, "found": None, "error": ""}
+    if query:
+        try:
+            context["found"] = selectors.search(request.user, query)
+        except InvalidInput as exc:
+            context["error"] = " ".join(m for msgs in exc.errors.values() for m in msgs)
+    return render(request, "jobs/search.html", context, status=422 if context["error"] else 200)
 
 
 @login_required
@@ -109,9 +191,10 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
     owner = OwnerForm(request.POST, user=request.user, action="operate")
     valid = all([options.is_valid(), params.is_valid(), items_form.is_valid(), after.is_valid(), owner.is_valid()])
     items: list[Item] = []
+    items_file: ItemsFile | None = None
     if items_form.is_valid():
         try:
-            items = _items_from(items_form, picked=_picked(request, optype))
+            items, items_file = _items_from(items_form, picked=_picked(request, optype))
         except InvalidInput as exc:
             _add_service_errors(exc, options, params, items_form)
             valid = False
@@ -150,6 +233,8 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
                 **option_values,
             )
         except InvalidInput as exc:
+            if items_file is not None:
+                exc = items_file.explain(exc, "items_file")
             _add_service_errors(exc, options, params, items_form, after)
         except RateLimited as exc:
             options.add_error(None, str(exc))
@@ -173,25 +258,23 @@ def _picked(request: HttpRequest, optype) -> list[str]:
     return [name for name in dict.fromkeys(request.POST.getlist("instances")) if name.strip()]
 
 
-def _items_from(form: ItemsForm, picked: list[str] | None = None) -> list[Item]:
+def _items_from(form: ItemsForm, picked: list[str] | None = None) -> tuple[list[Item], ItemsFile | None]:
+    """The items of the form, and the file they came from (to name its rows in later errors)."""
     picked_items = [Item(label=name) for name in picked or []]
     upload = form.cleaned_data.get("items_file")
     if upload:
-        try:
-            text = upload.read().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise InvalidInput({"items_file": ["The file is not UTF-8 text."]}) from None
         # What is wrong with the file shows on the file field.
-        return parse_items_text(text, filename=upload.name, path="items_file") + picked_items
+        found = read_items_file(upload.read(), upload.name, path="items_file")
+        return found.items + picked_items, found
     text = form.cleaned_data.get("items", "").strip()
     if not text:
         if picked_items:
-            return picked_items
+            return picked_items, None
         raise InvalidInput({"items": ["Give at least one item: one label per line, or upload a file."]})
     first_line = text.splitlines()[0]
     if text.startswith("[") or ("," in first_line and "label" in [c.strip() for c in first_line.split(",")]):
-        return parse_items_text(text) + picked_items
-    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items
+        return parse_items_text(text) + picked_items, None
+    return [Item(label=line.strip()) for line in text.splitlines() if line.strip()] + picked_items, None
 
 
 _ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
@@ -200,17 +283,14 @@ _ITEM_PATH = re.compile(r"^(items|items_file)\[(\d+)\]\.?(.*)$")
 def _item_places(form: ItemsForm) -> list[str] | None:
     """Where each item was given, as a person sees it: "Line 3" of the text box or of a CSV (whose
     header is line 1); None for a JSON array (its items are numbered instead)."""
-    upload = form.cleaned_data.get("items_file")
-    if upload:
-        upload.seek(0)
-        text = upload.read().decode("utf-8-sig", errors="replace")
-    else:
-        text = form.cleaned_data.get("items", "")
+    if form.cleaned_data.get("items_file"):
+        return None  # an uploaded file's errors already name its rows (ItemsFile.explain)
+    text = form.cleaned_data.get("items", "")
     lines = text.lstrip("\ufeff").splitlines()
     first = next((line for line in lines if line.strip()), "").strip()
-    if first.startswith("[") or (upload and upload.name.lower().endswith(".json")):
+    if first.startswith("["):
         return None
-    if upload or ("," in first and "label" in [cell.strip() for cell in first.split(",")]):
+    if "," in first and "label" in [cell.strip() for cell in first.split(",")]:
         reader = csv.reader(io.StringIO("\n".join(lines)))
         try:
             next(reader)  # the header
@@ -314,12 +394,15 @@ def batch_add_items(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     form = AddItemsForm(request.POST, request.FILES, label_suffix="", auto_id="add_%s")
     if form.is_valid():
+        items_file: ItemsFile | None = None
         try:
-            items = _items_from(form)
+            items, items_file = _items_from(form)
             batch = services.batch_add_operations(
                 batch_id=batch.pk, items=items, by=request.user, reopen=form.cleaned_data["reopen"]
             )
         except InvalidInput as exc:
+            if items_file is not None:
+                exc = items_file.explain(exc, "items_file")
             for path, field_messages in exc.errors.items():
                 name = path.split(".")[0].split("[")[0]
                 for message in field_messages:

@@ -24,7 +24,8 @@
     if (dialog && dialog.open) return;
     if (key === "g") { pending = "g"; return; }
     if (key === "/") {
-      var box = document.querySelector("main input[type=search], main .filters input, main input[type=text]");
+      var box = document.querySelector("main input[type=search], main .filters input, main input[type=text]") ||
+        document.querySelector(".topbar-search input");
       if (box) { event.preventDefault(); box.focus(); }
       return;
     }

@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
-from jobs.items import Item, parse_items_text, parse_key_values
+from jobs.items import Item, ItemsFile, parse_key_values, read_items_file
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
@@ -69,7 +69,11 @@ class Command(QuietPipeCommand):
         create.add_argument("--type", required=True, help=f"Operation type ({', '.join(t.key for t in all_types())}).")
         create.add_argument("--name", default="", help="Batch name (default: type and time).")
         create.add_argument("--description", default="")
-        create.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+        create.add_argument(
+            "--items",
+            type=Path,
+            help="Items file: .jsonl, .csv or .xlsx with a label column (other columns: item params), or a JSON array.",
+        )
         create.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         create.add_argument("--param", action="append", default=[], help="Base parameter key=value (repeatable).")
         create.add_argument(
@@ -110,7 +114,11 @@ class Command(QuietPipeCommand):
 
         add = verbs.add_parser("add", help="Add operations to a batch (pending, waiting, queued, running, paused).")
         add.add_argument("batch", help="Batch id or short id.")
-        add.add_argument("--items", type=Path, help="Items file: JSON array or CSV with a label column.")
+        add.add_argument(
+            "--items",
+            type=Path,
+            help="Items file: .jsonl, .csv or .xlsx with a label column (other columns: item params), or a JSON array.",
+        )
         add.add_argument("--item", action="append", default=[], help="One item label (repeatable).")
         add.add_argument("--reopen", action="store_true", help="A finished batch runs again with the new operations.")
 
@@ -131,6 +139,19 @@ class Command(QuietPipeCommand):
         listing.add_argument("--limit", type=int, default=20, help=f"Batches per page, 1 to {MAX_PAGE} (default 20).")
         listing.add_argument("--offset", type=int, default=0, help="Batches to skip (paging).")
         listing.add_argument("--json", action="store_true", help="Print JSON: {items, count, limit, offset}.")
+
+        bulk = verbs.add_parser(
+            "bulk", help="One action on many batches: by id, or every batch matching filters (at most 1000)."
+        )
+        bulk.add_argument("action", choices=list(services.BULK_ACTIONS))
+        bulk.add_argument("--ids", nargs="+", default=[], metavar="ID", help="Batch ids or short ids.")
+        bulk.add_argument("--status", choices=BatchStatus.values, help="Every batch with this status.")
+        bulk.add_argument("--type", help="... of this operation type.")
+        bulk.add_argument("--q", help="... with this text in the name or description.")
+        bulk.add_argument("--created-after", help="... created from this ISO 8601 date or date-time.")
+        bulk.add_argument("--created-before", help="... created until this ISO 8601 date or date-time.")
+        bulk.add_argument("--user", help="Only this owner's batches.")
+        bulk.add_argument("--json", action="store_true", help='Print JSON: {"changed", "skipped": [{"id", "reason"}]}.')
 
         show = verbs.add_parser("show", help="Show a batch: counters, timeline, failures.")
         show.add_argument("batch", help="Batch id or short id.")
@@ -221,6 +242,7 @@ class Command(QuietPipeCommand):
             import_string(path)(verbs)
 
     def handle(self, *args, **options) -> None:
+        self._items_file: tuple[ItemsFile, int] | None = None
         try:
             handler = options.get("handler")
             if handler is not None:
@@ -228,6 +250,8 @@ class Command(QuietPipeCommand):
             else:
                 getattr(self, f"handle_{options['verb']}")(options)
         except InvalidInput as exc:
+            if self._items_file is not None:
+                exc = self._items_file[0].explain(exc, "items", offset=self._items_file[1])
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
         except (IllegalTransition, RateLimited) as exc:
             raise CommandError(str(exc), returncode=BAD_USAGE) from None
@@ -250,11 +274,19 @@ class Command(QuietPipeCommand):
     def _items(self, options, *, required: bool = True) -> list[Item]:
         items: list[Item] = [Item(label=label) for label in options["item"]]
         if options["items"]:
-            text = self._read(options["items"], "items file")
-            items += parse_items_text(text, options["items"].name)
+            found = read_items_file(self._read_bytes(options["items"], "items file"), options["items"].name)
+            # Kept so that the service's errors about these items can name the file's rows.
+            self._items_file = (found, len(items))
+            items += found.items
         if not items and required:
             raise CommandError("Give items with --items FILE or --item LABEL.", returncode=BAD_USAGE)
         return items
+
+    def _read_bytes(self, path: Path, what: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"Cannot read {what}: {exc}", returncode=BAD_USAGE) from None
 
     def _read(self, path: Path, what: str) -> str:
         try:
@@ -332,6 +364,40 @@ class Command(QuietPipeCommand):
                 f"{batch.finished_count:>6}/{batch.total:<6}  {batch.type[:14]:14}  {batch.owner.username[:10]:10}  {batch.name}"
             )
         self.stdout.write(_page_footer("batch(es)", len(rows), total, offset))
+
+    def handle_bulk(self, options) -> None:
+        """Exit 0 when every batch took the action, 1 when some were skipped (each is printed)."""
+        filters = {name: options[name] for name in ("status", "type", "q", "created_after", "created_before")}
+        if bool(options["ids"]) == any(value is not None for value in filters.values()):
+            raise CommandError(
+                "Give --ids, or filters (--status, --type, --q, --created-after/-before).", returncode=BAD_USAGE
+            )
+        visible = Batch.objects.all()
+        if options["user"]:
+            visible = visible.filter(owner=self._owner(options["user"]))
+        if options["ids"]:
+            ids = [self._bulk_id(reference) for reference in options["ids"]]
+        else:
+            text = filters.pop("q")
+            ids = services.batches_matching(selectors.batch_search(None, text=text, **filters).filter(pk__in=visible))
+        outcome = services.batches_bulk_action(action=options["action"], ids=ids, visible=visible)
+        if options["json"]:
+            self.stdout.write(json.dumps(outcome, indent=2))
+        else:
+            for entry in outcome["skipped"]:
+                self.stdout.write(f"skipped {entry['id']}: {entry['reason']}")
+            self.stdout.write(
+                f"{options['action']}: {outcome['changed']} batch(es) changed, {len(outcome['skipped'])} skipped."
+            )
+        if outcome["skipped"]:
+            raise SystemExit(FAILED)
+
+    def _bulk_id(self, reference: str) -> str:
+        """A full id for a short one when it names one batch; else as given (then skipped as not found)."""
+        try:
+            return str(selectors.batch_find(reference).pk)
+        except (Batch.DoesNotExist, Batch.MultipleObjectsReturned):
+            return reference
 
     def handle_show(self, options) -> None:
         limit, offset = self._page(options)

@@ -404,6 +404,7 @@ def _write_csv(ctx, preset: str, tables: tuple[TableSpec, ...], rows: int, seed:
                 "url": f"/api/batches/{batch_id}/artifacts/{relative}",
             }
         )
+    artifacts.publish(batch_id, directory)
     return files
 
 
