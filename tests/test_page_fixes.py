@@ -184,7 +184,9 @@ def test_the_create_form_shows_its_fields_and_the_items_errors_in_one_round(as_a
     page = as_alice.post("/batches/new/demo.sleep/", form).content.decode()
     assert re.search(r'id="id_max_parallel_error"', page), "the option's own error"
     errors = re.search(r'<ul class="errorlist" id="id_items_file_error">(.*?)</ul>', page, re.S)
-    assert errors is not None and "Line 3, duration_ms:" in errors.group(1), "the items' error in the same answer"
+    assert errors is not None and "items.csv row 3, column &quot;duration_ms&quot;:" in errors.group(1), (
+        "the items' error in the same answer"
+    )
     assert Batch.objects.count() == 0
 
 

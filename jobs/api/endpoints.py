@@ -435,7 +435,7 @@ def operations_bulk(request, batch_id: UUID, payload: OperationsBulkIn):
     given = [payload.seqs is not None, payload.status is not None, payload.all]
     if sum(given) != 1:
         raise InvalidInput({"seqs": ["Give one of seqs, status or all."]})
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     seqs = payload.seqs if payload.seqs is not None else services.operations_matching(batch, payload.status)
     return services.operations_bulk_action(batch=batch, action=payload.action, seqs=seqs, by=request.user)
 

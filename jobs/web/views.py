@@ -134,7 +134,7 @@ def batch_bulk(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 def operations_bulk(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     """The operations tab's "Retry all" / "Cancel all": every operation its status filter shows."""
-    batch = selectors.batch_get_visible(request.user, batch_id)
+    batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     status = request.POST.get("status", "").strip()
     back = reverse("batch_detail", args=[batch.pk]) + "?" + urlencode({"tab": "operations", "status": status})
     action = request.POST.get("action", "")
@@ -217,6 +217,8 @@ def batch_create(request: HtmxHttpRequest, type_key: str) -> HttpResponse:
             )
         except InvalidInput as exc:
             exc.errors = {path: found for path, found in exc.errors.items() if not _has_form_error(path, params)}
+            if items_file is not None:
+                exc = items_file.explain(exc, "items_file")
             _add_service_errors(exc, options, params, items_form, after)
     if valid:
         option_values = {k: v for k, v in options.cleaned_data.items() if k != "name"}
