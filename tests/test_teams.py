@@ -232,3 +232,10 @@ def test_the_command_line_creates_a_teams_template_for_its_admin_only(team):
     with pytest.raises(CommandError, match="it takes admin") as refused:
         run_command("template", "create", "other", "--type", "noop", "--item", "a", "--user", "otto", "--team", "data")
     assert refused.value.returncode == 2
+
+
+def test_a_team_reference_of_a_digit_that_is_not_ascii_is_a_404_not_a_500(client, alice):
+    client.force_login(alice)
+    for reference in ("%C2%B3", "%D9%A3"):  # "³" (a digit to str.isdigit) and an Arabic-Indic three
+        assert client.get(f"/api/teams/{reference}").status_code == 404
+        assert client.get(f"/api/teams/{reference}/members").status_code == 404

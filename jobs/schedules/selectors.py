@@ -71,7 +71,7 @@ def template_find(user, reference: str) -> BatchTemplate:
         return found[0]
     if len(found) > 1:
         raise TemplateNotFound(f"Several templates are named {reference!r}; give the owner (--user) or the id.")
-    if reference.isdigit():
+    if reference.isascii() and reference.isdigit():
         return template_get_visible(user, reference)
     raise TemplateNotFound(f"No template named {reference!r}.")
 

@@ -22,7 +22,7 @@ def _lookup(reference: Any) -> Team | None:
     if not text:
         return None
     found = Team.objects.filter(slug=text).first()
-    if found is None and text.isdigit() and len(text) < 19:
+    if found is None and text.isascii() and text.isdigit() and len(text) < 19:
         found = Team.objects.filter(pk=int(text)).first()
     return found
 

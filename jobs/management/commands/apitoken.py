@@ -98,7 +98,7 @@ class Command(QuietPipeCommand):
         # Parsed here rather than with type=int, so a bad id exits 2 in-process too (call_command
         # turns argparse errors into exit code 1).
         token = None
-        if token_id.isdigit():
+        if token_id.isascii() and token_id.isdigit():
             token = ApiToken.objects.select_related("user").filter(pk=int(token_id)).first()
         if token is None:
             raise CommandError(f"No token with id {token_id!r}.", returncode=BAD_USAGE)

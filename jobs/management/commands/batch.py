@@ -732,7 +732,7 @@ class Command(QuietPipeCommand):
 
     def _team(self, reference: str) -> Team:
         team = Team.objects.filter(slug=reference).first()
-        if team is None and reference.isdigit():
+        if team is None and reference.isascii() and reference.isdigit():
             team = Team.objects.filter(pk=int(reference)).first()
         if team is None:
             raise CommandError(f"No team {reference!r}.", returncode=BAD_USAGE)

@@ -368,7 +368,12 @@ def dig(data: Any, path: str) -> Any:
     for step in path.split("."):
         if isinstance(data, dict):
             data = data.get(step)
-        elif isinstance(data, list) and step.lstrip("-").isdigit() and -len(data) <= int(step) < len(data):
+        elif (
+            isinstance(data, list)
+            and step.lstrip("-").isascii()
+            and step.lstrip("-").isdigit()
+            and -len(data) <= int(step) < len(data)
+        ):
             data = data[int(step)]
         else:
             return None
