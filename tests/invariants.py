@@ -1,4 +1,4 @@
-"""Checks of SPEC §2 invariants, shared by the test modules."""
+"""Checks of the invariants every batch keeps (exact counters, one terminal state), shared by the test modules."""
 
 from django.db.models import Count
 

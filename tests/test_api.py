@@ -1,4 +1,4 @@
-"""The JSON API (SPEC §6) through django.test.Client: shapes, auth, validation, idempotency, rate
+"""The JSON API through django.test.Client: shapes, auth, validation, idempotency, rate
 limit, owner isolation, transitions, results, analytics and the schema.
 
 Batches made through the API stay queued here: lanes are enqueued after commit, and on_commit

@@ -1,4 +1,4 @@
-"""`python manage.py batch <verb>` (SPEC §7): what each verb writes and prints, and the exit codes
+"""`python manage.py batch <verb>`: what each verb writes and prints, and the exit codes
 scripts rely on (0 done, 1 the batch did not complete, 2 bad usage or a refused action).
 
 Most tests call the command in-process with call_command (a CommandError carries the exit code);

@@ -1,4 +1,4 @@
-"""Comparing two runs (SPEC §10 "Compare"): real batches on real workers with known differences
+"""Comparing two runs: real batches on real workers with known differences
 give the right buckets, duration figures and result row diff; the API, the CSV exports and the
 page agree; access and type checks."""
 

@@ -1,4 +1,4 @@
-"""The engine with real Redis and real RQ worker processes (SPEC §2 invariants under load)."""
+"""The engine with real Redis and real RQ worker processes (the counter and state invariants under load)."""
 
 import time
 

@@ -1,6 +1,6 @@
-"""Batches that grow, chain and expire (issue 10), without workers: the services step by step with
+"""Batches that grow, chain and expire, without workers: the services step by step with
 claims and outcomes as the engine reports them, and every front (API, pages, command, admin).
-SPEC §2's counters are checked after every step; tests/test_growth_engine.py runs it all on real
+The counters are checked after every step; tests/test_growth_engine.py runs it all on real
 workers."""
 
 import io

@@ -1,4 +1,4 @@
-"""Batches that grow, chain, expire and drain, on real workers (issue 10): SPEC §2's counters are
+"""Batches that grow, chain, expire and drain, on real workers: the counters are
 checked at every step, on the database the suite runs on."""
 
 import time

@@ -1,4 +1,4 @@
-"""Items as people give them (SPEC §7): labels or {label, params} objects, in JSON or CSV; `k=v` params.
+"""Items as people give them: labels or {label, params} objects, in JSON or CSV; `k=v` params.
 
 Pure unit tests of jobs.items: no database, no Redis.
 """

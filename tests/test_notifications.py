@@ -1,4 +1,4 @@
-"""Notifications (issue 11, SPEC §10): the outbox, signed webhooks against a real local HTTP
+"""Notifications: the outbox, signed webhooks against a real local HTTP
 receiver, retries timed by a due-at column, the URL policy, email, type hooks, the delivery log
 on the API, pages, command and admin.
 

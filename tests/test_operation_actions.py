@@ -1,5 +1,5 @@
-"""One operation (SPEC §10): every run leaves an attempt record (automatic retries, a person's
-retry, a reaped worker, a cancel), and retrying or cancelling one operation keeps SPEC §2's
+"""One operation: every run leaves an attempt record (automatic retries, a person's
+retry, a reaped worker, a cancel), and retrying or cancelling one operation keeps the
 invariants (counters equal to the rows, one terminal status per run of the batch, late outcomes
 fenced out). The engine's transitions are driven here in-process; tests/test_operation_page.py
 runs them on real workers and through the fronts."""

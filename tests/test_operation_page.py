@@ -1,4 +1,4 @@
-"""One operation through the fronts (SPEC §10): `GET /api/batches/{id}/operations/{seq}`, its retry
+"""One operation through the fronts: `GET /api/batches/{id}/operations/{seq}`, its retry
 and cancel (API, page, command line), the page `/batches/<id>/operations/<seq>/` and its live
 socket; owners, another user (404) and staff (no tracebacks). On real workers: attempts recorded
 across an automatic retry, and one operation cancelled and retried while its batch goes on."""

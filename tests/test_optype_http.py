@@ -1,4 +1,4 @@
-"""`pipeline.http` (SPEC §8: HTTP pipeline call): templates, status codes, failures that say what
+"""`pipeline.http` (the HTTP pipeline call): templates, status codes, failures that say what
 went wrong, validation at creation, and whole batches on real workers and from the command line."""
 
 import re

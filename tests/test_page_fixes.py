@@ -1,4 +1,4 @@
-"""Defects of the pages found by trying them as a new user (issue 15): each test failed before
+"""Defects of the pages found by trying them as a new user: each test failed before
 its fix. Layout ones (widths, chart text) are in tests/e2e/test_layout.py."""
 
 import re

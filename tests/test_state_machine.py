@@ -1,6 +1,6 @@
 """Property-based test of the state machine: random interleavings of claim, complete, fail,
 reschedule (waiting on outside work), duplicate reports, lost workers, cancel, pause, resume and
-retry keep SPEC §2 invariants 1-4."""
+retry keep the counter and state invariants."""
 
 from datetime import timedelta
 

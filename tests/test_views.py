@@ -1,4 +1,4 @@
-"""Pages (SPEC §5): access, rendering, the create form and its errors, actions."""
+"""Pages: access, rendering, the create form and its errors, actions."""
 
 import json
 import re

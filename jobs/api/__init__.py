@@ -1,1 +1,1 @@
-"""The JSON API (SPEC §6): endpoints, request and response schemas, CSV exports, authentication."""
+"""The JSON API: endpoints, request and response schemas, CSV exports, authentication."""

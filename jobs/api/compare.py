@@ -1,4 +1,4 @@
-"""`GET /api/batches/{a}/compare/{b}` and its CSV exports (SPEC §10 "Compare"): run A (the
+"""`GET /api/batches/{a}/compare/{b}` and its CSV exports: run A (the
 baseline) against run B, both visible to the caller (batch_get_visible, else 404), of one type
 (else a 422 on `b`)."""
 

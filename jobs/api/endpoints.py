@@ -1,4 +1,4 @@
-"""The JSON API (SPEC §6): thin endpoints over jobs.services and jobs.selectors.
+"""The JSON API: thin endpoints over jobs.services and jobs.selectors.
 
 Auth: `Authorization: Bearer <token>` or the session (CSRF enforced). Another user's batch is a
 404. Errors are JSON `{"message", "errors": {field path: [messages]}}`.
@@ -9,7 +9,6 @@ import json
 from typing import Annotated
 from uuid import UUID
 
-import redis.exceptions
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -57,6 +56,7 @@ from jobs.api.schemas import (
 )
 from jobs.audit import recorder as audit
 from jobs.errors import (
+    REDIS_ERRORS,
     IdempotencyKeyReused,
     IllegalTransition,
     InvalidInput,
@@ -72,7 +72,6 @@ from jobs.optypes.base import find_type
 from jobs.secrets import mask_params
 from jobs.teams import access
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_LIMIT = 200
 LIMIT = Query(50, ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")
 OFFSET = Query(0, ge=0, le=10**9, description="Rows to skip.")

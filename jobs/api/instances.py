@@ -1,4 +1,4 @@
-"""`/api/instances`: database instances (SPEC §10). The URL is write-only: answers show it masked.
+"""`/api/instances`: database instances. The URL is write-only: answers show it masked.
 
 Visibility: your own instances and the shared ones (staff: all); another user's unshared instance
 is a 404, a shared one you do not own is a 403 to change.

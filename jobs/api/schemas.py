@@ -1,4 +1,4 @@
-"""Request and response shapes of the JSON API (SPEC §6); they generate the OpenAPI schema."""
+"""Request and response shapes of the JSON API; they generate the OpenAPI schema."""
 
 from datetime import datetime
 from typing import Annotated, Any, Literal

@@ -1,4 +1,4 @@
-"""Templates and schedules (SPEC §10): saved batch definitions, run with overrides, on a cron.
+"""Templates and schedules: saved batch definitions, run with overrides, on a cron.
 
 A feature app over the core: it calls `jobs.services` to create batches and is never imported by
 the core. Its tick (`jobs.schedules.tick.run`) is called by every worker through the

@@ -1,4 +1,4 @@
-"""JSON API of templates and schedules (SPEC §10), plus "run again" and "save as template" on a
+"""JSON API of templates and schedules, plus "run again" and "save as template" on a
 batch. A django-ninja router the project mounts on the core's API (batchsite/urls.py), so the
 core never imports this app; the core's error handlers (InvalidInput → 422, 404, ...) apply.
 """

@@ -1,4 +1,4 @@
-"""Two runs side by side (SPEC §10 "Compare"): their operations matched by label, put in buckets
+"""Two runs side by side: their operations matched by label, put in buckets
 (newly failing, fixed, ...), the duration percentiles of each, and a diff of their result rows
 keyed by the columns a person picks.
 

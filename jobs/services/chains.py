@@ -1,4 +1,4 @@
-"""Chains: batches created together, each waiting for the one before it (SPEC §10)."""
+"""Chains: batches created together, each waiting for the one before it."""
 
 from typing import Any
 

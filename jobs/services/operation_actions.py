@@ -1,4 +1,4 @@
-"""What a person does to one operation of a batch (SPEC §10): retry it, cancel it.
+"""What a person does to one operation of a batch: retry it, cancel it.
 
 Each is one transition under the batch's lock, like the batch-wide actions: the operation moves by
 a conditional update, the counters by the same one-operation delta in the same transaction, and the

@@ -1,4 +1,4 @@
-"""Pages (SPEC §5): thin views over selectors and services. Fragments are partials of the page
+"""Pages: thin views over selectors and services. Fragments are partials of the page
 templates, rendered the same way for htmx responses and for WebSocket pushes (jobs.live.consumers)."""
 
 import csv
@@ -9,7 +9,6 @@ import secrets
 from typing import Any
 
 import django_rq
-import redis.exceptions
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -26,7 +25,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors, services
-from jobs.errors import IllegalTransition, InvalidInput, RateLimited
+from jobs.errors import REDIS_ERRORS, IllegalTransition, InvalidInput, RateLimited
 from jobs.forms import AddItemsForm, AfterForm, BatchOptionsForm, ItemsForm
 from jobs.items import Item, ItemsFile, parse_items_text, read_items_file
 from jobs.models import Batch, BatchStatus, OperationStatus
@@ -637,9 +636,6 @@ def operation_action(request: HtmxHttpRequest, batch_id, seq: int, action: str) 
 @login_required
 def stats(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "jobs/stats.html", {"stats": selectors.batch_stats(request.user), "types": all_types()})
-
-
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def workers_context() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`python manage.py batch <verb>`: create, follow and steer batches from a terminal (SPEC §7).
+"""`python manage.py batch <verb>`: create, follow and steer batches from a terminal.
 
 Exit codes scripts can trust: 0 success (for `create --wait`: completed), 1 the batch ended
 failed, partially or cancelled, 2 bad usage or an action the batch's status does not allow.
