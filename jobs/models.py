@@ -5,6 +5,7 @@ Rows are the source of truth; every write to them goes through jobs.services.
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -313,6 +314,12 @@ class Operation(models.Model):
     # The database instance the operation connects to ("" for none), set at creation: the claim
     # counts running operations by it to hold instances' max_connections across all batches.
     resource = models.CharField(max_length=100, blank=True, default="")
+    # What the latest attempt said of itself (ctx.progress, ctx.log, ctx.heartbeat's note): written
+    # by its worker every half second or so while it runs, and with its outcome.
+    progress_done = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_note = models.CharField(max_length=500, blank=True, default="")
+    log = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["seq"]
@@ -327,6 +334,10 @@ class Operation(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.label}"
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return progress_of(self)
 
 
 class AttemptOutcome(models.TextChoices):
@@ -367,6 +378,11 @@ class OperationAttempt(models.Model):
     error = models.TextField(blank=True)
     # Kept server-side: the operation page and API show it to the batch's owner only.
     traceback = models.TextField(blank=True)
+    # The run's last progress report and its log (the last lines, bounded), as its outcome had them.
+    progress_done = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_note = models.CharField(max_length=500, blank=True, default="")
+    log = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["operation", "number", "id"]
@@ -374,6 +390,20 @@ class OperationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of operation {self.operation_id}: {self.outcome}"
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return progress_of(self)
+
+
+def progress_of(row: "Operation | OperationAttempt") -> dict[str, Any] | None:
+    """{done, total, note} as an operation last reported it (None if it never did), with
+    `percent` when a total is known."""
+    if row.progress_done is None and not row.progress_note:
+        return None
+    done, total = row.progress_done, row.progress_total
+    percent = round(100 * done / total, 1) if done is not None and total else None
+    return {"done": done, "total": total, "note": row.progress_note, "percent": percent}
 
 
 class ResultRow(models.Model):

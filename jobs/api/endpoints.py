@@ -338,6 +338,8 @@ def get_operation(
         "params": selectors.operation_params_masked(batch, operation),
         "effective_params": detail["params"],
         "attempt_records": detail["attempts"],
+        "progress": operation.progress,
+        "log": operation.log,
         "external_job": detail["external"],
         "result_rows": {"items": page, "count": rows.count()},
         "artifacts": detail["artifacts"],

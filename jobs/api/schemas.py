@@ -557,6 +557,13 @@ class InstanceImportIn(Schema):
 BatchIn.model_rebuild()
 
 
+class OperationProgressOut(Schema):
+    done: float | None = Field(..., description="How much is done, as the operation last said (ctx.progress).")
+    total: float | None = Field(..., description="Out of how much; null when the operation did not say.")
+    note: str = Field(..., description="Its last note (ctx.progress's or ctx.heartbeat's).")
+    percent: float | None = Field(..., description="done / total in percent, when a total is known.")
+
+
 class AttemptOut(Schema):
     number: int = Field(..., description="The attempt number (the operation's `attempts` when it ran).")
     worker: str
@@ -576,6 +583,10 @@ class AttemptOut(Schema):
     traceback: str | None = Field(
         ..., description="The exception's traceback of a failed run; shown to the batch's owner only (null otherwise)."
     )
+    progress: OperationProgressOut | None = Field(
+        None, description="The run's last progress report; null if it made none."
+    )
+    log: str = Field("", description="The run's log: its last lines (500 lines, 64 KiB at most).")
 
 
 class ExternalJobOut(Schema):
@@ -599,6 +610,13 @@ class OperationDetailOut(OperationOut):
     )
     attempt_records: list[AttemptOut] = Field(
         ..., description="Every attempt, oldest first, the one running now last (`attempts` counts them)."
+    )
+    progress: OperationProgressOut | None = Field(
+        ..., description="What its latest attempt last reported (ctx.progress / ctx.heartbeat note); null if nothing."
+    )
+    log: str = Field(
+        ...,
+        description="Its latest attempt's log (ctx.log), the last lines: 500 lines, 64 KiB at most; live while it runs.",
     )
     external_job: ExternalJobOut | None
     result_rows: RowsPage

@@ -18,6 +18,7 @@ tried again, with backoff, until it lands, so work that succeeded is never lost 
 """
 
 import ctypes
+import dataclasses
 import logging
 import os
 import queue
@@ -35,6 +36,7 @@ from django.db.utils import InterfaceError, OperationalError
 from jobs import services
 from jobs.engine import dispatch
 from jobs.engine.lane import OperationContext, OperationStopped, OperationTimedOut, run_operation
+from jobs.engine.reports import Report, Reports
 from jobs.live import publisher
 from jobs.models import Batch, BatchStatus
 
@@ -57,6 +59,7 @@ class Task:
     abandoned: bool = False
     thread_id: int | None = None
     in_operation: bool = False
+    report: Report = field(default_factory=Report)
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Executor:
         self.started_at = time.time()
         self.finished_by_bucket: dict[int, int] = defaultdict(int)
         self.usage = ProcessUsage()
+        self.reports = Reports()
 
     # --- life cycle ---
 
@@ -229,9 +233,11 @@ class Executor:
                 try:
                     task.in_operation = True
                     try:
-                        outcome = run_operation(task.claim, OperationContext(task.claim, task.cancelled))
+                        context = OperationContext(task.claim, task.cancelled, task.report)
+                        outcome = run_operation(task.claim, context)
                     finally:
                         task.in_operation = False
+                        self.reports.remove(task.claim.operation_id)
                 except (OperationStopped, OperationTimedOut):
                     outcome = None  # interrupted after being abandoned: its outcome was decided
                 except BaseException:
@@ -254,8 +260,10 @@ class Executor:
         task.abandoned = True
         task.cancelled.set()
         self.running.pop(task.claim.operation_id, None)
+        self.reports.remove(task.claim.operation_id)
         if outcome is not None:
-            self.outcomes.append((task, outcome))
+            said = task.report.said()
+            self.outcomes.append((task, outcome if said is None else dataclasses.replace(outcome, said=said)))
         self.abandoned_alive += 1
         if task.in_operation and task.thread_id is not None:
             # Interrupts an operation running Python code; one blocked in a system call ends on its
@@ -404,6 +412,7 @@ class Executor:
                 for claim in claims:
                     task = Task(claim, deadline=now + claim.timeout_s)
                     self.running[claim.operation_id] = task
+                    self.reports.add(batch_id, claim.operation_id, claim.attempt, task.report)
                     self.work.put(task)
                 if served is not None:
                     served.wake_at = 0.0
@@ -454,6 +463,7 @@ class Executor:
                     if time.monotonic() - last_beat >= dispatch.heartbeat_s():
                         last_beat = time.monotonic()
                         self._heartbeat()
+                    self.reports.flush()
                 except DATABASE_ERRORS:
                     connections.close_all()
                     logger.warning("executor: heartbeat could not reach the database", exc_info=True)

@@ -7,6 +7,7 @@ threads) and the in-process `Lane` (one at a time in the caller, for `run_lane` 
 worker, tests and profiling) use it.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from jobs import secrets, services
 from jobs.engine import dispatch
+from jobs.engine.reports import Report, Reports
 from jobs.errors import InvalidInput
 from jobs.live import publisher
 from jobs.models import Batch
@@ -48,7 +50,7 @@ def worker_name() -> str:
 class OperationContext:
     """What an operation function receives: its params and ways to talk back to the engine."""
 
-    def __init__(self, claim: services.Claim, cancelled: threading.Event) -> None:
+    def __init__(self, claim: services.Claim, cancelled: threading.Event, report: Report | None = None) -> None:
         self.batch_id = claim.batch_id
         self.operation_id = claim.operation_id
         self.seq = claim.seq
@@ -60,10 +62,22 @@ class OperationContext:
         self.rows: list[dict[str, Any]] = []
         self.quality_score: float | None = None
         self._cancelled = cancelled
+        self.report = report if report is not None else Report()
 
     def heartbeat(self, note: str = "") -> None:
-        """Prove liveness now (long steps call this between chunks)."""
+        """Prove liveness now (long steps call this between chunks); a note shows as its progress's."""
+        if note:
+            self.report.set_note(note)
         services.operation_heartbeat(operation_ids=[self.operation_id])
+
+    def progress(self, done: float, total: float | None = None, note: str = "") -> None:
+        """Say how far it got (`done` of `total`, which may stay unknown); shown live on its pages
+        and kept with the attempt. Cheap to call often: written every half second at most."""
+        self.report.progress(done, total, note)
+
+    def log(self, message: object) -> None:
+        """Add lines to this attempt's log (the last 500 lines, 64 KiB, are kept)."""
+        self.report.log(message)
 
     def is_cancelled(self) -> bool:
         return self._cancelled.is_set()
@@ -89,7 +103,16 @@ class OperationContext:
 def run_operation(claim: services.Claim, context: OperationContext, before=None, after=None) -> services.Outcome | None:
     """Run one attempt and say how it ended; None when it was stopped by a cancel (the cancel
     already recorded it as skipped). `before`/`after` arm and disarm a preemption (the in-process
-    lane's SIGALRM); without one, an overrun is judged when the function returns."""
+    lane's SIGALRM); without one, an overrun is judged when the function returns. The outcome
+    carries what the operation reported of itself."""
+    outcome = _run(claim, context, before, after)
+    said = context.report.said()
+    if outcome is None or said is None:
+        return outcome
+    return dataclasses.replace(outcome, said=said)
+
+
+def _run(claim: services.Claim, context: OperationContext, before, after) -> services.Outcome | None:
     started = time.perf_counter()
 
     def failed(error: str, error_type: str, retryable: bool = True, trace: str = "") -> services.Outcome:
@@ -238,6 +261,7 @@ class Lane:
         self.cancelled = threading.Event()
         self.interrupter = Interrupter()
         self.halt = threading.Event()
+        self.reports = Reports()
 
     def run(self) -> str:
         """Run operations until there is nothing due; returns why it stopped. Work that is due
@@ -252,9 +276,17 @@ class Lane:
             claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
             while isinstance(claim, services.Claim):
                 self.current = claim
-                outcome = run_operation(
-                    claim, OperationContext(claim, self.cancelled), self.interrupter.arm, self.interrupter.disarm
-                )
+                report = Report()
+                self.reports.add(claim.batch_id, claim.operation_id, claim.attempt, report)
+                try:
+                    outcome = run_operation(
+                        claim,
+                        OperationContext(claim, self.cancelled, report),
+                        self.interrupter.arm,
+                        self.interrupter.disarm,
+                    )
+                finally:
+                    self.reports.remove(claim.operation_id)
                 self.current = None
                 if outcome is None:
                     # Stopped by a cancel: of the batch (the next claim says inactive) or of
@@ -301,6 +333,7 @@ class Lane:
                     if current is not None and not self.cancelled.is_set() and self._stop_requested(current):
                         self.cancelled.set()
                         self.interrupter.stop()
+                    self.reports.flush()
                     if time.monotonic() - last_beat >= dispatch.heartbeat_s():
                         last_beat = time.monotonic()
                         dispatch.lane_heartbeat(self.batch_id, self.lane_id, dispatch.lane_ttl_s())

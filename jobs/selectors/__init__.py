@@ -48,6 +48,7 @@ from jobs.selectors.operations import (
     operation_rows,
     operation_rows_page,
     row_columns,
+    running_report,
 )
 from jobs.selectors.results import (
     CHART_AGGREGATES,
@@ -71,6 +72,7 @@ __all__ = [
     "instance_get_visible",
     "instance_rows",
     "instance_waits",
+    "running_report",
     "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",

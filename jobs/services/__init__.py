@@ -51,6 +51,7 @@ from jobs.services.operations import (
     operation_reschedule,
     operations_claim,
     operations_record,
+    operations_report,
     running_operations_of,
 )
 from jobs.services.tokens import token_authenticate, token_create, token_revoke
@@ -93,6 +94,7 @@ __all__ = [
     "operation_complete",
     "operation_fail",
     "operation_heartbeat",
+    "operations_report",
     "operation_recover_lost",
     "operation_reschedule",
     "operation_retry",

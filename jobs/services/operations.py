@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
@@ -79,6 +80,16 @@ class NoClaim:
 
 
 @dataclass(frozen=True)
+class Said:
+    """What a running operation said of itself (jobs.engine.reports): progress and its log text."""
+
+    done: float | None
+    total: float | None
+    note: str
+    log: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one attempt ended: `completed` (result, rows, quality), `failed` (error; `retryable`
     says whether automatic retries may apply), `rescheduled` (due again in `after_s`, with
@@ -99,6 +110,8 @@ class Outcome:
     state: dict[str, Any] | None = None
     run_ms: int | None = None
     traceback: str = ""
+    # What the run said of itself, written with its attempt.
+    said: Said | None = None
 
 
 @dataclass(frozen=True)
@@ -238,21 +251,22 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
             continue
         accepted.append(True)
         attempts.append(_attempt_values(batch, outcome, now))
+        said = _said_values(outcome.said)
         deltas["running"] -= 1
         if outcome.duration_ms is not None and outcome.kind in ("completed", "failed"):
             deltas["duration_total_ms"] += outcome.duration_ms
             deltas["duration_count"] += 1
         if outcome.kind == "completed":
-            completed.append((outcome, _completed_values(outcome, now)))
+            completed.append((outcome, {**_completed_values(outcome, now), **_said_values(outcome.said)}))
             deltas["completed"] += 1
         elif outcome.kind == "rescheduled":
             # Waiting on outside work: neither a failure nor a finished attempt; no retry is spent.
             values: dict[str, Any] = {"not_before": now + timedelta(seconds=outcome.after_s), "state": outcome.state}
-            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
+            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values, **said}))
             deltas["pending"] += 1
         elif outcome.kind == "released":
             # Handed back by a worker that stops: another runs it at once, as a new attempt.
-            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, "not_before": None}))
+            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, "not_before": None, **said}))
             deltas["pending"] += 1
         else:
             error = (outcome.error or outcome.error_type or "failed")[:10_000]
@@ -266,10 +280,10 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
             if outcome.retryable and auto_retries < batch.max_retries and batch.status != BatchStatus.CANCELLING:
                 delay = batch.retry_backoff_s * (2**auto_retries)
                 values = {"auto_retries": auto_retries + 1, "not_before": now + timedelta(seconds=delay), **common}
-                updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
+                updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values, **said}))
                 deltas["pending"] += 1
             else:
-                values = {"status": OperationStatus.FAILED, "finished_at": now, **common}
+                values = {"status": OperationStatus.FAILED, "finished_at": now, **common, **said}
                 failed.append((outcome, row[2], row[3]))
                 updates.append((claim.operation_id, values))
                 deltas["failed"] += 1
@@ -343,6 +357,7 @@ def _attempt_values(batch: Batch, outcome: Outcome, now: datetime) -> tuple[Any,
         outcome.error_type[:100],
         outcome.error[:10_000],
         outcome.traceback[-TRACEBACK_CHARS:],
+        *_said_values(outcome.said).values(),
     )
 
 
@@ -425,6 +440,25 @@ def operation_heartbeat(*, operation_ids: Sequence[int]) -> None:
         )
 
 
+def operations_report(*, reports: Sequence[tuple[int, int, Said]]) -> None:
+    """Write what running attempts said of themselves ((operation id, attempt, Said) each), fenced
+    like an outcome: an attempt that ended or was replaced meanwhile changes nothing. No counter
+    moves, so no batch lock is taken."""
+    with transaction.atomic():
+        for operation_id, attempt, said in reports:
+            rawsql.update(
+                Operation,
+                where={"pk": operation_id, "attempts": attempt, "status": OperationStatus.RUNNING},
+                values=_said_values(said),
+            )
+
+
+def _said_values(said: Said | None) -> dict[str, Any]:
+    if said is None:
+        return {"progress_done": None, "progress_total": None, "progress_note": "", "log": ""}
+    return {"progress_done": said.done, "progress_total": said.total, "progress_note": said.note, "log": said.log}
+
+
 def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool:
     """A running operation whose worker stopped heartbeating was lost with it: pending again at
     once, without spending an automatic retry (the work may not have failed at all), until it has
@@ -460,11 +494,14 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
             # An operation waiting on outside work keeps its first start; this run's is unknown.
             claimed_at=operation.started_at if operation.state is None else None,
         )
+        # What the run had reported before its worker went is kept with its attempt.
+        said = Said(operation.progress_done, operation.progress_total, operation.progress_note, operation.log)
         if lost >= settings.BATCHSITE_MAX_LOST:
             message = f"{message} ({lost} times; not tried again)"
-            _record_locked(
-                batch, [Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST, retryable=False)], now
+            lost_for_good = Outcome(
+                claim, "failed", None, error=message, error_type=WORKER_LOST, retryable=False, said=said
             )
+            _record_locked(batch, [lost_for_good], now)
         else:
             values = {
                 "status": OperationStatus.PENDING,
@@ -473,7 +510,7 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
                 "error_type": WORKER_LOST,
             }
             rawsql.update(Operation, where={"pk": operation.pk}, values=values)
-            lost_run = Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST)
+            lost_run = Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST, said=said)
             add_attempts(batch, [_attempt_values(batch, lost_run, now)])
             update_batch(batch, running=-1, pending=+1)
             publisher.batch_changed(batch)
