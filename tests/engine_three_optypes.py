@@ -35,3 +35,15 @@ def report(ctx) -> dict:
     if ctx.label == "fail":
         raise OperationFailure("failed after reporting", "Reported")
     return {"lines": lines}
+
+
+class SpanForm(forms.Form):
+    sleep_s = forms.FloatField(min_value=0, initial=0.2)
+
+
+@operation_type(key="example.span", label="Example: record its span", form=SpanForm)
+def span(ctx) -> dict:
+    """Sleeps and says when it started and ended (epoch seconds), to check limits afterwards."""
+    start = time.time()
+    time.sleep(ctx.params["sleep_s"])
+    return {"start": start, "end": time.time()}

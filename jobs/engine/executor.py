@@ -34,8 +34,8 @@ from django.db import connections
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs import services
-from jobs.engine import dispatch
-from jobs.engine.lane import OperationContext, OperationStopped, OperationTimedOut, run_operation
+from jobs.engine import dispatch, limits
+from jobs.engine.lane import OperationContext, OperationStopped, OperationTimedOut, release_limits, run_operation
 from jobs.engine.reports import Report, Reports
 from jobs.live import publisher
 from jobs.models import Batch, BatchStatus
@@ -261,6 +261,8 @@ class Executor:
         task.cancelled.set()
         self.running.pop(task.claim.operation_id, None)
         self.reports.remove(task.claim.operation_id)
+        if task.claim.limit_keys:
+            release_limits(task.claim)
         if outcome is not None:
             said = task.report.said()
             self.outcomes.append((task, outcome if said is None else dataclasses.replace(outcome, said=said)))
@@ -482,6 +484,7 @@ class Executor:
                 dispatch.lane_heartbeat(batch_id, lane_id, dispatch.lane_ttl_s())
             dispatch.worker_register(self.name, self.describe())
             dispatch.throughput_add(finished)
+            limits.renew()
         except Exception:
             logger.warning("executor: Redis unavailable for heartbeats", exc_info=True)
             with self.lock:  # counted at the next heartbeat that reaches Redis

@@ -18,12 +18,13 @@ import time
 import traceback
 from typing import Any
 
+import redis.exceptions
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.utils import timezone
 
 from jobs import secrets, services
-from jobs.engine import dispatch
+from jobs.engine import dispatch, limits
 from jobs.engine.reports import Report, Reports
 from jobs.errors import InvalidInput
 from jobs.live import publisher
@@ -32,6 +33,7 @@ from jobs.optypes import get_type
 from jobs.optypes.base import OperationFailure, PermanentFailure, Reschedule
 
 logger = logging.getLogger(__name__)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class OperationTimedOut(BaseException):
@@ -105,11 +107,29 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
     already recorded it as skipped). `before`/`after` arm and disarm a preemption (the in-process
     lane's SIGALRM); without one, an overrun is judged when the function returns. The outcome
     carries what the operation reported of itself."""
-    outcome = _run(claim, context, before, after)
+    if claim.limit_keys:
+        try:
+            wait = limits.acquire(claim.operation_id, claim.attempt, claim.limit_keys)
+        except REDIS_ERRORS:
+            wait = limits.Wait(claim.limit_keys[0], "limits (Redis unavailable)", 1.0)
+        if wait is not None:
+            return services.Outcome(claim, "limited", after_s=wait.after_s, error=wait.text, limit_key=wait.key)
+    try:
+        outcome = _run(claim, context, before, after)
+    finally:
+        if claim.limit_keys:
+            release_limits(claim)
     said = context.report.said()
     if outcome is None or said is None:
         return outcome
     return dataclasses.replace(outcome, said=said)
+
+
+def release_limits(claim: services.Claim) -> None:
+    try:
+        limits.release(claim.operation_id, claim.attempt)
+    except REDIS_ERRORS:
+        logger.warning("limits: could not give back the leases of operation %s", claim.operation_id)
 
 
 def _run(claim: services.Claim, context: OperationContext, before, after) -> services.Outcome | None:
@@ -337,6 +357,7 @@ class Lane:
                     if time.monotonic() - last_beat >= dispatch.heartbeat_s():
                         last_beat = time.monotonic()
                         dispatch.lane_heartbeat(self.batch_id, self.lane_id, dispatch.lane_ttl_s())
+                        limits.renew()
                         if current is not None:
                             services.operation_heartbeat(operation_ids=[current.operation_id])
                 except Exception:

@@ -85,6 +85,9 @@ BatchFinishedHook = Callable[[dict[str, Any]], None]
 # connects to, or None: lets batch creation check the owner may use it, and the claim hold the
 # instance's max_connections.
 InstanceOf = Callable[[str, dict[str, Any]], str | None]
+# (effective params) -> the names of the limits (Limit) an operation counts against, e.g.
+# ["api:billing"]: at most N of them running at once, at most N starts per second/minute/hour.
+LimitKeys = Callable[[dict[str, Any]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class OperationType:
     instance_of: InstanceOf | None = None
     # Items are instance names: batches of this type may be created from a `select` (tags, region).
     items_are_instances: bool = False
+    limit_keys: LimitKeys | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:

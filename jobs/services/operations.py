@@ -33,7 +33,7 @@ from jobs.models import (
     OperationStatus,
     ResultRow,
 )
-from jobs.services import instance_limits, rawsql
+from jobs.services import instance_limits, limits, rawsql
 from jobs.services.transitions import (
     CREATE_CHUNK,
     add_attempts,
@@ -69,6 +69,8 @@ class Claim:
     # its outcome, in the same group insert, so the claim carries what the record needs.
     worker: str = ""
     claimed_at: datetime | None = None
+    # The named limits this operation counts against (jobs.engine.limits holds them before it runs).
+    limit_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Outcome:
     traceback: str = ""
     # What the run said of itself, written with its attempt.
     said: Said | None = None
+    # `limited`: the named limit it waited for (it did not run; `error` says which, `after_s` how long).
+    limit_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,8 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
         return NoClaim("not_due", _next_due(batch))
     started = batch.status == BatchStatus.QUEUED
     changes: dict[str, Any] = {"current_operation": found[-1]["label"]}
+    if batch.waiting_for:
+        changes["waiting_for"] = ""
     if started:
         changes["status"] = BatchStatus.RUNNING
         if batch.started_at is None:
@@ -207,6 +213,7 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
             started_at=operation["started_at"],
             worker=worker,
             claimed_at=now,
+            limit_keys=tuple(operation["limit_keys"]),
         )
         for operation in found
     ]
@@ -243,6 +250,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     updates: list[tuple[int, dict[str, Any]]] = []
     failed: list[tuple[Outcome, int, str]] = []
     deltas = {"running": 0, "completed": 0, "pending": 0, "failed": 0, "duration_total_ms": 0, "duration_count": 0}
+    waits: dict[str, tuple[datetime, str]] = {}
     for outcome in outcomes:
         claim = outcome.claim
         row = current.pop(claim.operation_id, None)  # popped: a doubled report counts once
@@ -250,9 +258,18 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
             accepted.append(False)
             continue
         accepted.append(True)
+        deltas["running"] -= 1
+        if outcome.kind == "limited":
+            # Not run: a named limit is full. Pending again, no attempt spent, and the batch's other
+            # operations under that limit wait as long, so they are not claimed only to wait too.
+            until = now + timedelta(seconds=outcome.after_s)
+            waiting = {"status": OperationStatus.PENDING, "not_before": until, "attempts": claim.attempt - 1}
+            updates.append((claim.operation_id, waiting))
+            deltas["pending"] += 1
+            waits[outcome.limit_key] = (until, outcome.error)
+            continue
         attempts.append(_attempt_values(batch, outcome, now))
         said = _said_values(outcome.said)
-        deltas["running"] -= 1
         if outcome.duration_ms is not None and outcome.kind in ("completed", "failed"):
             deltas["duration_total_ms"] += outcome.duration_ms
             deltas["duration_count"] += 1
@@ -297,7 +314,12 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     ]
     if rows:
         ResultRow.objects.bulk_create(rows, batch_size=CREATE_CHUNK)
-    add_attempts(batch, attempts)
+    if attempts:
+        add_attempts(batch, attempts)
+    for key, (until, _) in waits.items():
+        limits.postpone_waiters(batch, key, until)
+    if waits:
+        update_batch(batch, waiting_for=next(iter(waits.values()))[1][:300])
     update_batch(batch, **{name: delta for name, delta in deltas.items() if delta})
     if failed:
         # One event per operation failed for good (the notifications outbox reads them); the

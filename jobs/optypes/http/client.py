@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from django import forms
@@ -373,3 +373,20 @@ def dig(data: Any, path: str) -> Any:
         else:
             return None
     return data
+
+
+def host_limit_keys(*url_params: str):
+    """A type's `limit_keys`: `host:<hostname>` of the URL params named, when the host part has
+    no placeholder (a host that varies per item is not known before the call)."""
+
+    def limit_keys(params: dict[str, Any]) -> list[str]:
+        keys = []
+        for name in url_params:
+            template = str(params.get(name) or "")
+            authority = urlsplit(template).netloc
+            host = urlsplit(template).hostname if "{" not in authority else None
+            if host and f"host:{host}" not in keys:
+                keys.append(f"host:{host}")
+        return keys
+
+    return limit_keys

@@ -48,6 +48,7 @@ def validate_pipeline_call(params: dict[str, Any]) -> None:
     validate_operation=validate_pipeline_call,
     # Headers carry credentials (Authorization, API keys): stored encrypted, shown masked.
     secret_params=("headers",),
+    limit_keys=http.host_limit_keys("url"),
 )
 def run_pipeline_call(ctx) -> dict[str, Any]:
     params = ctx.params
