@@ -1,9 +1,14 @@
 """Named limits: held across two real workers (concurrency and rate), managed by the API and CLI."""
 
+import io
+import json
+
 import pytest
+from django.core.management import CommandError, call_command
 
 import tests.engine_three_optypes  # noqa: F401  (registers the types in this process)
 from jobs import services
+from jobs.errors import InvalidInput
 from jobs.models import Batch, Limit
 from jobs.services import limits
 from tests.invariants import assert_counters_match_rows
@@ -91,14 +96,94 @@ def test_limits_are_managed_through_the_api(staff, alice):
     assert created.json()["description"] == "50/min"
     assert viewer.post("/api/limits", {"key": "x:y", "rate": 1}).status_code == 403
     bad = api.post("/api/limits", {"key": "has space", "rate": 0, "per": "week"})
-    assert bad.status_code == 400
+    assert bad.status_code == 422
     assert set(bad.json()["errors"]) >= {"key"}
     bad = api.post("/api/limits", {"key": "ok:key", "rate": 0, "per": "week"})
     assert set(bad.json()["errors"]) == {"rate", "per"}
-    changed = api.put("/api/limits/api:billing", {"concurrency": 3})
+    changed = api.client.put(
+        "/api/limits/api:billing", json.dumps({"concurrency": 3}), content_type="application/json", **api.headers
+    )
     assert changed.status_code == 200, changed.content
     assert (changed.json()["concurrency"], changed.json()["rate"]) == (3, 50)
     listed = viewer.get("/api/limits").json()
     assert [row["key"] for row in listed["items"]] == ["api:billing"]
     assert api.delete("/api/limits/api:billing").status_code == 204
     assert api.delete("/api/limits/api:billing").status_code == 404
+    bad = api.post("/api/batches", {"type": "noop", "name": "n", "items": ["a"], "limit_keys": ["bad key"]})
+    assert bad.status_code == 422, bad.content
+    assert "no spaces" in bad.json()["errors"]["limit_keys[0]"][0]
+
+
+def run_batch_command(*args: str) -> str:
+    out = io.StringIO()
+    call_command("batch", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_limits_are_managed_from_the_command_line(db, staff):
+    assert "Limit api:billing: 50/min." in run_batch_command("limits", "set", "api:billing", "--rate", "50")
+    out = run_batch_command("limits", "set", "api:billing", "--concurrency", "2")
+    assert "Limit api:billing: 2 at once, 50/min." in out
+    listed = run_batch_command("limits", "list")
+    assert "api:billing" in listed and "50/minute" in listed
+    assert json.loads(run_batch_command("limits", "list", "--json"))["count"] == 1
+    with pytest.raises(CommandError) as caught:
+        run_batch_command("limits", "set", "bad key", "--rate", "5")
+    assert caught.value.returncode == 2 and "no spaces" in str(caught.value)
+    with pytest.raises(CommandError) as caught:
+        run_batch_command("limits", "set", "x:y", "--rate", "-3")
+    assert caught.value.returncode == 2 and "rate" in str(caught.value)
+    assert "Removed limit api:billing." in run_batch_command("limits", "remove", "api:billing")
+    with pytest.raises(CommandError) as caught:
+        run_batch_command("limits", "remove", "api:billing")
+    assert caught.value.returncode == 2
+    out = run_batch_command("create", "--type", "noop", "--item", "a", "--limit-key", "api:billing", "--user", "sam")
+    assert Batch.objects.get().limit_keys == ["api:billing"]
+    assert "Created batch" in out
+    with pytest.raises(CommandError) as caught:
+        run_batch_command("create", "--type", "noop", "--item", "a", "--limit-key", "bad key", "--user", "sam")
+    assert caught.value.returncode == 2 and "limit_keys" in str(caught.value)
+
+
+def test_an_instance_limit_is_its_max_connections(db, staff):
+    from jobs.models import DatabaseInstance
+
+    services.instance_create(name="db1", url="sqlite:////tmp/x.sqlite3", shared=True)
+    row = services.limit_set(key="instance:db1", values={"concurrency": 3, "rate": 10, "per": "second"})
+    assert (row["concurrency"], row["rate"], row["source"]) == (3, 10, "instance")
+    assert DatabaseInstance.objects.get(name="db1").max_connections == 3
+    assert not Limit.objects.get(key="instance:db1").concurrency  # the instance holds it
+    with pytest.raises(InvalidInput) as caught:
+        services.limit_set(key="instance:nope", values={"concurrency": 1})
+    assert set(caught.value.errors) == {"key"}
+
+
+def test_the_limits_page_lists_them_and_staff_manage_them(db, staff, alice):
+    from django.test import Client
+
+    admin, viewer = Client(), Client()
+    admin.force_login(staff)
+    viewer.force_login(alice)
+    response = admin.post("/limits/", {"key": "api:billing", "rate": "50", "per": "minute"})
+    assert response.status_code == 302
+    page = viewer.get("/limits/")
+    assert b"api:billing" in page.content and b"50 per minute" in page.content
+    assert b"Add or change a limit" not in page.content
+    assert viewer.post("/limits/", {"key": "x:y", "rate": "1", "per": "minute"}).status_code == 403
+    bad = admin.post("/limits/", {"key": "no good", "per": "minute"})
+    assert bad.status_code == 422 and b"no spaces" in bad.content
+    empty = admin.post("/limits/", {"key": "x:y", "per": "minute"})
+    assert empty.status_code == 422 and b"Give a concurrency, a rate, or both." in empty.content
+    assert admin.post("/limits/api:billing/remove/").status_code == 302
+    assert not Limit.objects.exists()
+
+
+def test_a_batch_waiting_for_a_limit_says_so_on_its_page(db, alice):
+    from django.test import Client
+
+    batch = services.batch_create(owner=alice, type="noop", name="w", items=["a"], limit_keys=["api:billing"])
+    Batch.objects.filter(pk=batch.pk).update(waiting_for="api:billing: 50/min", status="running")
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(f"/batches/{batch.pk}/")
+    assert b"Waiting for api:billing: 50/min" in page.content

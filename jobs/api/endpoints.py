@@ -25,6 +25,7 @@ from jobs import artifacts, selectors, services
 from jobs.api import exports
 from jobs.api.compare import router as compare_router
 from jobs.api.instances import router as instances_router
+from jobs.api.limits import router as limits_router
 from jobs.api.schemas import (
     AddOperationsIn,
     AnalyticsOut,
@@ -577,6 +578,7 @@ def cleanup(request, payload: CleanupIn):
 api.add_router("/batches", batches)
 api.add_router("/batches", compare_router)
 api.add_router("/instances", instances_router)
+api.add_router("/limits", limits_router)
 
 
 @api.post(

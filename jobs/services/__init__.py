@@ -35,6 +35,7 @@ from jobs.services.instances import (
     instances_test_connections,
     parse_instances_file,
 )
+from jobs.services.limits import INSTANCE_PREFIX, limit_remove, limit_set, limit_view, limits_list
 from jobs.services.operation_actions import operation_cancel, operation_retry
 from jobs.services.operations import (
     WORKER_LOST,
@@ -95,6 +96,11 @@ __all__ = [
     "operation_fail",
     "operation_heartbeat",
     "operations_report",
+    "INSTANCE_PREFIX",
+    "limit_remove",
+    "limit_set",
+    "limit_view",
+    "limits_list",
     "operation_recover_lost",
     "operation_reschedule",
     "operation_retry",

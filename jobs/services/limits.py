@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 
-from jobs.errors import InvalidInput
+from jobs.errors import IllegalTransition, InvalidInput, UnknownReference
 from jobs.models import (
     KEY_PATTERN,
     Batch,
@@ -23,6 +23,7 @@ from jobs.models import (
     check_key,
 )
 from jobs.optypes.base import OperationType
+from jobs.services.instances import instance_update
 
 INSTANCE_PREFIX = "instance:"
 
@@ -73,18 +74,19 @@ def limit_set(*, key: str, values: dict[str, Any]) -> dict[str, Any]:
             name = key[len(INSTANCE_PREFIX) :]
             instance = DatabaseInstance.objects.select_for_update().filter(name=name).first()
             if instance is None:
-                raise InvalidInput({"key": [f"No database instance named {name!r}."]})
+                raise UnknownReference({"key": [f"No database instance named {name!r}."]}, message="Not found.")
             if "concurrency" in cleaned:
                 # An instance's concurrency is its max_connections, held by the claim.
-                instance.max_connections = cleaned.pop("concurrency")
-                instance.save(update_fields=["max_connections"])
+                instance_update(instance=instance, max_connections=cleaned.pop("concurrency"))
         limit = Limit.objects.select_for_update().filter(key=key).first()
         if limit is None:
             limit = Limit(key=key)
         for name, value in cleaned.items():
             setattr(limit, name, value)
         if instance is None and not limit.concurrency and not limit.rate:
-            raise InvalidInput({"concurrency": ["Give a concurrency, a rate, or both."]})
+            if limit.pk is None:
+                raise InvalidInput({"concurrency": ["Give a concurrency, a rate, or both."]})
+            raise IllegalTransition("A limit needs a concurrency or a rate: remove it instead.", "limit")
         limit.save()
     return limit_view(key)
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import compare, instances, views
+from jobs.web import compare, instances, limits, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -21,6 +21,8 @@ urlpatterns = [
     path("stats/", views.stats, name="stats"),
     path("workers/", views.workers, name="workers"),
     path("healthz", views.healthz, name="healthz"),
+    path("limits/", limits.limit_list, name="limits"),
+    path("limits/<str:key>/remove/", limits.limit_remove, name="limit_remove"),
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/import/", instances.instance_import, name="instance_import"),
     path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),
