@@ -1,6 +1,8 @@
 """Operation types of the engine's third round, for the tests and their worker processes
 (BATCHSITE_OPERATION_TYPES=tests.engine_three_optypes)."""
 
+import asyncio
+import threading
 import time
 
 import django_rq
@@ -47,3 +49,22 @@ def span(ctx) -> dict:
     start = time.time()
     time.sleep(ctx.params["sleep_s"])
     return {"start": start, "end": time.time()}
+
+
+class NapForm(forms.Form):
+    sleep_s = forms.FloatField(min_value=0, initial=0.2)
+
+
+@operation_type(key="example.nap", label="Example: an async nap", form=NapForm)
+async def nap(ctx) -> dict:
+    """Sleeps on the worker's event loop and says when (epoch seconds); `fail` fails, `hang` never
+    wakes (its timeout or a cancel ends it)."""
+    start = time.time()
+    ctx.progress(0, total=1, note="napping")
+    ctx.heartbeat("still napping")
+    if ctx.label == "hang":
+        await asyncio.sleep(3600)
+    await asyncio.sleep(ctx.params["sleep_s"])
+    if ctx.label == "fail":
+        raise OperationFailure("woke up wrong", "Grumpy")
+    return {"start": start, "end": time.time(), "thread": threading.current_thread().name}

@@ -7,7 +7,9 @@ threads) and the in-process `Lane` (one at a time in the caller, for `run_lane` 
 worker, tests and profiling) use it.
 """
 
+import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -70,6 +72,10 @@ class OperationContext:
         """Prove liveness now (long steps call this between chunks); a note shows as its progress's."""
         if note:
             self.report.set_note(note)
+        if _in_event_loop():
+            # An async type on the worker's loop: the executor's heartbeat keeps it alive, and the
+            # loop must not wait on the database.
+            return
         services.operation_heartbeat(operation_ids=[self.operation_id])
 
     def progress(self, done: float, total: float | None = None, note: str = "") -> None:
@@ -102,27 +108,90 @@ class OperationContext:
         return len(items) if batch is not None else 0
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def run_operation(claim: services.Claim, context: OperationContext, before=None, after=None) -> services.Outcome | None:
     """Run one attempt and say how it ended; None when it was stopped by a cancel (the cancel
     already recorded it as skipped). `before`/`after` arm and disarm a preemption (the in-process
     lane's SIGALRM); without one, an overrun is judged when the function returns. The outcome
     carries what the operation reported of itself."""
     if claim.limit_keys:
-        try:
-            wait = limits.acquire(claim.operation_id, claim.attempt, claim.limit_keys)
-        except REDIS_ERRORS:
-            wait = limits.Wait(claim.limit_keys[0], "limits (Redis unavailable)", 1.0)
+        wait = acquire_limits(claim)
         if wait is not None:
-            return services.Outcome(claim, "limited", after_s=wait.after_s, error=wait.text, limit_key=wait.key)
+            return limited(claim, wait)
     try:
         outcome = _run(claim, context, before, after)
     finally:
         if claim.limit_keys:
             release_limits(claim)
+    return _with_said(outcome, context)
+
+
+async def run_operation_async(claim: services.Claim, context: OperationContext) -> services.Outcome | None:
+    """run_operation for an `async def` type, on the worker's event loop: the same outcomes.
+    A timeout or a cancel cancels its task (the caller decided that outcome already)."""
+    if claim.limit_keys:
+        wait = await asyncio.to_thread(acquire_limits, claim)
+        if wait is not None:
+            return limited(claim, wait)
+    started = time.perf_counter()
+    try:
+        try:
+            optype = _prepared(claim, context)
+            value = optype.run(context)
+            result = await value if inspect.isawaitable(value) else value
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            caught = exc
+            outcome = _run(claim, context, None, None, invoke=lambda: _reraise(caught), started=started)
+        else:
+            outcome = _run(claim, context, None, None, invoke=lambda: result, started=started)
+    finally:
+        if claim.limit_keys:
+            await asyncio.to_thread(release_limits, claim)
+    return _with_said(outcome, context)
+
+
+def _reraise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _with_said(outcome: services.Outcome | None, context: OperationContext) -> services.Outcome | None:
     said = context.report.said()
     if outcome is None or said is None:
         return outcome
     return dataclasses.replace(outcome, said=said)
+
+
+def acquire_limits(claim: services.Claim) -> limits.Wait | None:
+    try:
+        return limits.acquire(claim.operation_id, claim.attempt, claim.limit_keys)
+    except REDIS_ERRORS:
+        return limits.Wait(claim.limit_keys[0], "limits (Redis unavailable)", 1.0)
+
+
+def limited(claim: services.Claim, wait: limits.Wait) -> services.Outcome:
+    return services.Outcome(claim, "limited", after_s=wait.after_s, error=wait.text, limit_key=wait.key)
+
+
+def _prepared(claim: services.Claim, context: OperationContext):
+    optype = get_type(claim.type)
+    if optype.secret_params:
+        # Stored encrypted; only the run sees them in clear.
+        context.params = secrets.reveal_params(optype, context.params)
+    return optype
+
+
+def _settled(value: Any) -> Any:
+    """An async type's coroutine, run to its end here (a lane or a thread outside the worker's loop)."""
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
 
 
 def release_limits(claim: services.Claim) -> None:
@@ -132,8 +201,12 @@ def release_limits(claim: services.Claim) -> None:
         logger.warning("limits: could not give back the leases of operation %s", claim.operation_id)
 
 
-def _run(claim: services.Claim, context: OperationContext, before, after) -> services.Outcome | None:
-    started = time.perf_counter()
+def _run(
+    claim: services.Claim, context: OperationContext, before, after, invoke=None, started: float | None = None
+) -> services.Outcome | None:
+    """One attempt's outcome; `invoke` stands for the call when it already happened elsewhere
+    (an async run: it returns the result or raises what the run raised)."""
+    started = time.perf_counter() if started is None else started
 
     def failed(error: str, error_type: str, retryable: bool = True, trace: str = "") -> services.Outcome:
         duration = _duration_ms(claim, started)
@@ -150,17 +223,17 @@ def _run(claim: services.Claim, context: OperationContext, before, after) -> ser
 
     timed_out = f"Timed out after {claim.timeout_s} s."
     try:
-        optype = get_type(claim.type)
-        if optype.secret_params:
-            # Stored encrypted; only the run sees them in clear.
-            context.params = secrets.reveal_params(optype, context.params)
-        if before:
-            before(claim.timeout_s)
-        try:
-            result = optype.run(context)
-        finally:
-            if after:
-                after()
+        if invoke is not None:
+            result = invoke()
+        else:
+            optype = _prepared(claim, context)
+            if before:
+                before(claim.timeout_s)
+            try:
+                result = _settled(optype.run(context))
+            finally:
+                if after:
+                    after()
     except OperationStopped:
         return None
     except OperationTimedOut:

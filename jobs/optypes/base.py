@@ -4,8 +4,9 @@ A project that installs Batchsite registers its own type with `register(Operatio
 the `operation_type` decorator; pages, API and commands then offer it like the built-in ones.
 """
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,7 +69,8 @@ class OperationContextProtocol(Protocol):
     def add_items(self, items: list[Any]) -> int: ...
 
 
-RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
+# A function or an `async def` one (run on the worker's event loop).
+RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None | Awaitable[dict[str, Any] | None]]
 # (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
 ItemsCheck = Callable[[list[Any], dict[str, Any]], dict[str, list[str]]]
 # Checks one operation's effective params (base overlaid with its item's) as a whole, for rules no
@@ -113,6 +115,11 @@ class OperationType:
     items_are_instances: bool = False
     limit_keys: LimitKeys | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
+
+    @property
+    def is_async(self) -> bool:
+        """An `async def` run: a worker runs it on its event loop, many at once."""
+        return inspect.iscoroutinefunction(self.run)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
         """Validate and normalise params; missing fields take the form's initial values.

@@ -14,6 +14,7 @@ batch's automatic retries last.
 import json
 import re
 from collections.abc import Iterable
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -261,23 +262,12 @@ def timeout_field(**kwargs: Any) -> forms.FloatField:
 # --- requests -------------------------------------------------------------------------------------
 
 
-def send(
-    method: str,
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    body: Any = None,
-    timeout_s: float = 30,
-) -> httpx.Response:
-    """One HTTP request (redirects are not followed: an unexpected 3xx is reported). Network
-    trouble raises OperationFailure (retryable) named after httpx's error; a URL that cannot be
-    used raises PermanentFailure "BadURL"."""
-    where = f"{method} {url}"
+@contextmanager
+def _network_errors(where: str, timeout_s: float):
+    """httpx's errors as the operation's: OperationFailure (retryable) named after the error, or
+    PermanentFailure "BadURL" for a URL that cannot be used."""
     try:
-        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
-            if body is None:
-                return client.request(method, url, headers=headers)
-            return client.request(method, url, headers=headers, json=body)
+        yield
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentFailure(f"{where}: unusable URL ({exc}).", "BadURL") from None
     except httpx.TimeoutException as exc:
@@ -290,6 +280,40 @@ def send(
         raise OperationFailure(
             f"{where}: {type(exc).__name__} ({exc or 'transport error'}).", type(exc).__name__
         ) from None
+
+
+async def send_async(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout_s: float = 30,
+) -> httpx.Response:
+    """`send` on an event loop (httpx's async client): thousands in flight in one process."""
+    with _network_errors(f"{method} {url}", timeout_s):
+        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+            if body is None:
+                return await client.request(method, url, headers=headers)
+            return await client.request(method, url, headers=headers, json=body)
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout_s: float = 30,
+) -> httpx.Response:
+    """One HTTP request (redirects are not followed: an unexpected 3xx is reported). Network
+    trouble raises OperationFailure (retryable) named after httpx's error; a URL that cannot be
+    used raises PermanentFailure "BadURL"."""
+    with _network_errors(f"{method} {url}", timeout_s):
+        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+            if body is None:
+                return client.request(method, url, headers=headers)
+            return client.request(method, url, headers=headers, json=body)
 
 
 def excerpt(response: httpx.Response, limit: int = EXCERPT_CHARS) -> str:
