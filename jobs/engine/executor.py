@@ -372,8 +372,10 @@ class Executor:
         with self.lock:
             if self.outcomes:
                 return 0.0
-            waiting = [s.wake_at for s in self.served.values() if not s.leaving]
-            if not waiting or self._free_locked(False) + self._free_locked(True) <= 0:
+            # Only batches whose kind of room (threads, the loop's) has some free: a full kind
+            # waits for an outcome, which wakes the loop.
+            waiting = [s.wake_at for s in self.served.values() if not s.leaving and self._free_locked(s.is_async) > 0]
+            if not waiting:
                 return IDLE_RECHECK_S
             return max(0.0, min(min(waiting) - time.monotonic(), IDLE_RECHECK_S))
 
