@@ -85,6 +85,7 @@ def main() -> int:
         from jobs.models import Limit
 
         Limit.objects.update_or_create(key="bench:rate", defaults={"rate": 50, "per": "second", "concurrency": None})
+        time.sleep(2.5)  # workers read the definitions at most every 2 s
         seconds, batch = run(500, "bench.span", 16, {"duration_ms": 0}, limit_keys=["bench:rate"])
         # When each run began, by its own clock (after its limits were taken).
         starts = sorted(operation.result["start"] for operation in batch.operations.all())
@@ -102,6 +103,7 @@ def main() -> int:
         )
 
         Limit.objects.update_or_create(key="bench:three", defaults={"concurrency": 3, "rate": None})
+        time.sleep(2.5)  # workers read the definitions at most every 2 s
         _, batch = run(60, "bench.span", 16, {"duration_ms": 100}, limit_keys=["bench:three"])
         spans = [(operation.result["start"], operation.result["end"]) for operation in batch.operations.all()]
         events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
