@@ -238,6 +238,8 @@ BATCHSITE_STALE_AFTER_S = env_number("BATCHSITE_STALE_AFTER_S", 30.0, float, min
 BATCHSITE_REAP_INTERVAL_S = env_number("BATCHSITE_REAP_INTERVAL_S", 10.0, float, minimum=0.5)
 # Operations one worker process runs at once (threads), across all the batches it serves.
 BATCHSITE_WORKER_CONCURRENCY = env_number("BATCHSITE_WORKER_CONCURRENCY", 8, int, minimum=1)
+# Operations of `async def` types one worker process runs at once on its event loop.
+BATCHSITE_WORKER_ASYNC_CONCURRENCY = env_number("BATCHSITE_WORKER_ASYNC_CONCURRENCY", 500, int, minimum=1)
 # Losses of an operation with its worker (SIGKILL, OOM) after which it fails as WorkerLost.
 BATCHSITE_MAX_LOST = env_number("BATCHSITE_MAX_LOST", 3, int, minimum=1)
 # Operation threads a worker may leave running past their timeout before it recycles itself.

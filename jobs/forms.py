@@ -6,8 +6,9 @@ from django import forms
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from jobs.errors import InvalidInput
 from jobs.items import ITEMS_FILE_MAX_BYTES
-from jobs.models import AfterCondition, Priority, option_field, option_field_bounds
+from jobs.models import AfterCondition, Priority, check_batch_keys, option_field, option_field_bounds
 
 
 def _option_field(name: str, **overrides) -> forms.Field:
@@ -17,6 +18,21 @@ def _option_field(name: str, **overrides) -> forms.Field:
     field = option_field(name).formfield(**bounds, **overrides)
     assert field is not None
     return field
+
+
+class LimitKeysField(forms.Field):
+    """Names of limits: a list (API, command line) or a text of keys separated by commas or lines (form)."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value):
+        try:
+            return check_batch_keys(value)
+        except InvalidInput as exc:
+            raise forms.ValidationError([m for messages in exc.errors.values() for m in messages]) from None
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
 
 
 class BatchOptionsForm(forms.Form):
@@ -32,6 +48,11 @@ class BatchOptionsForm(forms.Form):
     priority = _option_field("priority", choices=Priority.choices)
     webhook_url = _option_field("webhook_url", required=False, assume_scheme="https")
     deadline_s = _option_field("deadline_s", required=False)
+    limit_keys = LimitKeysField(
+        required=False,
+        label="Limit keys",
+        help_text="Optional: names of limits (see Limits) every operation counts against, e.g. api:billing.",
+    )
 
     def clean_webhook_url(self) -> str:
         # Which targets are allowed is the notifications feature's policy, named by a setting so

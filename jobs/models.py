@@ -3,14 +3,17 @@
 Rows are the source of truth; every write to them goes through jobs.services.
 """
 
+import re
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from jobs.errors import InvalidInput
 from jobs.secrets import SecretUnreadable, decrypt, encrypt, mask_url
 from jobs.teams import access
 
@@ -189,6 +192,15 @@ class Batch(models.Model):
     instance_limited = models.BooleanField(default=False)
     # The `select` its items were resolved from ({"tags", "region", "names"} and the names found).
     selection = models.JSONField(null=True, blank=True)
+    # Named limits (Limit) every operation of the batch counts against, besides its type's.
+    limit_keys = models.JSONField(
+        "limit keys",
+        default=list,
+        blank=True,
+        help_text="Optional: names of limits (e.g. api:billing) every operation of this batch counts against.",
+    )
+    # The limit its operations last waited for ("api:billing: 50/min"); cleared by its next start.
+    waiting_for = models.CharField(max_length=300, blank=True, default="")
 
     objects = BatchQuerySet.as_manager()
 
@@ -332,6 +344,15 @@ class Operation(models.Model):
     # The database instance the operation connects to ("" for none), set at creation: the claim
     # counts running operations by it to hold instances' max_connections across all batches.
     resource = models.CharField(max_length=100, blank=True, default="")
+    # What the latest attempt said of itself (ctx.progress, ctx.log, ctx.heartbeat's note): written
+    # by its worker every half second or so while it runs, and with its outcome.
+    progress_done = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_note = models.CharField(max_length=500, blank=True, default="")
+    log = models.TextField(blank=True, default="")
+    # The named limits it counts against, set at creation, each between newlines ("\nhost:a\n"), so
+    # a limit's waiters are found with one LIKE on either database.
+    limit_keys = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["seq"]
@@ -346,6 +367,10 @@ class Operation(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.label}"
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return progress_of(self)
 
 
 class AttemptOutcome(models.TextChoices):
@@ -386,6 +411,11 @@ class OperationAttempt(models.Model):
     error = models.TextField(blank=True)
     # Kept server-side: the operation page and API show it to the batch's owner only.
     traceback = models.TextField(blank=True)
+    # The run's last progress report and its log (the last lines, bounded), as its outcome had them.
+    progress_done = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_note = models.CharField(max_length=500, blank=True, default="")
+    log = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["operation", "number", "id"]
@@ -393,6 +423,20 @@ class OperationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of operation {self.operation_id}: {self.outcome}"
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return progress_of(self)
+
+
+def progress_of(row: "Operation | OperationAttempt") -> dict[str, Any] | None:
+    """{done, total, note} as an operation last reported it (None if it never did), with
+    `percent` when a total is known."""
+    if row.progress_done is None and not row.progress_note:
+        return None
+    done, total = row.progress_done, row.progress_total
+    percent = round(100 * done / total, 1) if done is not None and total else None
+    return {"done": done, "total": total, "note": row.progress_note, "percent": percent}
 
 
 class ResultRow(models.Model):
@@ -581,3 +625,73 @@ class DatabaseInstance(models.Model):
             return mask_url(self.url)
         except SecretUnreadable:
             return "(unreadable with this process's key: enter the URL again)"
+
+
+# Limit keys: what a Limit row and a batch's `limit_keys` option accept.
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:/@+\-]{1,200}$")
+KEY_MESSAGE = "1 to 200 letters, digits or _ . : / @ + -, no spaces (e.g. api:billing)."
+MAX_BATCH_KEYS = 10
+
+
+def check_key(key: Any, path: str = "key") -> str:
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise InvalidInput({path: [KEY_MESSAGE]})
+    return key
+
+
+def check_batch_keys(keys: Any, path: str = "limit_keys") -> list[str]:
+    """The batch option: a list of limit keys (a text of keys separated by commas or lines, from a form)."""
+    if keys in (None, "", []):
+        return []
+    if isinstance(keys, str):
+        keys = [part.strip() for part in re.split(r"[,\n]", keys) if part.strip()]
+    if not isinstance(keys, list):
+        raise InvalidInput({path: ["A list of limit keys."]})
+    if len(keys) > MAX_BATCH_KEYS:
+        raise InvalidInput({path: [f"At most {MAX_BATCH_KEYS} limit keys."]})
+    for index, key in enumerate(keys):
+        check_key(key, f"{path}[{index}]")
+    return list(dict.fromkeys(keys))
+
+
+class LimitPer(models.TextChoices):
+    SECOND = "second", "second"
+    MINUTE = "minute", "minute"
+    HOUR = "hour", "hour"
+
+
+LIMIT_WINDOW_S = {LimitPer.SECOND: 1, LimitPer.MINUTE: 60, LimitPer.HOUR: 3600}
+LIMIT_PER_SHORT = {LimitPer.SECOND: "s", LimitPer.MINUTE: "min", LimitPer.HOUR: "h"}
+
+
+class Limit(models.Model):
+    """A named limit shared by every batch and worker: at most `concurrency` of its operations
+    running at once and/or at most `rate` starts per `per`. Operations name the limits they count
+    against through their type (`limit_keys(params)`), their batch (`limit_keys`), their instance
+    (`instance:<name>`, whose concurrency is the instance's max_connections) or host (`host:<name>`)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    concurrency = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    rate = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    per = models.CharField(max_length=10, choices=LimitPer.choices, default=LimitPer.MINUTE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.describe()}"
+
+    @property
+    def window_s(self) -> int:
+        return LIMIT_WINDOW_S[LimitPer(self.per)]
+
+    def describe(self) -> str:
+        """`2 at once, 50/min`."""
+        parts = []
+        if self.concurrency:
+            parts.append(f"{self.concurrency} at once")
+        if self.rate:
+            parts.append(f"{self.rate}/{LIMIT_PER_SHORT[LimitPer(self.per)]}")
+        return ", ".join(parts) or "no limit"

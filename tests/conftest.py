@@ -1,3 +1,5 @@
+import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -48,7 +50,10 @@ def run_operation_with_rows(
     context = SimpleNamespace(
         label=label, params=optype.clean_params(params), state=state, attempt=attempt, add_rows=rows.extend
     )
-    return optype.run(context), rows
+    result = optype.run(context)
+    if inspect.iscoroutine(result):  # an async type: run on a loop of its own, as a lane would
+        result = asyncio.run(result)
+    return result, rows
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from jobs import artifacts, services
 from jobs.api.endpoints import api
-from jobs.models import Batch, BatchStatus, DatabaseInstance, Operation, OperationStatus, ResultRow
+from jobs.models import Batch, BatchStatus, DatabaseInstance, Limit, Operation, OperationStatus, ResultRow
 from jobs.notifications import services as notification_services
 from jobs.notifications.models import Delivery, DeliveryStatus, Subscription
 from jobs.schedules import services as schedule_services
@@ -102,6 +102,7 @@ def world(db, redis_clean, tmp_path, settings) -> World:
         finished_at=timezone.now(),
     )
     token, _ = services.token_create(user=users["admin"], name="ada's")
+    services.limit_set(key="api:billing", values={"concurrency": 2})
     found = World(users, batch, other, template, schedule, instance, subscription, delivery)
     found.values = {
         "batch_id": str(batch.pk),
@@ -118,6 +119,7 @@ def world(db, redis_clean, tmp_path, settings) -> World:
         "username": "mo",
         "type_key": "noop",
         "token_id": str(token.pk),
+        "key": "api:billing",
     }
     return found
 
@@ -167,6 +169,13 @@ API_ROUTES = [
     Route("GET", "/api/batches/{batch_id}/operations.xlsx", "view"),
     Route("GET", "/api/batches/{batch_id}/results.jsonl", "view"),
     Route("GET", "/api/search", "any", query="?q=ba"),
+    # Limits hold for every user's batches: everyone signed in reads them, staff change them.
+    Route("GET", "/api/limits", "any"),
+    Route("POST", "/api/limits", "staff", {"key": "api:new", "concurrency": 3}),
+    Route("GET", "/api/limits/{key}", "any"),
+    Route("PUT", "/api/limits/{key}", "staff", {"concurrency": 5}),
+    Route("PATCH", "/api/limits/{key}", "staff", {"concurrency": 5}),
+    Route("DELETE", "/api/limits/{key}", "staff"),
     # A batch the user may not act on is skipped (named in the answer), not refused as a whole.
     Route("POST", "/api/batches/bulk", "operate", {"action": "pause", "ids": ["{batch_id}"]}, refused_like_any=True),
     Route("POST", "/api/batches/{batch_id}/operations/bulk", "operate", {"action": "retry", "all": True}),
@@ -250,6 +259,9 @@ PAGE_ROUTES = [
     Route("POST", "batch_bulk", "operate", {"action": "pause", "ids": "{batch_id}"}, refused_like_any=True),
     Route("POST", "operations_bulk", "operate", {"action": "retry"}),
     Route("GET", "search", "any", query="?q=ba"),
+    Route("GET", "limits", "any"),
+    Route("POST", "limits", "staff", {"key": "api:new", "concurrency": "3", "per": "second"}),
+    Route("POST", "limit_remove", "staff"),
     Route("GET", "stats", "any"),
     Route("GET", "workers", "staff"),
     Route("GET", "instance_list", "any"),
@@ -377,6 +389,7 @@ def snapshot() -> tuple:
         sorted(map(str, Delivery.objects.values_list("id", "status"))),
         sorted(Membership.objects.values_list("team_id", "user_id", "role")),
         sorted(Team.objects.values_list("id", "slug")),
+        sorted(map(str, Limit.objects.values_list("key", "concurrency", "rate", "per"))),
     )
 
 

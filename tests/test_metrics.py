@@ -5,6 +5,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import services
+from jobs.engine import dispatch
 from jobs.models import Batch
 from tests.conftest import wait_for
 
@@ -27,6 +28,7 @@ def test_metrics_count_what_real_workers_ran_by_type_and_outcome(workers, alice)
         owner=alice, type="demo.sleep", name="bad", items=["x", "y"], params={"duration_ms": 5, "failure_rate": 1}
     )
     wait_for(lambda: all(Batch.objects.get(pk=b.pk).is_terminal for b in (ok, bad)), 60, message="both batches end")
+    wait_for(lambda: len(dispatch.live_workers()) == 2, 30, message="both workers in the registry")
 
     families = scrape(Client())
     attempts = samples(families["batchsite_operation_attempts"], "batchsite_operation_attempts_total")

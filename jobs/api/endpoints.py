@@ -24,6 +24,7 @@ from jobs import artifacts, selectors, services
 from jobs.api import exports
 from jobs.api.compare import router as compare_router
 from jobs.api.instances import router as instances_router
+from jobs.api.limits import router as limits_router
 from jobs.api.schemas import (
     AddOperationsIn,
     AnalyticsOut,
@@ -461,6 +462,8 @@ def get_operation(
         "params": selectors.operation_params_masked(batch, operation),
         "effective_params": detail["params"],
         "attempt_records": detail["attempts"],
+        "progress": operation.progress,
+        "log": operation.log,
         "external_job": detail["external"],
         "result_rows": {"items": page, "count": rows.count()},
         "artifacts": detail["artifacts"],
@@ -767,6 +770,7 @@ def cleanup(request, payload: CleanupIn):
 api.add_router("/batches", batches)
 api.add_router("/batches", compare_router)
 api.add_router("/instances", instances_router)
+api.add_router("/limits", limits_router)
 
 
 @api.post(

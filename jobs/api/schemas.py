@@ -6,6 +6,7 @@ from uuid import UUID
 
 from ninja import Field, Schema
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     StrictBool,
@@ -13,10 +14,19 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
-from jobs.models import AfterCondition, BatchStatus, OperationStatus, option_field, option_field_bounds
+from jobs.models import (
+    KEY_MESSAGE,
+    KEY_PATTERN,
+    AfterCondition,
+    BatchStatus,
+    OperationStatus,
+    option_field,
+    option_field_bounds,
+)
 from jobs.nul import NO_NUL_PATTERN
 
 
@@ -56,6 +66,20 @@ def _option(name: str) -> Any:
     return Field(field.default, ge=low, le=high, description=str(field.help_text))
 
 
+def _limit_key(value: str) -> str:
+    if not KEY_PATTERN.match(value):
+        raise ValueError(KEY_MESSAGE)
+    return value
+
+
+# The pattern is documented; the check answers with a sentence rather than the regular expression.
+LimitKeyIn = Annotated[
+    StrictStr,
+    AfterValidator(_limit_key),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": KEY_PATTERN.pattern}),
+]
+
+
 class BatchIn(Schema):
     # A misspelt option ("max_paralel") is an error, not silently the default. Items are required
     # unless `select` stands for them.
@@ -83,6 +107,9 @@ class BatchIn(Schema):
     webhook_url: str = _option("webhook_url")
     deadline_s: Integer | None = Field(
         None, ge=1, le=option_field_bounds("deadline_s")[1], description=str(option_field("deadline_s").help_text)
+    )
+    limit_keys: list[LimitKeyIn] = Field(
+        default_factory=list, max_length=10, description=str(option_field("limit_keys").help_text)
     )
     after: UUID | None = Field(
         None,
@@ -202,6 +229,8 @@ class BatchOut(ProgressOut):
     priority: str
     webhook_url: str
     deadline_s: int | None = Field(None, description="Seconds from the start after which the batch expires.")
+    limit_keys: list[str] = Field(default_factory=list, description="Named limits every operation counts against.")
+    waiting_for: str = Field("", description='The limit its operations last waited for ("api:billing: 50/min").')
     deadline_at: datetime | None = Field(None, description="When it expires (set when it starts).")
     after: UUID | None = Field(None, description="The batch this one waits for, or waited for.")
     after_condition: str = Field(AfterCondition.COMPLETED, description="completed, finished or failed")
@@ -633,6 +662,13 @@ class InstanceImportIn(Schema):
 BatchIn.model_rebuild()
 
 
+class OperationProgressOut(Schema):
+    done: float | None = Field(..., description="How much is done, as the operation last said (ctx.progress).")
+    total: float | None = Field(..., description="Out of how much; null when the operation did not say.")
+    note: str = Field(..., description="Its last note (ctx.progress's or ctx.heartbeat's).")
+    percent: float | None = Field(..., description="done / total in percent, when a total is known.")
+
+
 class AttemptOut(Schema):
     number: int = Field(..., description="The attempt number (the operation's `attempts` when it ran).")
     worker: str
@@ -652,6 +688,10 @@ class AttemptOut(Schema):
     traceback: str | None = Field(
         ..., description="The exception's traceback of a failed run; shown to the batch's owner only (null otherwise)."
     )
+    progress: OperationProgressOut | None = Field(
+        None, description="The run's last progress report; null if it made none."
+    )
+    log: str = Field("", description="The run's log: its last lines (500 lines, 64 KiB at most).")
 
 
 class ExternalJobOut(Schema):
@@ -675,6 +715,13 @@ class OperationDetailOut(OperationOut):
     )
     attempt_records: list[AttemptOut] = Field(
         ..., description="Every attempt, oldest first, the one running now last (`attempts` counts them)."
+    )
+    progress: OperationProgressOut | None = Field(
+        ..., description="What its latest attempt last reported (ctx.progress / ctx.heartbeat note); null if nothing."
+    )
+    log: str = Field(
+        ...,
+        description="Its latest attempt's log (ctx.log), the last lines: 500 lines, 64 KiB at most; live while it runs.",
     )
     external_job: ExternalJobOut | None
     result_rows: RowsPage
@@ -719,3 +766,60 @@ class SearchOut(Schema):
     more_batches: bool
     operations: list[SearchOperationOut]
     more_operations: bool
+
+
+# A limit's number, 1 or more; its schema stated outright (inside an optional it lost its bounds).
+def _limit_number(value: int) -> int:
+    if not 1 <= value <= 2**31 - 1:
+        raise ValueError("A whole number of 1 or more.")
+    return value
+
+
+LimitNumber = Annotated[
+    StrictInt,
+    BeforeValidator(_json_integer),
+    AfterValidator(_limit_number),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 2**31 - 1}),
+]
+
+
+class LimitIn(Schema):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["concurrency"]}, {"required": ["rate"]}]}
+    )
+
+    key: LimitKeyIn = Field(..., description="Its name, e.g. api:billing, host:api.example.com, instance:db1.")
+    # Not nullable here (give at least one of them); PUT/PATCH take null to remove one.
+    concurrency: Integer = Field(  # type: ignore[assignment]
+        None, ge=1, le=2**31 - 1, description="At most this many of its operations running at once."
+    )
+    rate: Integer = Field(None, ge=1, le=2**31 - 1, description="At most this many starts per `per`.")  # type: ignore[assignment]
+    per: Literal["second", "minute", "hour"] = Field("minute", description="The rate's window.")
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> "LimitIn":
+        if self.concurrency is None and self.rate is None:
+            raise ValueError("Give a concurrency, a rate, or both.")
+        return self
+
+
+class LimitPatch(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: LimitNumber | None = Field(None, description="At most this many running at once; null removes it.")
+    rate: LimitNumber | None = Field(None, description="At most this many starts per `per`; null removes it.")
+    per: Literal["second", "minute", "hour"] = Field("minute", description="The rate's window.")
+
+
+class LimitOut(Schema):
+    key: str
+    concurrency: int | None
+    rate: int | None
+    per: str
+    source: str = Field(..., description="limit (a Limit row) or instance (an instance's max_connections).")
+    description: str = Field(..., description='How it reads: "2 at once, 50/min".')
+
+
+class LimitList(Schema):
+    items: list[LimitOut]
+    count: int

@@ -17,7 +17,10 @@ Outcomes are kept until the database took them: a write that fails (the database
 tried again, with backoff, until it lands, so work that succeeded is never lost or failed.
 """
 
+import asyncio
+import concurrent.futures
 import ctypes
+import dataclasses
 import logging
 import os
 import queue
@@ -33,10 +36,19 @@ from django.db import connections
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs import services
-from jobs.engine import dispatch
-from jobs.engine.lane import OperationContext, OperationStopped, OperationTimedOut, run_operation
+from jobs.engine import dispatch, limits
+from jobs.engine.lane import (
+    OperationContext,
+    OperationStopped,
+    OperationTimedOut,
+    release_limits,
+    run_operation,
+    run_operation_async,
+)
+from jobs.engine.reports import Report, Reports
 from jobs.live import publisher
 from jobs.models import Batch, BatchStatus
+from jobs.optypes.base import find_type
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +69,10 @@ class Task:
     abandoned: bool = False
     thread_id: int | None = None
     in_operation: bool = False
+    report: Report = field(default_factory=Report)
+    # An async type's run: a task on the executor's event loop instead of a slot thread.
+    is_async: bool = False
+    future: concurrent.futures.Future | None = None
 
 
 @dataclass
@@ -66,6 +82,8 @@ class Served:
     batch_id: str
     lane_id: str
     priority: int
+    # Its type is `async def`: it claims into the event loop's capacity, not the threads'.
+    is_async: bool = False
     wake_at: float = 0.0
     # An inactive batch (paused, cancelled, finished) is let go once its running operations end.
     leaving: bool = False
@@ -97,15 +115,24 @@ def resident_bytes() -> int:
         return 0
 
 
+def _is_async(batch_id: str) -> bool:
+    """Whether the batch's type is `async def` (a type since removed runs, and fails, on a thread)."""
+    type_key = Batch.objects.filter(pk=batch_id).values_list("type", flat=True).first()
+    optype = find_type(type_key) if type_key else None
+    return optype is not None and optype.is_async
+
+
 # The executor of this process, when it is a Batchsite worker (jobs.engine.tasks.run_lane serves
 # lanes on it instead of running them in-process).
 current: "Executor | None" = None
 
 
 class Executor:
-    def __init__(self, name: str, concurrency: int) -> None:
+    def __init__(self, name: str, concurrency: int, async_concurrency: int = 0) -> None:
         self.name = name
         self.concurrency = concurrency
+        self.async_concurrency = async_concurrency or int(settings.BATCHSITE_WORKER_ASYNC_CONCURRENCY)
+        self.loop = asyncio.new_event_loop()
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -122,12 +149,15 @@ class Executor:
         self.started_at = time.time()
         self.finished_by_bucket: dict[int, int] = defaultdict(int)
         self.usage = ProcessUsage()
+        self.reports = Reports()
 
     # --- life cycle ---
 
     def start(self) -> None:
         for _ in range(self.concurrency):
             self._spawn_slot()
+        loop_thread = threading.Thread(target=self._run_loop, name="batchsite-async", daemon=True)
+        loop_thread.start()
         for target, name in ((self._dispatch_loop, "dispatcher"), (self._beat_loop, "heartbeat")):
             thread = threading.Thread(target=target, name=f"batchsite-{name}", daemon=True)
             thread.start()
@@ -154,8 +184,11 @@ class Executor:
             for task in leftovers:
                 task.abandoned = True
                 task.cancelled.set()
+                if task.future is not None:
+                    task.future.cancel()
                 self.outcomes.append((task, services.Outcome(task.claim, "released")))
             self.running.clear()
+        self.loop.call_soon_threadsafe(self.loop.stop)
         for thread in self.threads:
             thread.join(timeout=5)
         self._flush_outcomes(retry_for_s=30)
@@ -174,7 +207,8 @@ class Executor:
                 known.wake_at = 0.0
                 known.leaving = False
             else:
-                self.served[batch_id] = Served(batch_id, lane_id, PRIORITY_ORDER.get(priority, 1))
+                served = Served(batch_id, lane_id, PRIORITY_ORDER.get(priority, 1), is_async=_is_async(batch_id))
+                self.served[batch_id] = served
         if known is not None:
             dispatch.lane_release(batch_id, lane_id)
         else:
@@ -183,11 +217,13 @@ class Executor:
         self._dispatch_round()
 
     def free_slots(self) -> int:
+        """Free room of either kind (threads, the event loop's)."""
         with self.lock:
-            return self.concurrency - sum(1 for task in self.running.values() if not task.abandoned)
+            return self._free_locked(False) + self._free_locked(True)
 
-    def _free_locked(self) -> int:
-        return self.concurrency - sum(1 for task in self.running.values() if not task.abandoned)
+    def _free_locked(self, is_async: bool = False) -> int:
+        capacity = self.async_concurrency if is_async else self.concurrency
+        return capacity - sum(1 for task in self.running.values() if not task.abandoned and task.is_async == is_async)
 
     def describe(self) -> dict[str, Any]:
         """What the worker registry and the workers page show of this executor."""
@@ -204,6 +240,7 @@ class Executor:
                 "cpu_percent": cpu_percent,
                 "rss_bytes": rss_bytes,
                 "concurrency": self.concurrency,
+                "async_concurrency": self.async_concurrency,
                 "running": running,
                 "abandoned": self.abandoned_alive,
                 "batches": sorted(self.served),
@@ -229,9 +266,11 @@ class Executor:
                 try:
                     task.in_operation = True
                     try:
-                        outcome = run_operation(task.claim, OperationContext(task.claim, task.cancelled))
+                        context = OperationContext(task.claim, task.cancelled, task.report)
+                        outcome = run_operation(task.claim, context)
                     finally:
                         task.in_operation = False
+                        self.reports.remove(task.claim.operation_id)
                 except (OperationStopped, OperationTimedOut):
                     outcome = None  # interrupted after being abandoned: its outcome was decided
                 except BaseException:
@@ -248,14 +287,50 @@ class Executor:
         finally:
             connections.close_all()
 
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            connections.close_all()
+
+    async def _run_async(self, task: Task) -> None:
+        """One async run on the loop; reports like a slot thread does."""
+        outcome: services.Outcome | None = None
+        try:
+            context = OperationContext(task.claim, task.cancelled, task.report)
+            outcome = await run_operation_async(task.claim, context)
+        except asyncio.CancelledError:
+            outcome = None  # timed out or cancelled: its outcome was decided when it was abandoned
+        except BaseException:
+            logger.exception("executor: async run failed around operation %s", task.claim.operation_id)
+        finally:
+            self.reports.remove(task.claim.operation_id)
+        with self.lock:
+            if task.abandoned:
+                return
+            self.running.pop(task.claim.operation_id, None)
+            if outcome is not None:
+                self.outcomes.append((task, outcome))
+        self.wake.set()
+
     def _abandon(self, task: Task, outcome: services.Outcome | None) -> None:
         """Give up on a running operation (caller holds the lock): its slot goes to a fresh thread
         and its outcome, if any, is decided now (a timeout) or already was (a cancel)."""
         task.abandoned = True
         task.cancelled.set()
         self.running.pop(task.claim.operation_id, None)
+        self.reports.remove(task.claim.operation_id)
+        if task.claim.limit_keys:
+            release_limits(task.claim)
         if outcome is not None:
-            self.outcomes.append((task, outcome))
+            said = task.report.said()
+            self.outcomes.append((task, outcome if said is None else dataclasses.replace(outcome, said=said)))
+        if task.future is not None:
+            # An async run: cancelling its task frees its room; no thread is left behind.
+            task.future.cancel()
+            self.wake.set()
+            return
         self.abandoned_alive += 1
         if task.in_operation and task.thread_id is not None:
             # Interrupts an operation running Python code; one blocked in a system call ends on its
@@ -297,8 +372,10 @@ class Executor:
         with self.lock:
             if self.outcomes:
                 return 0.0
-            waiting = [s.wake_at for s in self.served.values() if not s.leaving]
-            if not waiting or self._free_locked() <= 0:
+            # Only batches whose kind of room (threads, the loop's) has some free: a full kind
+            # waits for an outcome, which wakes the loop.
+            waiting = [s.wake_at for s in self.served.values() if not s.leaving and self._free_locked(s.is_async) > 0]
+            if not waiting:
                 return IDLE_RECHECK_S
             return max(0.0, min(min(waiting) - time.monotonic(), IDLE_RECHECK_S))
 
@@ -349,12 +426,16 @@ class Executor:
         """Free slots this batch may claim now: all of them when it is the only one that can use
         them, else its turn's share, so batches served together share the worker."""
         with self.lock:
-            free = self._free_locked()
             served = self.served.get(batch_id)
-            if free <= 0 or served is None or served.leaving:
+            if served is None or served.leaving:
+                return 0
+            free = self._free_locked(served.is_async)
+            if free <= 0:
                 return 0
             now = time.monotonic()
-            contenders = [s for s in self.served.values() if not s.leaving and s.wake_at <= now]
+            contenders = [
+                s for s in self.served.values() if not s.leaving and s.wake_at <= now and s.is_async == served.is_async
+            ]
             best = min((s.priority for s in contenders), default=served.priority)
             if served.priority > best:
                 return 0
@@ -402,9 +483,13 @@ class Executor:
             served = self.served.get(batch_id)
             if isinstance(claims, list):
                 for claim in claims:
-                    task = Task(claim, deadline=now + claim.timeout_s)
+                    task = Task(claim, deadline=now + claim.timeout_s, is_async=served is not None and served.is_async)
                     self.running[claim.operation_id] = task
-                    self.work.put(task)
+                    self.reports.add(batch_id, claim.operation_id, claim.attempt, task.report)
+                    if task.is_async:
+                        task.future = asyncio.run_coroutine_threadsafe(self._run_async(task), self.loop)
+                    else:
+                        self.work.put(task)
                 if served is not None:
                     served.wake_at = 0.0
                 return
@@ -454,6 +539,7 @@ class Executor:
                     if time.monotonic() - last_beat >= dispatch.heartbeat_s():
                         last_beat = time.monotonic()
                         self._heartbeat()
+                    self.reports.flush()
                 except DATABASE_ERRORS:
                     connections.close_all()
                     logger.warning("executor: heartbeat could not reach the database", exc_info=True)
@@ -472,6 +558,7 @@ class Executor:
                 dispatch.lane_heartbeat(batch_id, lane_id, dispatch.lane_ttl_s())
             dispatch.worker_register(self.name, self.describe())
             dispatch.throughput_add(finished)
+            limits.renew()
         except Exception:
             logger.warning("executor: Redis unavailable for heartbeats", exc_info=True)
             with self.lock:  # counted at the next heartbeat that reaches Redis

@@ -7,6 +7,9 @@ threads) and the in-process `Lane` (one at a time in the caller, for `run_lane` 
 worker, tests and profiling) use it.
 """
 
+import asyncio
+import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -17,12 +20,14 @@ import time
 import traceback
 from typing import Any
 
+import redis.exceptions
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.utils import timezone
 
 from jobs import secrets, services
-from jobs.engine import dispatch
+from jobs.engine import dispatch, limits
+from jobs.engine.reports import Report, Reports
 from jobs.errors import InvalidInput
 from jobs.live import publisher
 from jobs.models import Batch
@@ -30,6 +35,7 @@ from jobs.optypes import get_type
 from jobs.optypes.base import OperationFailure, PermanentFailure, Reschedule
 
 logger = logging.getLogger(__name__)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class OperationTimedOut(BaseException):
@@ -48,7 +54,7 @@ def worker_name() -> str:
 class OperationContext:
     """What an operation function receives: its params and ways to talk back to the engine."""
 
-    def __init__(self, claim: services.Claim, cancelled: threading.Event) -> None:
+    def __init__(self, claim: services.Claim, cancelled: threading.Event, report: Report | None = None) -> None:
         self.batch_id = claim.batch_id
         self.operation_id = claim.operation_id
         self.seq = claim.seq
@@ -60,10 +66,26 @@ class OperationContext:
         self.rows: list[dict[str, Any]] = []
         self.quality_score: float | None = None
         self._cancelled = cancelled
+        self.report = report if report is not None else Report()
 
     def heartbeat(self, note: str = "") -> None:
-        """Prove liveness now (long steps call this between chunks)."""
+        """Prove liveness now (long steps call this between chunks); a note shows as its progress's."""
+        if note:
+            self.report.set_note(note)
+        if _in_event_loop():
+            # An async type on the worker's loop: the executor's heartbeat keeps it alive, and the
+            # loop must not wait on the database.
+            return
         services.operation_heartbeat(operation_ids=[self.operation_id])
+
+    def progress(self, done: float, total: float | None = None, note: str = "") -> None:
+        """Say how far it got (`done` of `total`, which may stay unknown); shown live on its pages
+        and kept with the attempt. Cheap to call often: written every half second at most."""
+        self.report.progress(done, total, note)
+
+    def log(self, message: object) -> None:
+        """Add lines to this attempt's log (the last 500 lines, 64 KiB, are kept)."""
+        self.report.log(message)
 
     def is_cancelled(self) -> bool:
         return self._cancelled.is_set()
@@ -86,11 +108,105 @@ class OperationContext:
         return len(items) if batch is not None else 0
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def run_operation(claim: services.Claim, context: OperationContext, before=None, after=None) -> services.Outcome | None:
     """Run one attempt and say how it ended; None when it was stopped by a cancel (the cancel
     already recorded it as skipped). `before`/`after` arm and disarm a preemption (the in-process
-    lane's SIGALRM); without one, an overrun is judged when the function returns."""
+    lane's SIGALRM); without one, an overrun is judged when the function returns. The outcome
+    carries what the operation reported of itself."""
+    if claim.limit_keys:
+        wait = acquire_limits(claim)
+        if wait is not None:
+            return limited(claim, wait)
+    try:
+        outcome = _run(claim, context, before, after)
+    finally:
+        if claim.limit_keys:
+            release_limits(claim)
+    return _with_said(outcome, context)
+
+
+async def run_operation_async(claim: services.Claim, context: OperationContext) -> services.Outcome | None:
+    """run_operation for an `async def` type, on the worker's event loop: the same outcomes.
+    A timeout or a cancel cancels its task (the caller decided that outcome already)."""
+    if claim.limit_keys:
+        wait = await asyncio.to_thread(acquire_limits, claim)
+        if wait is not None:
+            return limited(claim, wait)
     started = time.perf_counter()
+    try:
+        try:
+            optype = _prepared(claim, context)
+            value = optype.run(context)
+            result = await value if inspect.isawaitable(value) else value
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            caught = exc
+            outcome = _run(claim, context, None, None, invoke=lambda: _reraise(caught), started=started)
+        else:
+            outcome = _run(claim, context, None, None, invoke=lambda: result, started=started)
+    finally:
+        if claim.limit_keys:
+            await asyncio.to_thread(release_limits, claim)
+    return _with_said(outcome, context)
+
+
+def _reraise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _with_said(outcome: services.Outcome | None, context: OperationContext) -> services.Outcome | None:
+    said = context.report.said()
+    if outcome is None or said is None:
+        return outcome
+    return dataclasses.replace(outcome, said=said)
+
+
+def acquire_limits(claim: services.Claim) -> limits.Wait | None:
+    try:
+        return limits.acquire(claim.operation_id, claim.attempt, claim.limit_keys)
+    except REDIS_ERRORS:
+        return limits.Wait(claim.limit_keys[0], "limits (Redis unavailable)", 1.0)
+
+
+def limited(claim: services.Claim, wait: limits.Wait) -> services.Outcome:
+    return services.Outcome(claim, "limited", after_s=wait.after_s, error=wait.text, limit_key=wait.key)
+
+
+def _prepared(claim: services.Claim, context: OperationContext):
+    optype = get_type(claim.type)
+    if optype.secret_params:
+        # Stored encrypted; only the run sees them in clear.
+        context.params = secrets.reveal_params(optype, context.params)
+    return optype
+
+
+def _settled(value: Any) -> Any:
+    """An async type's coroutine, run to its end here (a lane or a thread outside the worker's loop)."""
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
+
+
+def release_limits(claim: services.Claim) -> None:
+    try:
+        limits.release(claim.operation_id, claim.attempt)
+    except REDIS_ERRORS:
+        logger.warning("limits: could not give back the leases of operation %s", claim.operation_id)
+
+
+def _run(
+    claim: services.Claim, context: OperationContext, before, after, invoke=None, started: float | None = None
+) -> services.Outcome | None:
+    """One attempt's outcome; `invoke` stands for the call when it already happened elsewhere
+    (an async run: it returns the result or raises what the run raised)."""
+    started = time.perf_counter() if started is None else started
 
     def failed(error: str, error_type: str, retryable: bool = True, trace: str = "") -> services.Outcome:
         duration = _duration_ms(claim, started)
@@ -107,17 +223,17 @@ def run_operation(claim: services.Claim, context: OperationContext, before=None,
 
     timed_out = f"Timed out after {claim.timeout_s} s."
     try:
-        optype = get_type(claim.type)
-        if optype.secret_params:
-            # Stored encrypted; only the run sees them in clear.
-            context.params = secrets.reveal_params(optype, context.params)
-        if before:
-            before(claim.timeout_s)
-        try:
-            result = optype.run(context)
-        finally:
-            if after:
-                after()
+        if invoke is not None:
+            result = invoke()
+        else:
+            optype = _prepared(claim, context)
+            if before:
+                before(claim.timeout_s)
+            try:
+                result = _settled(optype.run(context))
+            finally:
+                if after:
+                    after()
     except OperationStopped:
         return None
     except OperationTimedOut:
@@ -238,6 +354,7 @@ class Lane:
         self.cancelled = threading.Event()
         self.interrupter = Interrupter()
         self.halt = threading.Event()
+        self.reports = Reports()
 
     def run(self) -> str:
         """Run operations until there is nothing due; returns why it stopped. Work that is due
@@ -252,9 +369,17 @@ class Lane:
             claim = services.operation_claim_next(batch_id=self.batch_id, worker=self.worker)
             while isinstance(claim, services.Claim):
                 self.current = claim
-                outcome = run_operation(
-                    claim, OperationContext(claim, self.cancelled), self.interrupter.arm, self.interrupter.disarm
-                )
+                report = Report()
+                self.reports.add(claim.batch_id, claim.operation_id, claim.attempt, report)
+                try:
+                    outcome = run_operation(
+                        claim,
+                        OperationContext(claim, self.cancelled, report),
+                        self.interrupter.arm,
+                        self.interrupter.disarm,
+                    )
+                finally:
+                    self.reports.remove(claim.operation_id)
                 self.current = None
                 if outcome is None:
                     # Stopped by a cancel: of the batch (the next claim says inactive) or of
@@ -301,9 +426,11 @@ class Lane:
                     if current is not None and not self.cancelled.is_set() and self._stop_requested(current):
                         self.cancelled.set()
                         self.interrupter.stop()
+                    self.reports.flush()
                     if time.monotonic() - last_beat >= dispatch.heartbeat_s():
                         last_beat = time.monotonic()
                         dispatch.lane_heartbeat(self.batch_id, self.lane_id, dispatch.lane_ttl_s())
+                        limits.renew()
                         if current is not None:
                             services.operation_heartbeat(operation_ids=[current.operation_id])
                 except Exception:

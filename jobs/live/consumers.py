@@ -115,8 +115,24 @@ class BatchConsumer(AsyncWebsocketConsumer):
         elif event["type"] == "batch.status":
             await self.batch_status(event)
             await self._send_chain()
+        elif event["type"] == "operation.progress":
+            await self._send_current()
         else:
             await self.batch_progress(event)
+
+    async def _send_current(self) -> None:
+        """Running operations reported progress: the "Current" column, when it shows otherwise."""
+        html = await self._render_current()
+        if html and html != getattr(self, "current_shown", ""):
+            self.current_shown = html
+            await self.send(text_data=html)
+
+    @db_read
+    def _render_current(self) -> str:
+        batch = Batch.objects.filter(pk=self.batch_id).first()
+        if batch is None:
+            return ""
+        return oob(render_to_string("jobs/batch_detail.html#current", {"batch": batch}))
 
     async def _send_chain(self) -> None:
         if not self.chain_ids:
@@ -265,6 +281,9 @@ class OperationConsumer(AsyncWebsocketConsumer):
     async def batch_status(self, event: dict) -> None:
         await self._send_state()
 
+    async def operation_progress(self, event: dict) -> None:
+        await self._send_state(rows=False)
+
     async def _send_state(self, rows: bool = True) -> None:
         message = await self._render(rows)
         if message is None:  # deleted meanwhile
@@ -293,7 +312,15 @@ class OperationConsumer(AsyncWebsocketConsumer):
         if found is None:
             return None
         batch, operation = found
-        version = (batch.status, operation.status, operation.attempts, operation.state, operation.error)
+        version = (
+            batch.status,
+            operation.status,
+            operation.attempts,
+            operation.state,
+            operation.error,
+            operation.progress,
+            operation.log,
+        )
         if version == self.shown:
             return ""
         self.shown = version

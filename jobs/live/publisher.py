@@ -64,6 +64,12 @@ def batch_changed(batch, *, status_changed: bool = False) -> None:
     transaction.on_commit(lambda: publisher().submit(payload, urgent=status_changed))
 
 
+def operations_reported(batch_id: Any) -> None:
+    """Running operations of the batch wrote progress or log lines (no transition, so the batch's
+    version did not move): its batch and operation pages read them again."""
+    publisher().submit_reported(str(batch_id))
+
+
 def flush(timeout: float = 5.0) -> None:
     """Send everything still coalescing; call before a process exits (RQ horses skip atexit)."""
     if _publisher is not None and _publisher.pid == os.getpid():
@@ -89,6 +95,16 @@ class Publisher:
 
     def submit(self, payload: dict[str, Any], *, urgent: bool) -> None:
         self.loop.call_soon_threadsafe(self._accept, payload, urgent)
+
+    def submit_reported(self, batch_id: str) -> None:
+        message = {"type": "operation.progress", "batch_id": batch_id}
+        self.loop.call_soon_threadsafe(self._spawn, self._send_to(batch_group(batch_id), message))
+
+    async def _send_to(self, group: str, message: dict[str, Any]) -> None:
+        try:
+            await self.layer.group_send(group, message)
+        except Exception:
+            logger.warning("events: could not publish to %s", group, exc_info=True)
 
     def flush(self, timeout: float) -> None:
         try:

@@ -4,8 +4,9 @@ A project that installs Batchsite registers its own type with `register(Operatio
 the `operation_type` decorator; pages, API and commands then offer it like the built-in ones.
 """
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +59,9 @@ class OperationContextProtocol(Protocol):
     state: dict[str, Any] | None
 
     def heartbeat(self, note: str = "") -> None: ...
+    # How far it got (done of total, total may stay unknown) and log lines: shown live, kept with the attempt.
+    def progress(self, done: float, total: float | None = None, note: str = "") -> None: ...
+    def log(self, message: object) -> None: ...
     def is_cancelled(self) -> bool: ...
     def add_rows(self, rows: list[dict[str, Any]]) -> None: ...
     def set_quality(self, score: float) -> None: ...
@@ -65,7 +69,8 @@ class OperationContextProtocol(Protocol):
     def add_items(self, items: list[Any]) -> int: ...
 
 
-RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
+# A function or an `async def` one (run on the worker's event loop).
+RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None | Awaitable[dict[str, Any] | None]]
 # (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
 ItemsCheck = Callable[[list[Any], dict[str, Any]], dict[str, list[str]]]
 # Checks one operation's effective params (base overlaid with its item's) as a whole, for rules no
@@ -82,6 +87,9 @@ BatchFinishedHook = Callable[[dict[str, Any]], None]
 # connects to, or None: lets batch creation check the owner may use it, and the claim hold the
 # instance's max_connections.
 InstanceOf = Callable[[str, dict[str, Any]], str | None]
+# (effective params) -> the names of the limits (Limit) an operation counts against, e.g.
+# ["api:billing"]: at most N of them running at once, at most N starts per second/minute/hour.
+LimitKeys = Callable[[dict[str, Any]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,13 @@ class OperationType:
     instance_of: InstanceOf | None = None
     # Items are instance names: batches of this type may be created from a `select` (tags, region).
     items_are_instances: bool = False
+    limit_keys: LimitKeys | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
+
+    @property
+    def is_async(self) -> bool:
+        """An `async def` run: a worker runs it on its event loop, many at once."""
+        return inspect.iscoroutinefunction(self.run)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
         """Validate and normalise params; missing fields take the form's initial values.

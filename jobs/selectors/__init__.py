@@ -51,6 +51,7 @@ from jobs.selectors.operations import (
     operation_rows,
     operation_rows_page,
     row_columns,
+    running_report,
 )
 from jobs.selectors.results import (
     CHART_AGGREGATES,
@@ -75,6 +76,7 @@ __all__ = [
     "instance_get_visible",
     "instance_rows",
     "instance_waits",
+    "running_report",
     "instances_visible_to",
     "INSTANCE_COLUMN",
     "LABEL_COLUMN",

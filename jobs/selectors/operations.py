@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.core.paginator import Page, Paginator
+from django.db.models import Q
 
 from jobs import artifacts
 from jobs.errors import InvalidInput, OperationNotFound
@@ -73,6 +74,8 @@ def operation_attempts(operation: Operation, *, with_traceback: bool) -> list[di
             "error_type": attempt.error_type,
             "error": attempt.error,
             "traceback": attempt.traceback if with_traceback else None,
+            "progress": attempt.progress,
+            "log": attempt.log,
         }
         for attempt in OperationAttempt.objects.filter(operation=operation).order_by("number", "id")
     ]
@@ -90,9 +93,22 @@ def operation_attempts(operation: Operation, *, with_traceback: bool) -> list[di
                 "error_type": "",
                 "error": "",
                 "traceback": None,
+                "progress": operation.progress,
+                "log": operation.log,
             }
         )
     return attempts
+
+
+def running_report(batch: Batch) -> Operation | None:
+    """The first running operation of the batch that reported progress or a note (a read)."""
+    return (
+        Operation.objects.filter(batch=batch, status=OperationStatus.RUNNING)
+        .filter(Q(progress_done__isnull=False) | ~Q(progress_note=""))
+        .order_by("seq")
+        .only("pk", "seq", "label", "progress_done", "progress_total", "progress_note")
+        .first()
+    )
 
 
 def external_job(operation: Operation) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ from jobs.services.instances import (
     instances_test_connections,
     parse_instances_file,
 )
+from jobs.services.limits import INSTANCE_PREFIX, limit_remove, limit_set, limit_view, limits_list
 from jobs.services.operation_actions import operation_cancel, operation_retry
 from jobs.services.operations import (
     WORKER_LOST,
@@ -60,6 +61,7 @@ from jobs.services.operations import (
     operation_reschedule,
     operations_claim,
     operations_record,
+    operations_report,
     running_operations_of,
 )
 from jobs.services.tokens import token_authenticate, token_create, token_revoke
@@ -107,6 +109,12 @@ __all__ = [
     "operation_complete",
     "operation_fail",
     "operation_heartbeat",
+    "operations_report",
+    "INSTANCE_PREFIX",
+    "limit_remove",
+    "limit_set",
+    "limit_view",
+    "limits_list",
     "operation_recover_lost",
     "operation_reschedule",
     "operation_retry",

@@ -13,7 +13,7 @@ from jobs.items import Item, normalize_items
 from jobs.live import publisher
 from jobs.models import NOT_STARTED_STATUSES, TERMINAL_STATUSES, Batch, BatchEventKind, BatchStatus, Operation
 from jobs.optypes import get_type
-from jobs.services import instance_selection
+from jobs.services import instance_selection, limits
 from jobs.services.batches import RATE_RESET, _clean_item_params, fresh_deadline
 from jobs.services.transitions import (
     CREATE_CHUNK,
@@ -62,6 +62,7 @@ def batch_add_operations(
     if errors:
         raise InvalidInput(errors)
     limited = bool(resources) and instance_selection.any_limited(resources)
+    plain_overrides = overrides
     if optype.secret_params:
         overrides = [secrets.encrypt_params(optype, params) for params in overrides]
 
@@ -85,8 +86,13 @@ def batch_add_operations(
                     label=item.label,
                     params=params,
                     resource=resources[index - 1] if resources else "",
+                    limit_keys=limits.operation_keys(
+                        optype, batch.limit_keys, {**base, **plain}, resources[index - 1] if resources else ""
+                    ),
                 )
-                for index, (item, params) in enumerate(zip(items, overrides, strict=True), start=1)
+                for index, (item, params, plain) in enumerate(
+                    zip(items, overrides, plain_overrides, strict=True), start=1
+                )
             ),
             batch_size=CREATE_CHUNK,
         )

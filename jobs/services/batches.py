@@ -36,7 +36,7 @@ from jobs.models import (
     OperationStatus,
 )
 from jobs.optypes import get_type
-from jobs.services import instance_selection, ratelimit
+from jobs.services import instance_selection, limits, ratelimit
 from jobs.services.transitions import (
     CREATE_CHUNK,
     cancel_outside_work_on_commit,
@@ -205,6 +205,8 @@ def _create(
 
     options = options_form.cleaned_data
     limited = bool(resources) and instance_selection.any_limited(resources)
+    # The limit keys come from the params in clear (a URL's host), before secrets are encrypted.
+    base_plain, plain_item_params = base_params, item_params
     if optype.secret_params:
         base_params = secrets.encrypt_params(optype, base_params)
         item_params = [secrets.encrypt_params(optype, overrides) for overrides in item_params]
@@ -235,8 +237,16 @@ def _create(
                     label=item.label,
                     params=overrides,
                     resource=resources[index - 1] if resources else "",
+                    limit_keys=limits.operation_keys(
+                        optype,
+                        batch.limit_keys,
+                        {**base_plain, **overrides_plain},
+                        resources[index - 1] if resources else "",
+                    ),
                 )
-                for index, (item, overrides) in enumerate(zip(items, item_params, strict=True), start=1)
+                for index, (item, overrides, overrides_plain) in enumerate(
+                    zip(items, item_params, plain_item_params, strict=True), start=1
+                )
             ),
             batch_size=CREATE_CHUNK,
         )

@@ -34,7 +34,7 @@ from jobs.models import (
     OperationStatus,
     ResultRow,
 )
-from jobs.services import instance_limits, rawsql
+from jobs.services import instance_limits, limits, rawsql
 from jobs.services.transitions import (
     CREATE_CHUNK,
     add_attempts,
@@ -70,6 +70,8 @@ class Claim:
     # its outcome, in the same group insert, so the claim carries what the record needs.
     worker: str = ""
     claimed_at: datetime | None = None
+    # The named limits this operation counts against (jobs.engine.limits holds them before it runs).
+    limit_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ class NoClaim:
 
     reason: str
     next_due: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Said:
+    """What a running operation said of itself (jobs.engine.reports): progress and its log text."""
+
+    done: float | None
+    total: float | None
+    note: str
+    log: str
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,10 @@ class Outcome:
     state: dict[str, Any] | None = None
     run_ms: int | None = None
     traceback: str = ""
+    # What the run said of itself, written with its attempt.
+    said: Said | None = None
+    # `limited`: the named limit it waited for (it did not run; `error` says which, `after_s` how long).
+    limit_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,8 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
         return NoClaim("not_due", _next_due(batch))
     started = batch.status == BatchStatus.QUEUED
     changes: dict[str, Any] = {"current_operation": found[-1]["label"]}
+    if batch.waiting_for:
+        changes["waiting_for"] = ""
     if started:
         changes["status"] = BatchStatus.RUNNING
         if batch.started_at is None:
@@ -197,6 +215,7 @@ def _claim_locked(batch: Batch, worker: str, now: datetime, limit: int) -> list[
             started_at=operation["started_at"],
             worker=worker,
             claimed_at=now,
+            limit_keys=tuple(operation["limit_keys"]),
         )
         for operation in found
     ]
@@ -243,6 +262,7 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     updates: list[tuple[int, dict[str, Any]]] = []
     failed: list[tuple[Outcome, int, str]] = []
     deltas = {"running": 0, "completed": 0, "pending": 0, "failed": 0, "duration_total_ms": 0, "duration_count": 0}
+    waits: dict[str, tuple[datetime, str]] = {}
     for outcome in outcomes:
         claim = outcome.claim
         row = current.pop(claim.operation_id, None)  # popped: a doubled report counts once
@@ -250,22 +270,32 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
             accepted.append(False)
             continue
         accepted.append(True)
-        attempts.append(_attempt_values(batch, outcome, now))
         deltas["running"] -= 1
+        if outcome.kind == "limited":
+            # Not run: a named limit is full. Pending again, no attempt spent, and the batch's other
+            # operations under that limit wait as long, so they are not claimed only to wait too.
+            until = now + timedelta(seconds=outcome.after_s)
+            waiting = {"status": OperationStatus.PENDING, "not_before": until, "attempts": claim.attempt - 1}
+            updates.append((claim.operation_id, waiting))
+            deltas["pending"] += 1
+            waits[outcome.limit_key] = (until, outcome.error)
+            continue
+        attempts.append(_attempt_values(batch, outcome, now))
+        said = _said_values(outcome.said)
         if outcome.duration_ms is not None and outcome.kind in ("completed", "failed"):
             deltas["duration_total_ms"] += outcome.duration_ms
             deltas["duration_count"] += 1
         if outcome.kind == "completed":
-            completed.append((outcome, _completed_values(outcome, now)))
+            completed.append((outcome, {**_completed_values(outcome, now), **_said_values(outcome.said)}))
             deltas["completed"] += 1
         elif outcome.kind == "rescheduled":
             # Waiting on outside work: neither a failure nor a finished attempt; no retry is spent.
             values: dict[str, Any] = {"not_before": now + timedelta(seconds=outcome.after_s), "state": outcome.state}
-            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
+            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values, **said}))
             deltas["pending"] += 1
         elif outcome.kind == "released":
             # Handed back by a worker that stops: another runs it at once, as a new attempt.
-            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, "not_before": None}))
+            updates.append((claim.operation_id, {"status": OperationStatus.PENDING, "not_before": None, **said}))
             deltas["pending"] += 1
         else:
             error = (outcome.error or outcome.error_type or "failed")[:10_000]
@@ -279,10 +309,10 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
             if outcome.retryable and auto_retries < batch.max_retries and batch.status != BatchStatus.CANCELLING:
                 delay = batch.retry_backoff_s * (2**auto_retries)
                 values = {"auto_retries": auto_retries + 1, "not_before": now + timedelta(seconds=delay), **common}
-                updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values}))
+                updates.append((claim.operation_id, {"status": OperationStatus.PENDING, **values, **said}))
                 deltas["pending"] += 1
             else:
-                values = {"status": OperationStatus.FAILED, "finished_at": now, **common}
+                values = {"status": OperationStatus.FAILED, "finished_at": now, **common, **said}
                 failed.append((outcome, row[2], row[3]))
                 updates.append((claim.operation_id, values))
                 deltas["failed"] += 1
@@ -303,7 +333,12 @@ def _record_locked(batch: Batch, outcomes: Sequence[Outcome], now: datetime) -> 
     ]
     if rows:
         ResultRow.objects.bulk_create(rows, batch_size=CREATE_CHUNK)
-    add_attempts(batch, attempts)
+    if attempts:
+        add_attempts(batch, attempts)
+    for key, (until, _) in waits.items():
+        limits.postpone_waiters(batch, key, until)
+    if waits:
+        update_batch(batch, waiting_for=next(iter(waits.values()))[1][:300])
     update_batch(batch, **{name: delta for name, delta in deltas.items() if delta})
     if failed:
         # One event per operation failed for good (the notifications outbox reads them); the
@@ -363,6 +398,7 @@ def _attempt_values(batch: Batch, outcome: Outcome, now: datetime) -> tuple[Any,
         outcome.error_type[:100],
         outcome.error[:10_000],
         outcome.traceback[-TRACEBACK_CHARS:],
+        *_said_values(outcome.said).values(),
     )
 
 
@@ -445,6 +481,25 @@ def operation_heartbeat(*, operation_ids: Sequence[int]) -> None:
         )
 
 
+def operations_report(*, reports: Sequence[tuple[int, int, Said]]) -> None:
+    """Write what running attempts said of themselves ((operation id, attempt, Said) each), fenced
+    like an outcome: an attempt that ended or was replaced meanwhile changes nothing. No counter
+    moves, so no batch lock is taken."""
+    with transaction.atomic():
+        for operation_id, attempt, said in reports:
+            rawsql.update(
+                Operation,
+                where={"pk": operation_id, "attempts": attempt, "status": OperationStatus.RUNNING},
+                values=_said_values(said),
+            )
+
+
+def _said_values(said: Said | None) -> dict[str, Any]:
+    if said is None:
+        return {"progress_done": None, "progress_total": None, "progress_note": "", "log": ""}
+    return {"progress_done": said.done, "progress_total": said.total, "progress_note": said.note, "log": said.log}
+
+
 def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool:
     """A running operation whose worker stopped heartbeating was lost with it: pending again at
     once, without spending an automatic retry (the work may not have failed at all), until it has
@@ -480,11 +535,14 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
             # An operation waiting on outside work keeps its first start; this run's is unknown.
             claimed_at=operation.started_at if operation.state is None else None,
         )
+        # What the run had reported before its worker went is kept with its attempt.
+        said = Said(operation.progress_done, operation.progress_total, operation.progress_note, operation.log)
         if lost >= settings.BATCHSITE_MAX_LOST:
             message = f"{message} ({lost} times; not tried again)"
-            _record_locked(
-                batch, [Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST, retryable=False)], now
+            lost_for_good = Outcome(
+                claim, "failed", None, error=message, error_type=WORKER_LOST, retryable=False, said=said
             )
+            _record_locked(batch, [lost_for_good], now)
         else:
             values = {
                 "status": OperationStatus.PENDING,
@@ -493,7 +551,7 @@ def operation_recover_lost(*, operation_id: int, stale_before: datetime) -> bool
                 "error_type": WORKER_LOST,
             }
             rawsql.update(Operation, where={"pk": operation.pk}, values=values)
-            lost_run = Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST)
+            lost_run = Outcome(claim, "failed", None, error=message, error_type=WORKER_LOST, said=said)
             add_attempts(batch, [_attempt_values(batch, lost_run, now)])
             update_batch(batch, running=-1, pending=+1)
             publisher.batch_changed(batch)

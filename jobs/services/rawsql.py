@@ -95,11 +95,11 @@ def claim_due_operations(
 ) -> list[dict]:
     """Move up to `limit` due pending operations of a batch, in sequence order, to running for a
     new attempt (attempts + 1) in one statement, and return them (pk, seq, label, params,
-    attempts, state, started_at), in sequence order. An operation resuming outside work it started
+    attempts, state, started_at, limit_keys as a list), in sequence order. An operation resuming outside work it started
     earlier (it saved state) keeps its start. PostgreSQL skips rows another transaction locked.
     `only`: claim among these operation pks alone (the per-instance limit's choice)."""
     names = ("pk", "batch", "status", "started_at", "state", "heartbeat_at", "finished_at", "not_before", "worker")
-    column = {name: _column(model, name)[0] for name in (*names, "seq", "label", "params", "attempts")}
+    column = {name: _column(model, name)[0] for name in (*names, "seq", "label", "params", "attempts", "limit_keys")}
     moment = _column(model, "started_at")[1].get_db_prep_save(now, connection)
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     table = _table(model)
@@ -114,7 +114,7 @@ def claim_due_operations(
         + (f"AND {column['pk']} IN ({', '.join(['%s'] * len(only))}) " if only else "")
         + f"ORDER BY {column['seq']} LIMIT %s{lock}) "
         f"RETURNING {column['pk']}, {column['seq']}, {column['label']}, {column['params']}, {column['attempts']}, "
-        f"{column['state']}, {column['started_at']}"
+        f"{column['state']}, {column['started_at']}, {column['limit_keys']}"
     )
     params = [
         "running",
@@ -139,8 +139,9 @@ def claim_due_operations(
             "attempts": attempts,
             "state": _json(state),
             "started_at": _moment(started_at),
+            "limit_keys": [key for key in (limit_keys or "").split("\n") if key],
         }
-        for pk, seq, label, params_value, attempts, state, started_at in rows
+        for pk, seq, label, params_value, attempts, state, started_at, limit_keys in rows
     ]
     return sorted(found, key=lambda row: row["seq"])
 

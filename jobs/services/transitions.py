@@ -145,6 +145,10 @@ ATTEMPT_COLUMNS = (
     "error_type",
     "error",
     "traceback",
+    "progress_done",
+    "progress_total",
+    "progress_note",
+    "log",
 )
 
 
@@ -152,7 +156,7 @@ def record_cancelled_attempts(batch: Batch, now: datetime, reason: str, **operat
     """The attempt records of running operations a person stops (call it before they are marked
     skipped): the run ended cancelled, whatever its worker reports later (fenced out)."""
     running = batch.operations.filter(status=OperationStatus.RUNNING, **operation_filter).values_list(
-        "pk", "attempts", "worker", "started_at", "state"
+        "pk", "attempts", "worker", "started_at", "state", "progress_done", "progress_total", "progress_note", "log"
     )
     OperationAttempt.objects.bulk_create(
         (
@@ -168,8 +172,13 @@ def record_cancelled_attempts(batch: Batch, now: datetime, reason: str, **operat
                 outcome=AttemptOutcome.CANCELLED,
                 error_type="Cancelled",
                 error=reason,
+                # What the run had reported when it was stopped.
+                progress_done=done,
+                progress_total=total,
+                progress_note=note,
+                log=log,
             )
-            for pk, attempts, worker, started_at, state in running.iterator(CREATE_CHUNK)
+            for pk, attempts, worker, started_at, state, done, total, note, log in running.iterator(CREATE_CHUNK)
         ),
         batch_size=CREATE_CHUNK,
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import compare, instances, tokens, views
+from jobs.web import compare, instances, limits, tokens, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -28,6 +28,8 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("tokens/", tokens.token_list, name="token_list"),
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
+    path("limits/", limits.limit_list, name="limits"),
+    path("limits/<str:key>/remove/", limits.limit_remove, name="limit_remove"),
     path("instances/", instances.instance_list, name="instance_list"),
     path("instances/import/", instances.instance_import, name="instance_import"),
     path("instances/<slug:name>/test/", instances.instance_test, name="instance_test"),

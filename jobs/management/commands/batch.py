@@ -25,6 +25,7 @@ from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
 from jobs.items import Item, ItemsFile, parse_key_values, read_items_file
+from jobs.management import limits_cli
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types
@@ -98,6 +99,13 @@ class Command(QuietPipeCommand):
         )
         create.add_argument(
             "--deadline", type=int, metavar="S", help="Expire the batch S seconds after it starts (S > 0)."
+        )
+        create.add_argument(
+            "--limit-key",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="A named limit every operation counts against (repeatable; see `batch limits list`).",
         )
         create.add_argument("--after", metavar="ID", help="Wait for this batch (id or short id) before starting.")
         create.add_argument(
@@ -238,6 +246,7 @@ class Command(QuietPipeCommand):
 
         # Verbs of feature apps, named by dotted path so this command imports none of them: each is
         # called with the subparsers and adds its verbs with set_defaults(handler=fn(command, options)).
+        limits_cli.add_verbs(verbs)
         for path in settings.BATCHSITE_COMMAND_VERBS:
             import_string(path)(verbs)
 
@@ -317,6 +326,7 @@ class Command(QuietPipeCommand):
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
             webhook_url=options["webhook"],
             deadline_s=options["deadline"],
+            limit_keys=options["limit_key"],
             after=after,
             after_condition=options["after_condition"],
             team=options["team"],

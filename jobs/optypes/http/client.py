@@ -14,8 +14,9 @@ batch's automatic retries last.
 import json
 import re
 from collections.abc import Iterable
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from django import forms
@@ -261,23 +262,12 @@ def timeout_field(**kwargs: Any) -> forms.FloatField:
 # --- requests -------------------------------------------------------------------------------------
 
 
-def send(
-    method: str,
-    url: str,
-    *,
-    headers: dict[str, str] | None = None,
-    body: Any = None,
-    timeout_s: float = 30,
-) -> httpx.Response:
-    """One HTTP request (redirects are not followed: an unexpected 3xx is reported). Network
-    trouble raises OperationFailure (retryable) named after httpx's error; a URL that cannot be
-    used raises PermanentFailure "BadURL"."""
-    where = f"{method} {url}"
+@contextmanager
+def _network_errors(where: str, timeout_s: float):
+    """httpx's errors as the operation's: OperationFailure (retryable) named after the error, or
+    PermanentFailure "BadURL" for a URL that cannot be used."""
     try:
-        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
-            if body is None:
-                return client.request(method, url, headers=headers)
-            return client.request(method, url, headers=headers, json=body)
+        yield
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentFailure(f"{where}: unusable URL ({exc}).", "BadURL") from None
     except httpx.TimeoutException as exc:
@@ -290,6 +280,40 @@ def send(
         raise OperationFailure(
             f"{where}: {type(exc).__name__} ({exc or 'transport error'}).", type(exc).__name__
         ) from None
+
+
+async def send_async(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout_s: float = 30,
+) -> httpx.Response:
+    """`send` on an event loop (httpx's async client): thousands in flight in one process."""
+    with _network_errors(f"{method} {url}", timeout_s):
+        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+            if body is None:
+                return await client.request(method, url, headers=headers)
+            return await client.request(method, url, headers=headers, json=body)
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout_s: float = 30,
+) -> httpx.Response:
+    """One HTTP request (redirects are not followed: an unexpected 3xx is reported). Network
+    trouble raises OperationFailure (retryable) named after httpx's error; a URL that cannot be
+    used raises PermanentFailure "BadURL"."""
+    with _network_errors(f"{method} {url}", timeout_s):
+        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+            if body is None:
+                return client.request(method, url, headers=headers)
+            return client.request(method, url, headers=headers, json=body)
 
 
 def excerpt(response: httpx.Response, limit: int = EXCERPT_CHARS) -> str:
@@ -378,3 +402,20 @@ def dig(data: Any, path: str) -> Any:
         else:
             return None
     return data
+
+
+def host_limit_keys(*url_params: str):
+    """A type's `limit_keys`: `host:<hostname>` of the URL params named, when the host part has
+    no placeholder (a host that varies per item is not known before the call)."""
+
+    def limit_keys(params: dict[str, Any]) -> list[str]:
+        keys = []
+        for name in url_params:
+            template = str(params.get(name) or "")
+            authority = urlsplit(template).netloc
+            host = urlsplit(template).hostname if "{" not in authority else None
+            if host and f"host:{host}" not in keys:
+                keys.append(f"host:{host}")
+        return keys
+
+    return limit_keys

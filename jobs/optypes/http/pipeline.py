@@ -48,14 +48,15 @@ def validate_pipeline_call(params: dict[str, Any]) -> None:
     validate_operation=validate_pipeline_call,
     # Headers carry credentials (Authorization, API keys): stored encrypted, shown masked.
     secret_params=("headers",),
+    limit_keys=http.host_limit_keys("url"),
 )
-def run_pipeline_call(ctx) -> dict[str, Any]:
+async def run_pipeline_call(ctx) -> dict[str, Any]:
     params = ctx.params
     values = http.template_values(ctx.label, params)
     url = http.render_url(params["url"], values)
     headers = http.render_headers(params.get("headers"), values)
     body = http.render_json(params["body"], values) if params.get("body") is not None else None
-    response = http.send(params["method"], url, headers=headers, body=body, timeout_s=params["timeout_s"])
+    response = await http.send_async(params["method"], url, headers=headers, body=body, timeout_s=params["timeout_s"])
     http.check_status(response, http.parse_status_codes(params["expected_status"]))
     # One row per call (status, time, the answer's scalar fields): a batch's calls side by side.
     ctx.add_rows([http.response_row(response)])

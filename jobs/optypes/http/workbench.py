@@ -201,6 +201,7 @@ def _give_up(ctx, params: dict[str, Any], state: dict[str, Any], why: str) -> No
     cancel=cancel_workbench_job,
     # Headers carry credentials (Authorization, API keys): stored encrypted, shown masked.
     secret_params=("headers",),
+    limit_keys=http.host_limit_keys("submit_url", "status_url"),
 )
 def run_workbench_job(ctx) -> dict[str, Any]:
     params = ctx.params
