@@ -59,12 +59,15 @@ def _send_webhook(delivery: Delivery) -> dict:
         # DNS may have changed since the URL was accepted: the policy holds at send time too.
         return {"outcome": AttemptOutcome.FAILED, "error": f"Refused by the URL policy: {exc}"}
     body = body_of(delivery)
+    secret = services.signing_secret_of(delivery)
+    timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "Batchsite-Delivery": str(delivery.pk),
         "Batchsite-Event": delivery.event_name,
-        signing.HEADER: signing.sign(services.signing_secret_of(delivery), body),
+        signing.HEADER: signing.sign(secret, body, timestamp),
+        **signing.standard_headers(secret, str(delivery.pk), body, timestamp),
     }
     try:
         # No redirects: a redirect to an internal address would get round the policy.

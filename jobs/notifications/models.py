@@ -3,6 +3,7 @@
 Every write goes through jobs.notifications.services.
 """
 
+import base64
 import secrets
 import uuid
 
@@ -37,7 +38,8 @@ class Channel(models.TextChoices):
 
 
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    # Plain base64 of random bytes: what Standard Webhooks libraries decode into their HMAC key.
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class Subscription(models.Model):
