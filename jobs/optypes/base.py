@@ -4,8 +4,10 @@ A project that installs Batchsite registers its own type with `register(Operatio
 the `operation_type` decorator; pages, API and commands then offer it like the built-in ones.
 """
 
+import contextlib
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +67,11 @@ class OperationContextProtocol(Protocol):
     def add_items(self, items: list[Any]) -> int: ...
 
 
+class Secret:
+    """Marks a typed function's parameter as a secret: `token: Annotated[str, Secret] = ""`. It is
+    stored encrypted, shown masked, and its form field does not echo it back."""
+
+
 RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None]
 # (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
 ItemsCheck = Callable[[list[Any], dict[str, Any]], dict[str, list[str]]]
@@ -105,6 +112,9 @@ class OperationType:
     instance_of: InstanceOf | None = None
     # Items are instance names: batches of this type may be created from a `select` (tags, region).
     items_are_instances: bool = False
+    # A typed type's pydantic model of its params (the form is derived from it): checked after the
+    # form, so its own rules (patterns, nested models, validators) hold too.
+    params_model: Any = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
@@ -126,9 +136,19 @@ class OperationType:
             for name, messages in bound.errors.items():
                 key = path if name == "__all__" else f"{path}.{name}"
                 errors.setdefault(key, []).extend(str(message) for message in messages)
+        cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
+        if self.params_model is not None:
+            from jobs.optypes import typed
+
+            # The model checks the fields the form passed, so every error comes in one round.
+            try:
+                cleaned = typed.validate(self.params_model, cleaned, path)
+            except InvalidInput as exc:
+                for field_path, found in exc.errors.items():
+                    if field_path.removeprefix(f"{path}.").split(".")[0] not in bound.errors:
+                        errors.setdefault(field_path, []).extend(found)
         if errors:
             raise InvalidInput(errors)
-        cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
         if self.allow_extra_params:
             cleaned.update({k: raw[k] for k in unknown})
         # After cleaning: a JSON field's text "\\u0000" only becomes a NUL once parsed.
@@ -136,6 +156,14 @@ class OperationType:
         if where is not None:
             raise InvalidInput({where: [nul.MESSAGE]})
         return cleaned
+
+    def params_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this type's params (the API documents it per type)."""
+        from jobs.optypes import typed
+
+        if self.params_model is not None:
+            return typed.params_schema(self.params_model, self.secret_params, self.allow_extra_params)
+        return typed.form_params_schema(self.form, self.secret_params, self.allow_extra_params)
 
     def check_operation(self, params: dict[str, Any], path: str = "params") -> None:
         """Run `validate_operation` on one operation's effective params; InvalidInput keyed by
@@ -151,23 +179,72 @@ class OperationType:
 
 
 _registry: dict[str, OperationType] = {}
+# Where each type came from ("built-in", a setting's module, a plugin), as `batch types` shows it.
+_origins: dict[str, str] = {}
+_loading_origin: list[str] = []
+
+
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Types registered inside this block are recorded as coming from `origin`."""
+    _loading_origin.append(origin)
+    try:
+        yield
+    finally:
+        _loading_origin.pop()
 
 
 def register(optype: OperationType) -> OperationType:
     if optype.key in _registry and _registry[optype.key] is not optype:
         raise ValueError(f"operation type {optype.key!r} is already registered")
     _registry[optype.key] = optype
+    _origins.setdefault(optype.key, _loading_origin[-1] if _loading_origin else f"module {optype.run.__module__}")
     return optype
 
 
-def operation_type(
-    *, key: str, label: str, form: type[forms.Form], **options: Any
-) -> Callable[[RunFunction], RunFunction]:
-    """Decorator form of register() for a run function."""
+def unregister(key: str) -> None:
+    """Forget a type (a plugin that failed half-way through registering its types)."""
+    _registry.pop(key, None)
+    _origins.pop(key, None)
 
-    def decorate(run: RunFunction) -> RunFunction:
-        register(OperationType(key=key, label=label, run=run, form=form, **options))
-        return run
+
+def origin_of(key: str) -> str:
+    return _origins.get(key, "")
+
+
+def operation_type(
+    *, key: str, label: str = "", form: type[forms.Form] | None = None, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator form of register() for a run function.
+
+    With `form`, the function takes the context and reads `ctx.params`. Without, its parameters'
+    annotations (or its one pydantic model or dataclass parameter) define the params: the form, the
+    API schema and the validation come from them, and it is called with them as arguments
+    (jobs.optypes.typed). It is returned unchanged either way.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        if form is not None:
+            register(OperationType(key=key, label=label or key, run=function, form=form, **options))
+            return function
+        from jobs.optypes import typed
+
+        signature = typed.signature_of(function, key)
+        secret = tuple(dict.fromkeys((*options.pop("secret_params", ()), *signature.secret_params)))
+        description = options.pop("description", None) or inspect.getdoc(function) or ""
+        register(
+            OperationType(
+                key=key,
+                label=label or key,
+                run=typed.run_function(function, signature),
+                form=typed.form_class(signature),
+                description=description,
+                secret_params=secret,
+                params_model=signature.model,
+                **options,
+            )
+        )
+        return function
 
     return decorate
 

@@ -26,7 +26,7 @@ from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, Rate
 from jobs.items import Item, parse_items_text, parse_key_values
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
-from jobs.optypes import all_types
+from jobs.optypes import all_types, origin_of, plugins
 from jobs.optypes.base import find_type
 from jobs.secrets import SecretUnreadable, mask_params
 
@@ -162,6 +162,8 @@ class Command(QuietPipeCommand):
         prune.add_argument("--yes", action="store_true", help="Do not ask for confirmation on a terminal.")
 
         verbs.add_parser("stats", help="Totals by status and type.")
+        types = verbs.add_parser("types", help="Registered operation types, where each comes from, failed plugins.")
+        types.add_argument("--json", action="store_true", help="Print a JSON object: types and plugin failures.")
         verbs.add_parser("reap", help="Recover lost operations and restart lanes of stuck batches, once.")
         workers = verbs.add_parser(
             "workers", help="Live workers, queue depths, batches waiting for a worker, recent throughput."
@@ -483,6 +485,19 @@ class Command(QuietPipeCommand):
             self.stdout.write(f"  type {type_key:11} {count}")
         rate = stats["completion_rate"]
         self.stdout.write(f"Completion rate of finished batches: {'-' if rate is None else f'{rate:.1%}'}")
+
+    def handle_types(self, options) -> None:
+        listed = [{"key": t.key, "label": t.label, "origin": origin_of(t.key)} for t in all_types()]
+        failed = [{"origin": failure.origin, "error": failure.error} for failure in plugins.failures]
+        if options["json"]:
+            self.stdout.write(json.dumps({"types": listed, "plugin_failures": failed}, indent=2))
+            return
+        width = max((len(t["key"]) for t in listed), default=0)
+        for row in listed:
+            self.stdout.write(f"{row['key']:{width}}  {row['label']}  [{row['origin']}]")
+        for failure in failed:
+            self.stdout.write(f"Failed to load: {failure['origin']}: {failure['error']}")
+        self.stdout.write(f"{len(listed)} type(s), {len(failed)} plugin(s) failed to load.")
 
     def handle_reap(self, options) -> None:
         self.stdout.write(f"Reaped: {reaper.reap()}.")
