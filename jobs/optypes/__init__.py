@@ -35,7 +35,7 @@ __all__ = [
 def load_builtin_types() -> None:
     # Each module registers its types on import.
     with registering_from(BUILT_IN):
-        from jobs.optypes import demo  # noqa: F401
+        from jobs.optypes import demo, task_call  # noqa: F401
         from jobs.optypes.http import pipeline, workbench  # noqa: F401
         from jobs.optypes.sql import generate, metadata, validate, workflow  # noqa: F401
 
