@@ -35,6 +35,14 @@ class Channel(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     EMAIL = "email", "Email"
     HOOK = "hook", "Python hook"
+    SLACK = "slack", "Slack"
+    TEAMS = "teams", "Microsoft Teams"
+
+
+# What a person subscribes with; those posting to a URL, and the chat services among them.
+SUBSCRIPTION_CHANNELS = [Channel.WEBHOOK, Channel.EMAIL, Channel.SLACK, Channel.TEAMS]
+URL_CHANNELS = (Channel.WEBHOOK, Channel.SLACK, Channel.TEAMS)
+CHAT_CHANNELS = (Channel.SLACK, Channel.TEAMS)
 
 
 def new_secret() -> str:
@@ -43,7 +51,8 @@ def new_secret() -> str:
 
 
 class Subscription(models.Model):
-    """A user's standing order: POST (webhook) or email these events of all their batches.
+    """A user's standing order: POST (webhook, or a Slack / Teams message) or email these events of
+    all their batches.
 
     The secret signs the webhook bodies; it is stored because signing needs it, and shown once.
     """
@@ -51,8 +60,12 @@ class Subscription(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_subscriptions"
     )
-    channel = models.CharField(max_length=10, choices=Channel.choices[:2], default=Channel.WEBHOOK)
-    url = models.URLField(max_length=2000, blank=True, help_text="Webhook target; empty for email.")
+    channel = models.CharField(
+        max_length=10, choices=[(c.value, c.label) for c in SUBSCRIPTION_CHANNELS], default=Channel.WEBHOOK
+    )
+    url = models.URLField(
+        max_length=2000, blank=True, help_text="Webhook, Slack or Teams incoming-webhook URL; empty for email."
+    )
     events = models.JSONField(default=list)
     secret = models.CharField(max_length=100, default=new_secret, editable=False)
     active = models.BooleanField(default=True)
@@ -62,7 +75,7 @@ class Subscription(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        target = self.url if self.channel == Channel.WEBHOOK else "email"
+        target = self.url if self.channel in URL_CHANNELS else "email"
         return f"{target} ({', '.join(self.events)})"
 
 
