@@ -12,7 +12,7 @@ import tests.typed_optypes  # noqa: F401  (registers the typed types in this pro
 from jobs import services
 from jobs.errors import InvalidInput
 from jobs.models import Batch
-from jobs.optypes import get_type, operation_type
+from jobs.optypes import all_types, get_type, operation_type
 from tests.conftest import run_operation
 from tests.test_api import ApiClient
 from tests.test_engine import wait_until_finished
@@ -158,6 +158,29 @@ def test_the_create_page_shows_the_derived_form_and_creates_the_batch(as_alice, 
     assert bad.status_code == 422 and 'id="id_params-suffix_error"' in bad.content.decode()
 
 
+def test_the_command_line_has_a_flag_per_param_beside_param(alice, staff):
+    call_command(
+        "batch",
+        "create",
+        "--type",
+        "typed.resize",
+        "--item",
+        "a",
+        "--width",
+        "64",
+        "--tags",
+        '["x"]',
+        "--sharpen",
+        "true",
+    )
+    batch = Batch.objects.get()
+    assert (batch.params["width"], batch.params["tags"], batch.params["sharpen"]) == (64, ["x"], True)
+    # A flag of another type's param is refused by this type, as --param would be.
+    with pytest.raises(CommandError) as error:
+        call_command("batch", "create", "--type", "typed.resize", "--item", "a", "--duration-ms", "5")
+    assert error.value.returncode == 2 and "duration_ms" in str(error.value)
+
+
 def test_the_command_line_params_work_for_a_typed_type(alice, staff, capsys):
     call_command(
         "batch", "create", "--type", "typed.resize", "--item", "a", "--param", "width=64", "--param", "fit=contain"
@@ -189,3 +212,17 @@ def test_typed_types_run_end_to_end_on_real_workers(alice, workers):
     wait_until_finished(greet)
     assert [op.result for op in greet.operations.all()] == [{"text": "Hello, Ada! Hello, Ada!"}]
     assert json.loads(json.dumps(batch.params))["token"] != "abcd"
+
+
+def test_each_type_has_a_docs_page_with_its_params_schema_and_examples(as_alice):  # noqa: F811
+    page = as_alice.get("/types/typed.resize/")
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert 'id="param-width"' in content and "≤ 4000" in content and "Pixels across." in content
+    assert "(secret)" in content and "cover, contain" in content and "matches <code>^[a-z]*$</code>" in content
+    assert "--type typed.resize --item &#x27;first item&#x27; --width 800" in content
+    assert "Params.typed.resize" in content and "&quot;additionalProperties&quot;: false" in content
+    assert 'href="/types/typed.resize/"' in as_alice.get("/batches/new/").content.decode()
+    for optype in all_types():
+        assert as_alice.get(f"/types/{optype.key}/").status_code == 200, optype.key
+    assert as_alice.get("/types/no.such.type/").status_code == 404

@@ -1,12 +1,13 @@
 from django.urls import path
 
-from jobs.web import compare, instances, views
+from jobs.web import compare, instances, type_docs, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("batches/", views.batch_list, name="batch_list"),
     path("batches/new/", views.batch_new, name="batch_new"),
     path("batches/new/<str:type_key>/", views.batch_create, name="batch_create"),
+    path("types/<str:type_key>/", type_docs.type_docs, name="type_docs"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),
     path("batches/<uuid:batch_id>/operations/<int:seq>/", views.operation_detail, name="operation_detail"),
     path(

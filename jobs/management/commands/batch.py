@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
-from jobs.items import Item, parse_items_text, parse_key_values
+from jobs.items import Item, parse_items_text, parse_key_values, parse_value
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types, origin_of, plugins
@@ -54,6 +54,40 @@ ONE_OPERATION = {
     "retry": "run it again if it failed or was skipped; a finished batch reopens.",
 }
 OPERATION_FIELDS = "seq label status attempts error_type error duration_ms started_at finished_at".split()
+
+
+TYPE_PARAM_DEST = "type_param:"
+
+
+def _add_type_param_flags(create) -> None:
+    """`--duration-ms 50` for each param of the registered types (a type's form, derived or
+    hand-written, names them); a name an option already uses is left to --param."""
+    owners: dict[str, list[str]] = {}
+    helps: dict[str, str] = {}
+    for optype in all_types():
+        for name, field in optype.form.base_fields.items():
+            owners.setdefault(name, []).append(optype.key)
+            helps.setdefault(name, f"{field.label or name}. {field.help_text}".strip())
+    for name, keys in sorted(owners.items()):
+        flag = "--" + name.replace("_", "-")
+        if flag in create._option_string_actions:
+            continue
+        create.add_argument(
+            flag,
+            dest=TYPE_PARAM_DEST + name,
+            metavar="VALUE",
+            default=None,
+            # argparse %-formats help texts.
+            help=f"Param of {', '.join(keys)}: {helps[name]} (as --param {name}=VALUE).".replace("%", "%%"),
+        )
+
+
+def _type_params(options: dict) -> dict:
+    return {
+        key.removeprefix(TYPE_PARAM_DEST): parse_value(value)
+        for key, value in options.items()
+        if key.startswith(TYPE_PARAM_DEST) and value is not None
+    }
 
 
 class Command(QuietPipeCommand):
@@ -101,6 +135,7 @@ class Command(QuietPipeCommand):
         )
         create.add_argument("--user", help="Owner username (default: the first superuser).")
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
+        _add_type_param_flags(create)
 
         add = verbs.add_parser("add", help="Add operations to a batch (pending, waiting, queued, running, paused).")
         add.add_argument("batch", help="Batch id or short id.")
@@ -269,7 +304,7 @@ class Command(QuietPipeCommand):
             name=options["name"] or f"{options['type']} {timezone.localtime():%Y-%m-%d %H:%M %Z}",
             description=options["description"],
             items=items,
-            params=parse_key_values(options["param"]),
+            params={**parse_key_values(options["param"]), **_type_params(options)},
             # Options not given take the model's defaults in the service.
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
             webhook_url=options["webhook"],
