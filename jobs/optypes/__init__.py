@@ -16,6 +16,9 @@ from jobs.optypes.base import (
 )
 from jobs.optypes.plugins import load_plugin_types
 
+# Imported for its effect: operation_type without form= builds typed types with it.
+from jobs.optypes import typed  # noqa: E402,F401  isort: skip
+
 BUILT_IN = "built-in"
 
 __all__ = [

@@ -5,7 +5,7 @@ the `operation_type` decorator; pages, API and commands then offer it like the b
 """
 
 import contextlib
-import inspect
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -112,9 +112,12 @@ class OperationType:
     instance_of: InstanceOf | None = None
     # Items are instance names: batches of this type may be created from a `select` (tags, region).
     items_are_instances: bool = False
-    # A typed type's pydantic model of its params (the form is derived from it): checked after the
-    # form, so its own rules (patterns, nested models, validators) hold too.
+    # A typed type's pydantic model of its params (the form is derived from it), checked after the
+    # form by `check_params(cleaned, path)` so its own rules (patterns, nested models, validators)
+    # hold too, and its JSON Schema (jobs.optypes.typed sets all three).
     params_model: Any = None
+    check_params: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    params_json_schema: dict[str, Any] | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     def clean_params(self, raw: dict[str, Any], path: str = "params") -> dict[str, Any]:
@@ -137,12 +140,10 @@ class OperationType:
                 key = path if name == "__all__" else f"{path}.{name}"
                 errors.setdefault(key, []).extend(str(message) for message in messages)
         cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
-        if self.params_model is not None:
-            from jobs.optypes import typed
-
+        if self.check_params is not None:
             # The model checks the fields the form passed, so every error comes in one round.
             try:
-                cleaned = typed.validate(self.params_model, cleaned, path)
+                cleaned = self.check_params(cleaned, path)
             except InvalidInput as exc:
                 for field_path, found in exc.errors.items():
                     if field_path.removeprefix(f"{path}.").split(".")[0] not in bound.errors:
@@ -158,12 +159,10 @@ class OperationType:
         return cleaned
 
     def params_schema(self) -> dict[str, Any]:
-        """The JSON Schema of this type's params (the API documents it per type)."""
-        from jobs.optypes import typed
-
-        if self.params_model is not None:
-            return typed.params_schema(self.params_model, self.secret_params, self.allow_extra_params)
-        return typed.form_params_schema(self.form, self.secret_params, self.allow_extra_params)
+        """The JSON Schema of this type's params (the API documents it per type); a copy."""
+        if self.params_json_schema is not None:
+            return copy.deepcopy(self.params_json_schema)
+        return _form_params_schema(self.form, self.secret_params, self.allow_extra_params)
 
     def check_operation(self, params: dict[str, Any], path: str = "params") -> None:
         """Run `validate_operation` on one operation's effective params; InvalidInput keyed by
@@ -178,7 +177,55 @@ class OperationType:
             raise InvalidInput({path: list(exc.messages)}) from None
 
 
+# Subclasses first: FloatField and DecimalField derive from IntegerField.
+FORM_JSON_TYPES: list[tuple[type[forms.Field], dict[str, Any]]] = [
+    (forms.BooleanField, {"type": "boolean"}),
+    (forms.FloatField, {"type": "number"}),
+    (forms.DecimalField, {"type": "number"}),
+    (forms.IntegerField, {"type": "integer"}),
+    (forms.JSONField, {}),
+]
+
+
+def _form_params_schema(form: type[forms.Form], secret_params: tuple[str, ...], open_ended: bool) -> dict[str, Any]:
+    """The JSON Schema of a hand-written form's params, as far as its fields tell."""
+    properties: dict[str, Any] = {}
+    required = []
+    for name, form_field in form.base_fields.items():
+        schema: dict[str, Any] = next(
+            (dict(kind) for cls, kind in FORM_JSON_TYPES if isinstance(form_field, cls)), {"type": "string"}
+        )
+        if isinstance(form_field, forms.ChoiceField) and not isinstance(form_field, forms.TypedChoiceField):
+            choices: Any = form_field.choices
+            schema["enum"] = [value for value, _ in choices if value != ""]
+        for attribute, keyword in (
+            ("min_value", "minimum"),
+            ("max_value", "maximum"),
+            ("min_length", "minLength"),
+            ("max_length", "maxLength"),
+        ):
+            if getattr(form_field, attribute, None) is not None:
+                schema[keyword] = getattr(form_field, attribute)
+        schema["title"] = str(form_field.label or name)
+        if form_field.help_text:
+            schema["description"] = str(form_field.help_text)
+        if form_field.initial is not None and not callable(form_field.initial):
+            schema["default"] = form_field.initial
+        if name in secret_params:
+            schema.update({"format": "password", "writeOnly": True})
+        if form_field.required and form_field.initial is None:
+            required.append(name)
+        properties[name] = schema
+    result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": open_ended}
+    if required:
+        result["required"] = required
+    return result
+
+
 _registry: dict[str, OperationType] = {}
+# jobs.optypes.typed puts its builder here when the package is imported: this module imports
+# nothing above it, and every import of it imports the package first.
+typed_type_builders: list[Callable[..., OperationType]] = []
 # Where each type came from ("built-in", a setting's module, a plugin), as `batch types` shows it.
 _origins: dict[str, str] = {}
 _loading_origin: list[str] = []
@@ -227,23 +274,7 @@ def operation_type(
         if form is not None:
             register(OperationType(key=key, label=label or key, run=function, form=form, **options))
             return function
-        from jobs.optypes import typed
-
-        signature = typed.signature_of(function, key)
-        secret = tuple(dict.fromkeys((*options.pop("secret_params", ()), *signature.secret_params)))
-        description = options.pop("description", None) or inspect.getdoc(function) or ""
-        register(
-            OperationType(
-                key=key,
-                label=label or key,
-                run=typed.run_function(function, signature),
-                form=typed.form_class(signature),
-                description=description,
-                secret_params=secret,
-                params_model=signature.model,
-                **options,
-            )
-        )
+        register(typed_type_builders[-1](function, key=key, label=label or key, **options))
         return function
 
     return decorate

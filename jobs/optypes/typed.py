@@ -27,7 +27,7 @@ from django import forms
 from pydantic.fields import FieldInfo
 
 from jobs.errors import InvalidInput
-from jobs.optypes.base import OperationContextProtocol, PermanentFailure, Secret
+from jobs.optypes.base import OperationContextProtocol, OperationType, PermanentFailure, Secret, typed_type_builders
 
 CONTEXT_NAME = "ctx"
 
@@ -263,46 +263,24 @@ def params_schema(model: type[pydantic.BaseModel], secret_params: tuple[str, ...
     return schema
 
 
-# Subclasses first: FloatField and DecimalField derive from IntegerField.
-FORM_JSON_TYPES: list[tuple[type[forms.Field], dict[str, Any]]] = [
-    (forms.BooleanField, {"type": "boolean"}),
-    (forms.FloatField, {"type": "number"}),
-    (forms.DecimalField, {"type": "number"}),
-    (forms.IntegerField, {"type": "integer"}),
-    (forms.JSONField, {}),
-]
+def build_type(function: Callable[..., Any], *, key: str, label: str, **options: Any) -> OperationType:
+    """The OperationType of a typed function (what `operation_type` without `form=` registers)."""
+    typed = signature_of(function, key)
+    secret = tuple(dict.fromkeys((*options.pop("secret_params", ()), *typed.secret_params)))
+    description = options.pop("description", None) or inspect.getdoc(function) or ""
+    open_ended = bool(options.get("allow_extra_params", False))
+    return OperationType(
+        key=key,
+        label=label,
+        run=run_function(function, typed),
+        form=form_class(typed),
+        description=description,
+        secret_params=secret,
+        params_model=typed.model,
+        check_params=functools.partial(validate, typed.model),
+        params_json_schema=params_schema(typed.model, secret, open_ended),
+        **options,
+    )
 
 
-def form_params_schema(form: type[forms.Form], secret_params: tuple[str, ...], open_ended: bool) -> dict[str, Any]:
-    """The JSON Schema of a hand-written form's params, as far as its fields tell."""
-    properties: dict[str, Any] = {}
-    required = []
-    for name, field in form.base_fields.items():
-        schema: dict[str, Any] = next(
-            (dict(kind) for cls, kind in FORM_JSON_TYPES if isinstance(field, cls)), {"type": "string"}
-        )
-        if isinstance(field, forms.ChoiceField) and not isinstance(field, forms.TypedChoiceField):
-            choices: Any = field.choices
-            schema["enum"] = [value for value, _ in choices if value != ""]
-        for attribute, keyword in (
-            ("min_value", "minimum"),
-            ("max_value", "maximum"),
-            ("min_length", "minLength"),
-            ("max_length", "maxLength"),
-        ):
-            if getattr(field, attribute, None) is not None:
-                schema[keyword] = getattr(field, attribute)
-        schema["title"] = str(field.label or name)
-        if field.help_text:
-            schema["description"] = str(field.help_text)
-        if field.initial is not None and not callable(field.initial):
-            schema["default"] = field.initial
-        if name in secret_params:
-            schema.update({"format": "password", "writeOnly": True})
-        if field.required and field.initial is None:
-            required.append(name)
-        properties[name] = schema
-    result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": open_ended}
-    if required:
-        result["required"] = required
-    return result
+typed_type_builders.append(build_type)
