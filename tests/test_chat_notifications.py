@@ -125,3 +125,19 @@ def test_a_slack_message_is_sent_by_a_real_worker(alice, workers, httpserver):
     [message] = posted(httpserver)
     check_slack_shape(message)
     assert message["text"] == f"{batch.name}: completed"
+
+
+def test_an_operation_that_failed_for_good_is_named_in_the_message():
+    from jobs.notifications import chat
+
+    payload = {
+        "event": "operation_failed_final",
+        "batch": {"name": "sync", "status": "running", "total": 3, "completed": 1, "failed": 1, "skipped": 0},
+        "operation": {"seq": 2, "label": "eu-1", "error_type": "Timeout", "error": "no answer"},
+        "link": "http://batchsite.example/batches/x/",
+    }
+    slack, teams = chat.slack_message(payload), chat.teams_message(payload)
+    check_slack_shape(slack)
+    assert slack["text"] == teams["title"] == "sync: #2 eu-1 failed for good"
+    assert "#2 eu-1: Timeout: no answer" in json.dumps(slack)
+    assert {"name": "Top error", "value": "#2 eu-1: Timeout: no answer"} in teams["sections"][0]["facts"]

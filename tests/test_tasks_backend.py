@@ -153,3 +153,12 @@ def test_batch_enqueue_makes_one_batch_of_many_calls(alice, workers):
     assert [r.return_value for r in results] == [3, 15, 7]
     assert all(r.status == TaskResultStatus.SUCCESSFUL for r in results)
     assert tasks.add.get_result(results[1].id).kwargs == {"a": 10, "b": 5}
+
+
+def test_the_task_call_type_is_not_offered_on_the_new_batch_page(alice):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(alice)
+    page = client.get("/batches/new/").content.decode()
+    assert "/batches/new/demo.sleep/" in page and "/batches/new/task.call/" not in page

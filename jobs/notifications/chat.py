@@ -47,8 +47,11 @@ def summary(payload: dict[str, Any]) -> dict[str, Any]:
         error = f"{top['error_type']}: {top['example']} ({top['count']} operation(s))"
     else:
         error = ""
+    title = f"{batch.get('name', 'Batch')}: {status.replace('_', ' ')}"
+    if operation:
+        title = f"{batch.get('name', 'Batch')}: #{operation.get('seq')} {operation.get('label')} failed for good"
     return {
-        "title": f"{batch.get('name', 'Batch')}: {status.replace('_', ' ')}",
+        "title": title,
         "name": batch.get("name", "Batch"),
         "event": payload.get("event", ""),
         "status": status,

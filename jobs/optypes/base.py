@@ -112,6 +112,8 @@ class OperationType:
     instance_of: InstanceOf | None = None
     # Items are instance names: batches of this type may be created from a `select` (tags, region).
     items_are_instances: bool = False
+    # Offered on the New batch page; False for types that code creates (task.call).
+    listed: bool = True
     # A typed type's pydantic model of its params (the form is derived from it), checked after the
     # form by `check_params(cleaned, path)` so its own rules (patterns, nested models, validators)
     # hold too, and its JSON Schema (jobs.optypes.typed sets all three).

@@ -84,6 +84,7 @@ def task_of(path: str) -> Any:
     label="Django task",
     items_help="One call per item (set by jobs.tasks_backend).",
     validate_operation=check_signed,
+    listed=False,
 )
 def run_task_call(
     ctx: OperationContextProtocol,
