@@ -226,3 +226,14 @@ def test_each_type_has_a_docs_page_with_its_params_schema_and_examples(as_alice)
     for optype in all_types():
         assert as_alice.get(f"/types/{optype.key}/").status_code == 200, optype.key
     assert as_alice.get("/types/no.such.type/").status_code == 404
+
+
+def test_a_secret_marked_in_the_annotation_is_masked_by_the_api(alice):
+    api = ApiClient(alice)
+    created = api.post(
+        "/api/batches", {"type": "typed.resize", "name": "s", "items": ["a"], "params": {"token": "s3cret"}}
+    )
+    assert created.status_code == 201, created.content
+    shown = api.get(f"/api/batches/{created.json()['id']}").json()
+    assert shown["params"]["token"] == "***" and "s3cret" not in json.dumps(shown)
+    assert get_type("typed.resize").secret_params == ("token",)
