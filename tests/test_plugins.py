@@ -46,6 +46,16 @@ import batchsite_no_such_dependency  # noqa
 """
 
 
+# An entry point may name an OperationType object instead of a module that registers.
+OBJECT = """
+from django import forms
+
+from jobs.optypes.base import OperationType
+
+TYPE = OperationType(key="plugin.object", label="Plugin: object", run=lambda ctx: {"ok": True}, form=forms.Form)
+"""
+
+
 def write_distribution(where: Path, name: str, module: str, source: str, entry_points: dict[str, str]) -> None:
     """A package and its .dist-info, as `pip install` leaves them in site-packages."""
     (where / f"{module}.py").write_text(textwrap.dedent(source))
@@ -61,11 +71,12 @@ def plugin_dir(tmp_path, monkeypatch):
     write_distribution(tmp_path, "batchsite-shout", "batchsite_shout", GOOD, {"shout": "batchsite_shout"})
     write_distribution(tmp_path, "batchsite-half", "batchsite_half", HALF, {"half": "batchsite_half"})
     write_distribution(tmp_path, "batchsite-gone", "batchsite_gone", "", {"gone": "batchsite_gone:missing"})
+    write_distribution(tmp_path, "batchsite-object", "batchsite_object", OBJECT, {"object": "batchsite_object:TYPE"})
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    for key in ("plugin.shout", "plugin.half"):
+    for key in ("plugin.shout", "plugin.half", "plugin.object"):
         unregister(key)
-    for module in ("batchsite_shout", "batchsite_half", "batchsite_gone"):
+    for module in ("batchsite_shout", "batchsite_half", "batchsite_gone", "batchsite_object"):
         sys.modules.pop(module, None)
     plugins.failures.clear()
 
@@ -73,7 +84,8 @@ def plugin_dir(tmp_path, monkeypatch):
 def test_an_installed_plugin_adds_its_types_and_a_broken_one_is_logged_and_left_out(plugin_dir, caplog):
     before = {t.key for t in all_types()}
     failures = plugins.load_plugin_types()
-    assert {t.key for t in all_types()} - before == {"plugin.shout"}
+    assert {t.key for t in all_types()} - before == {"plugin.shout", "plugin.object"}
+    assert origin_of("plugin.object") == "plugin batchsite-object 1.0 (object = batchsite_object:TYPE)"
     assert origin_of("plugin.shout") == "plugin batchsite-shout 1.0 (shout = batchsite_shout)"
     assert run_operation("plugin.shout", "hey", times=2) == {"text": "HEY!HEY!"}
     assert find_type("plugin.half") is None and "batchsite_half" not in sys.modules
