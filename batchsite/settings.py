@@ -256,6 +256,8 @@ BATCHSITE_ETA_WINDOW_S = env_number("BATCHSITE_ETA_WINDOW_S", 10.0, float, minim
 BATCHSITE_PROGRESS_INTERVAL_S = env_number("BATCHSITE_PROGRESS_INTERVAL_S", 0.2, float, minimum=0.0)
 # Modules that register a project's own operation types, imported by every process at start-up.
 BATCHSITE_OPERATION_TYPES = [m.strip() for m in env_str("BATCHSITE_OPERATION_TYPES", "").split(",") if m.strip()]
+# Django Tasks (the django-tasks backport): `@task` functions' enqueue() runs them as batches.
+TASKS = {"default": {"BACKEND": "jobs.tasks_backend.BatchsiteBackend"}}
 
 # Verbs of `manage.py batch` added by feature apps: functions called with the verbs' subparsers.
 BATCHSITE_COMMAND_VERBS = ["jobs.schedules.cli.add_verbs"]

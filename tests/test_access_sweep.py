@@ -260,6 +260,7 @@ PAGE_ROUTES = [
     Route("POST", "operations_bulk", "operate", {"action": "retry"}),
     Route("GET", "search", "any", query="?q=ba"),
     Route("GET", "limits", "any"),
+    Route("GET", "type_docs", "any"),
     Route("POST", "limits", "staff", {"key": "api:new", "concurrency": "3", "per": "second"}),
     Route("POST", "limit_remove", "staff"),
     Route("GET", "stats", "any"),

@@ -170,6 +170,58 @@ def test_a_batch_webhook_is_signed_with_the_owners_default_secret(alice, httpser
     assert signing.verify(secret, headers["Batchsite-Signature"], raw)
 
 
+def test_a_standard_webhooks_receiver_verifies_the_delivery_with_the_same_secret(alice, httpserver):
+    from standardwebhooks import Webhook
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    httpserver.expect_request(HOOK).respond_with_data("ok")
+    subscription = notify.subscription_create(owner=alice, url=httpserver.url_for(HOOK), events=["finished"])
+    finish(make_batch(alice), "ok", "ok")
+    tick.run()
+    [(body, headers, raw)] = received(httpserver)
+    # The receiver's code: the library, the secret as Batchsite showed it, the raw body.
+    assert Webhook(subscription.secret).verify(raw, headers) == body
+    assert headers["Webhook-Id"] == str(Delivery.objects.get().pk) == body["id"]
+    assert headers["Webhook-Timestamp"] == headers["Batchsite-Signature"].split(",")[0].removeprefix("t=")
+    with pytest.raises(WebhookVerificationError):
+        Webhook(subscription.secret).verify(raw.replace(b'"completed"', b'"failed"'), headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(notify.signing_secret_rotate(owner=alice).secret).verify(raw, headers)
+
+
+def test_a_secret_made_before_standard_webhooks_verifies_as_its_decoded_bytes(alice, httpserver):
+    import base64
+
+    from standardwebhooks import Webhook
+
+    httpserver.expect_request(HOOK).respond_with_data("ok")
+    subscription = notify.subscription_create(owner=alice, url=httpserver.url_for(HOOK), events=["finished"])
+    # Older secrets were URL-safe base64 of 32 bytes ("-" and "_" inside).
+    old_secret = "whsec_ab-cd_EFghIJklMNopQRstUVwxYZ0123456789-_abc"
+    Subscription.objects.filter(pk=subscription.pk).update(secret=old_secret)
+    finish(make_batch(alice), "ok", "ok")
+    tick.run()
+    [(body, headers, raw)] = received(httpserver)
+    key = base64.urlsafe_b64decode(old_secret.removeprefix("whsec_") + "==")
+    assert Webhook(key).verify(raw, headers) == body
+    assert signing.verify(old_secret, headers["Batchsite-Signature"], raw)
+
+
+def test_a_retried_delivery_keeps_its_webhook_id_and_signs_each_attempt_anew(alice, httpserver):
+    from standardwebhooks import Webhook
+
+    httpserver.expect_oneshot_request(HOOK).respond_with_data("down", status=500)
+    httpserver.expect_request(HOOK).respond_with_data("ok")
+    secret = notify.signing_secret_rotate(owner=alice).secret
+    finish(make_batch(alice, webhook_url=httpserver.url_for(HOOK)), "ok", "ok")
+    tick.run()
+    tick.run(now=Delivery.objects.get().next_attempt_at)
+    attempts = received(httpserver)
+    assert len(attempts) == 2 and attempts[0][1]["Webhook-Id"] == attempts[1][1]["Webhook-Id"]
+    for body, headers, raw in attempts:
+        assert Webhook(secret).verify(raw, headers) == body
+
+
 def test_a_500_is_retried_with_backoff_and_the_same_delivery_id(alice, httpserver):
     httpserver.expect_oneshot_request(HOOK).respond_with_data("down", status=500)
     httpserver.expect_request(HOOK).respond_with_data("ok")

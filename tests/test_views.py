@@ -378,7 +378,8 @@ def test_every_registered_type_has_a_create_page_with_its_parameters(as_alice):
 
     listing = as_alice.get("/batches/new/").content.decode()
     for optype in all_types():
-        assert f'href="/batches/new/{optype.key}/"' in listing, optype.key
+        # Unlisted types (task.call, made by code) still have their page.
+        assert (f'href="/batches/new/{optype.key}/"' in listing) == optype.listed, optype.key
         content = as_alice.get(f"/batches/new/{optype.key}/").content.decode()
         for name in optype.form.base_fields:
             assert f'name="params-{name}"' in content, (optype.key, name)

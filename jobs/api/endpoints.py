@@ -12,7 +12,7 @@ from uuid import UUID
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from ninja import NinjaAPI, Path, Query, Router
+from ninja import Path, Query, Router
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
@@ -25,6 +25,7 @@ from jobs.api import exports
 from jobs.api.compare import router as compare_router
 from jobs.api.instances import router as instances_router
 from jobs.api.limits import router as limits_router
+from jobs.api.openapi import BatchsiteAPI
 from jobs.api.schemas import (
     AddOperationsIn,
     AnalyticsOut,
@@ -107,7 +108,7 @@ class Session(SessionAuth):
         return super()._get_key(request)
 
 
-api = NinjaAPI(
+api = BatchsiteAPI(
     title="Batchsite API",
     version="1",
     description="Create, follow and steer batches of operations. Authenticate with a session or "

@@ -97,7 +97,10 @@ class BatchIn(Schema):
         description='Labels (text or numbers), or objects {"label": "...", "params": {...}} whose params '
         "override `params`. Booleans and null are refused. Required unless `select` is given.",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Base parameters, validated by the type.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Base parameters, validated by the type: see the schema `Params.<type>` in this document.",
+    )
     max_parallel: Integer = _option("max_parallel")
     stop_on_error: StrictBool = _option("stop_on_error")
     max_retries: Integer = _option("max_retries")
@@ -476,6 +479,11 @@ class OperationTypeOut(Schema):
     description: str
     items_help: str
     params: list[ParamOut]
+    params_schema: dict[str, Any] = Field(
+        ...,
+        description="The JSON Schema of `params` for this type (also in the OpenAPI document's "
+        "components as `Params.<key>`).",
+    )
 
 
 class Error(Schema):

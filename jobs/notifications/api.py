@@ -33,8 +33,12 @@ EVENTS_HELP = f"Any of: {', '.join(EventName.values)} (`finished` = any end)."
 class SubscriptionIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    channel: str = Field("webhook", description="webhook (POST to `url`) or email (to your account's address).")
-    url: str = Field("", description="The webhook target (http or https); empty for email.")
+    channel: str = Field(
+        "webhook",
+        description="webhook (POST to `url`), email (to your account's address), slack or teams (a message "
+        "posted to the incoming-webhook `url`).",
+    )
+    url: str = Field("", description="The webhook or incoming-webhook target (http or https); empty for email.")
     events: list[str] = Field(..., description=EVENTS_HELP)
     team: str | int | None = Field(
         None, description="A team (slug or id; its admins only): hear the team's batches instead of yours."
@@ -80,7 +84,7 @@ class AttemptOut(Schema):
 
 class DeliveryOut(Schema):
     id: UUID = Field(..., description="The stable delivery id, also in the body and the Batchsite-Delivery header.")
-    channel: str = Field(..., description="webhook, email or hook")
+    channel: str = Field(..., description="webhook, email, hook, slack or teams")
     event: str
     target: str = Field(..., description="The URL, the email address, or the operation type of the hook.")
     subscription_id: int | None

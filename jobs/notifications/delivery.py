@@ -1,4 +1,5 @@
-"""Sending one claimed delivery: a signed webhook POST, an email, or a type's Python hook.
+"""Sending one claimed delivery: a signed webhook POST, a Slack or Teams message, an email, or a
+type's Python hook.
 
 Runs in a worker's tick, outside any transaction (a slow receiver must not hold database locks),
 then records the attempt through the services.
@@ -17,7 +18,7 @@ from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from jobs.notifications import policy, services, signing
+from jobs.notifications import chat, policy, services, signing
 from jobs.notifications.models import AttemptOutcome, Channel, Delivery
 from jobs.optypes import get_type
 
@@ -40,6 +41,8 @@ def deliver(delivery: Delivery, *, worker: str = "", now: datetime | None = None
         Channel.WEBHOOK: _send_webhook,
         Channel.EMAIL: _send_email,
         Channel.HOOK: _run_hook,
+        Channel.SLACK: _send_chat,
+        Channel.TEAMS: _send_chat,
     }[Channel(delivery.channel)](delivery)
     services.delivery_record(
         delivery=delivery,
@@ -53,19 +56,33 @@ def deliver(delivery: Delivery, *, worker: str = "", now: datetime | None = None
 
 
 def _send_webhook(delivery: Delivery) -> dict:
-    try:
-        policy.check_url(delivery.target)
-    except policy.UrlRefused as exc:
-        # DNS may have changed since the URL was accepted: the policy holds at send time too.
-        return {"outcome": AttemptOutcome.FAILED, "error": f"Refused by the URL policy: {exc}"}
     body = body_of(delivery)
+    secret = services.signing_secret_of(delivery)
+    timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "Batchsite-Delivery": str(delivery.pk),
         "Batchsite-Event": delivery.event_name,
-        signing.HEADER: signing.sign(services.signing_secret_of(delivery), body),
+        signing.HEADER: signing.sign(secret, body, timestamp),
+        **signing.standard_headers(secret, str(delivery.pk), body, timestamp),
     }
+    return _post(delivery, body, headers)
+
+
+def _send_chat(delivery: Delivery) -> dict:
+    """A Slack or Teams message to an incoming webhook: same policy, retries and log as webhooks."""
+    build = chat.slack_message if delivery.channel == Channel.SLACK else chat.teams_message
+    body = json.dumps(build(delivery.payload), separators=(",", ":")).encode()
+    return _post(delivery, body, {"Content-Type": "application/json", "User-Agent": USER_AGENT})
+
+
+def _post(delivery: Delivery, body: bytes, headers: dict[str, str]) -> dict:
+    try:
+        policy.check_url(delivery.target)
+    except policy.UrlRefused as exc:
+        # DNS may have changed since the URL was accepted: the policy holds at send time too.
+        return {"outcome": AttemptOutcome.FAILED, "error": f"Refused by the URL policy: {exc}"}
     try:
         # No redirects: a redirect to an internal address would get round the policy.
         response = httpx.post(

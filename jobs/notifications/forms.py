@@ -1,12 +1,17 @@
 from django import forms
 
-from jobs.notifications.models import Channel, EventName
+from jobs.notifications.models import SUBSCRIPTION_CHANNELS, Channel, EventName
 
 
 class SubscriptionForm(forms.Form):
-    channel = forms.ChoiceField(choices=Channel.choices[:2], initial=Channel.WEBHOOK, label="Send")
+    channel = forms.ChoiceField(
+        choices=[(c.value, c.label) for c in SUBSCRIPTION_CHANNELS], initial=Channel.WEBHOOK, label="Send"
+    )
     url = forms.CharField(
-        required=False, max_length=2000, label="Webhook URL", help_text="Where to POST; not needed for email."
+        required=False,
+        max_length=2000,
+        label="URL",
+        help_text="Where to POST: your webhook, or a Slack or Teams incoming-webhook URL; not needed for email.",
     )
     events = forms.MultipleChoiceField(
         choices=EventName.choices,

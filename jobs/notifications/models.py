@@ -3,6 +3,7 @@
 Every write goes through jobs.notifications.services.
 """
 
+import base64
 import secrets
 import uuid
 
@@ -35,10 +36,19 @@ class Channel(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     EMAIL = "email", "Email"
     HOOK = "hook", "Python hook"
+    SLACK = "slack", "Slack"
+    TEAMS = "teams", "Microsoft Teams"
+
+
+# What a person subscribes with; those posting to a URL, and the chat services among them.
+SUBSCRIPTION_CHANNELS = [Channel.WEBHOOK, Channel.EMAIL, Channel.SLACK, Channel.TEAMS]
+URL_CHANNELS = (Channel.WEBHOOK, Channel.SLACK, Channel.TEAMS)
+CHAT_CHANNELS = (Channel.SLACK, Channel.TEAMS)
 
 
 def new_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    # Plain base64 of random bytes: what Standard Webhooks libraries decode into their HMAC key.
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class SubscriptionQuerySet(models.QuerySet):
@@ -48,7 +58,8 @@ class SubscriptionQuerySet(models.QuerySet):
 
 
 class Subscription(models.Model):
-    """A user's standing order: POST (webhook) or email these events of all their batches.
+    """A user's standing order: POST (webhook, or a Slack / Teams message) or email these events of
+    all their batches.
 
     The secret signs the webhook bodies; it is stored because signing needs it, and shown once.
     """
@@ -60,8 +71,12 @@ class Subscription(models.Model):
     team = models.ForeignKey(
         "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="notification_subscriptions"
     )
-    channel = models.CharField(max_length=10, choices=Channel.choices[:2], default=Channel.WEBHOOK)
-    url = models.URLField(max_length=2000, blank=True, help_text="Webhook target; empty for email.")
+    channel = models.CharField(
+        max_length=10, choices=[(c.value, c.label) for c in SUBSCRIPTION_CHANNELS], default=Channel.WEBHOOK
+    )
+    url = models.URLField(
+        max_length=2000, blank=True, help_text="Webhook, Slack or Teams incoming-webhook URL; empty for email."
+    )
     events = models.JSONField(default=list)
     secret = models.CharField(max_length=100, default=new_secret, editable=False)
     active = models.BooleanField(default=True)
@@ -73,7 +88,7 @@ class Subscription(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        target = self.url if self.channel == Channel.WEBHOOK else "email"
+        target = self.url if self.channel in URL_CHANNELS else "email"
         return f"{target} ({', '.join(self.events)})"
 
 

@@ -29,7 +29,10 @@ from jobs.errors import InvalidInput
 from jobs.models import Batch, BatchEvent, BatchEventKind, BatchStatus
 from jobs.notifications import policy
 from jobs.notifications.models import (
+    CHAT_CHANNELS,
     FINISH_EVENTS,
+    SUBSCRIPTION_CHANNELS,
+    URL_CHANNELS,
     AttemptOutcome,
     Channel,
     Delivery,
@@ -45,6 +48,7 @@ from jobs.notifications.models import (
 from jobs.optypes import get_type
 from jobs.optypes.base import find_type
 from jobs.secrets import mask_params
+from jobs.selectors.analytics import top_error_group
 from jobs.teams import access
 from jobs.teams.selectors import team_for_owner
 
@@ -65,17 +69,17 @@ ERROR_LIMIT = 2000
 
 def _clean_subscription(*, owner, channel: str, url: str, events: list[str]) -> tuple[str, str, list[str]]:
     errors: dict[str, list[str]] = {}
-    if channel not in (Channel.WEBHOOK, Channel.EMAIL):
-        errors["channel"] = ["Must be webhook or email."]
+    if channel not in SUBSCRIPTION_CHANNELS:
+        errors["channel"] = [f"Must be one of: {', '.join(SUBSCRIPTION_CHANNELS)}."]
     unknown = [name for name in events if name not in EventName.values]
     if unknown:
         errors["events"] = [f"Unknown event(s): {', '.join(map(str, unknown))}. Known: {', '.join(EventName.values)}."]
     elif not events:
         errors["events"] = ["Choose at least one event."]
     url = (url or "").strip()
-    if channel == Channel.WEBHOOK:
+    if channel in URL_CHANNELS:
         if not url:
-            errors["url"] = ["A webhook needs a URL."]
+            errors["url"] = [f"A {Channel(channel).label} subscription needs a URL."]
         elif len(url) > 2000:
             errors["url"] = ["At most 2000 characters."]
         else:
@@ -302,7 +306,7 @@ def _deliveries_for(event: BatchEvent, now: datetime) -> list[Delivery]:
                 if subscription.owner.email:
                     targets.append((Channel.EMAIL, subscription.owner.email, subscription))
             else:
-                targets.append((Channel.WEBHOOK, subscription.url, subscription))
+                targets.append((subscription.channel, subscription.url, subscription))
     if finished:
         try:
             hook = get_type(batch.type).on_batch_finished
@@ -311,6 +315,9 @@ def _deliveries_for(event: BatchEvent, now: datetime) -> list[Delivery]:
         if hook is not None:
             targets.append((Channel.HOOK, batch.type, None))
     deliveries = []
+    if any(channel in CHAT_CHANNELS for channel, _, _ in targets):
+        # What a chat message shows beyond the batch: fixed here, so every attempt posts the same.
+        chat_extra = {"link": f"{settings.BATCHSITE_BASE_URL}/batches/{batch.pk}/", "top_error": top_error_group(batch)}
     for channel, target, target_subscription in targets:
         delivery_id = uuid.uuid4()
         deliveries.append(
@@ -322,7 +329,7 @@ def _deliveries_for(event: BatchEvent, now: datetime) -> list[Delivery]:
                 channel=channel,
                 event_name=name,
                 target=target[:2000],
-                payload={"id": str(delivery_id), **summary},
+                payload={"id": str(delivery_id), **summary, **(chat_extra if channel in CHAT_CHANNELS else {})},
                 next_attempt_at=now,
                 give_up_at=give_up_at,
             )

@@ -4,9 +4,11 @@ A project that installs Batchsite registers its own type with `register(Operatio
 the `operation_type` decorator; pages, API and commands then offer it like the built-in ones.
 """
 
+import contextlib
+import copy
 import inspect
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +71,11 @@ class OperationContextProtocol(Protocol):
     def add_items(self, items: list[Any]) -> int: ...
 
 
+class Secret:
+    """Marks a typed function's parameter as a secret: `token: Annotated[str, Secret] = ""`. It is
+    stored encrypted, shown masked, and its form field does not echo it back."""
+
+
 # A function or an `async def` one (run on the worker's event loop).
 RunFunction = Callable[[OperationContextProtocol], dict[str, Any] | None | Awaitable[dict[str, Any] | None]]
 # (items, cleaned base params) -> errors keyed by field path (`items[3].label`); empty when fine.
@@ -114,6 +121,14 @@ class OperationType:
     # Items are instance names: batches of this type may be created from a `select` (tags, region).
     items_are_instances: bool = False
     limit_keys: LimitKeys | None = None
+    # Offered on the New batch page; False for types that code creates (task.call).
+    listed: bool = True
+    # A typed type's pydantic model of its params (the form is derived from it), checked after the
+    # form by `check_params(cleaned, path)` so its own rules (patterns, nested models, validators)
+    # hold too, and its JSON Schema (jobs.optypes.typed sets all three).
+    params_model: Any = None
+    check_params: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    params_json_schema: dict[str, Any] | None = None
     defaults: dict[str, Any] = field(default_factory=dict, init=False)
 
     @property
@@ -140,9 +155,17 @@ class OperationType:
             for name, messages in bound.errors.items():
                 key = path if name == "__all__" else f"{path}.{name}"
                 errors.setdefault(key, []).extend(str(message) for message in messages)
+        cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
+        if self.check_params is not None:
+            # The model checks the fields the form passed, so every error comes in one round.
+            try:
+                cleaned = self.check_params(cleaned, path)
+            except InvalidInput as exc:
+                for field_path, found in exc.errors.items():
+                    if field_path.removeprefix(f"{path}.").split(".")[0] not in bound.errors:
+                        errors.setdefault(field_path, []).extend(found)
         if errors:
             raise InvalidInput(errors)
-        cleaned = {k: v for k, v in bound.cleaned_data.items() if v is not None}
         if self.allow_extra_params:
             cleaned.update({k: raw[k] for k in unknown})
         # After cleaning: a JSON field's text "\\u0000" only becomes a NUL once parsed.
@@ -150,6 +173,12 @@ class OperationType:
         if where is not None:
             raise InvalidInput({where: [nul.MESSAGE]})
         return cleaned
+
+    def params_schema(self) -> dict[str, Any]:
+        """The JSON Schema of this type's params (the API documents it per type); a copy."""
+        if self.params_json_schema is not None:
+            return copy.deepcopy(self.params_json_schema)
+        return _form_params_schema(self.form, self.secret_params, self.allow_extra_params)
 
     def check_operation(self, params: dict[str, Any], path: str = "params") -> None:
         """Run `validate_operation` on one operation's effective params; InvalidInput keyed by
@@ -164,24 +193,105 @@ class OperationType:
             raise InvalidInput({path: list(exc.messages)}) from None
 
 
+# Subclasses first: FloatField and DecimalField derive from IntegerField.
+FORM_JSON_TYPES: list[tuple[type[forms.Field], dict[str, Any]]] = [
+    (forms.BooleanField, {"type": "boolean"}),
+    (forms.FloatField, {"type": "number"}),
+    (forms.DecimalField, {"type": "number"}),
+    (forms.IntegerField, {"type": "integer"}),
+    (forms.JSONField, {}),
+]
+
+
+def _form_params_schema(form: type[forms.Form], secret_params: tuple[str, ...], open_ended: bool) -> dict[str, Any]:
+    """The JSON Schema of a hand-written form's params, as far as its fields tell."""
+    properties: dict[str, Any] = {}
+    required = []
+    for name, form_field in form.base_fields.items():
+        schema: dict[str, Any] = next(
+            (dict(kind) for cls, kind in FORM_JSON_TYPES if isinstance(form_field, cls)), {"type": "string"}
+        )
+        if isinstance(form_field, forms.ChoiceField) and not isinstance(form_field, forms.TypedChoiceField):
+            choices: Any = form_field.choices
+            schema["enum"] = [value for value, _ in choices if value != ""]
+        for attribute, keyword in (
+            ("min_value", "minimum"),
+            ("max_value", "maximum"),
+            ("min_length", "minLength"),
+            ("max_length", "maxLength"),
+        ):
+            if getattr(form_field, attribute, None) is not None:
+                schema[keyword] = getattr(form_field, attribute)
+        schema["title"] = str(form_field.label or name)
+        if form_field.help_text:
+            schema["description"] = str(form_field.help_text)
+        if form_field.initial is not None and not callable(form_field.initial):
+            schema["default"] = form_field.initial
+        if name in secret_params:
+            schema.update({"format": "password", "writeOnly": True})
+        if form_field.required and form_field.initial is None:
+            required.append(name)
+        properties[name] = schema
+    result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": open_ended}
+    if required:
+        result["required"] = required
+    return result
+
+
 _registry: dict[str, OperationType] = {}
+# jobs.optypes.typed puts its builder here when the package is imported: this module imports
+# nothing above it, and every import of it imports the package first.
+typed_type_builders: list[Callable[..., OperationType]] = []
+# Where each type came from ("built-in", a setting's module, a plugin), as `batch types` shows it.
+_origins: dict[str, str] = {}
+_loading_origin: list[str] = []
+
+
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Types registered inside this block are recorded as coming from `origin`."""
+    _loading_origin.append(origin)
+    try:
+        yield
+    finally:
+        _loading_origin.pop()
 
 
 def register(optype: OperationType) -> OperationType:
     if optype.key in _registry and _registry[optype.key] is not optype:
         raise ValueError(f"operation type {optype.key!r} is already registered")
     _registry[optype.key] = optype
+    _origins.setdefault(optype.key, _loading_origin[-1] if _loading_origin else f"module {optype.run.__module__}")
     return optype
 
 
-def operation_type(
-    *, key: str, label: str, form: type[forms.Form], **options: Any
-) -> Callable[[RunFunction], RunFunction]:
-    """Decorator form of register() for a run function."""
+def unregister(key: str) -> None:
+    """Forget a type (a plugin that failed half-way through registering its types)."""
+    _registry.pop(key, None)
+    _origins.pop(key, None)
 
-    def decorate(run: RunFunction) -> RunFunction:
-        register(OperationType(key=key, label=label, run=run, form=form, **options))
-        return run
+
+def origin_of(key: str) -> str:
+    return _origins.get(key, "")
+
+
+def operation_type(
+    *, key: str, label: str = "", form: type[forms.Form] | None = None, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator form of register() for a run function.
+
+    With `form`, the function takes the context and reads `ctx.params`. Without, its parameters'
+    annotations (or its one pydantic model or dataclass parameter) define the params: the form, the
+    API schema and the validation come from them, and it is called with them as arguments
+    (jobs.optypes.typed). It is returned unchanged either way.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        if form is not None:
+            register(OperationType(key=key, label=label or key, run=function, form=form, **options))
+            return function
+        register(typed_type_builders[-1](function, key=key, label=label or key, **options))
+        return function
 
     return decorate
 

@@ -157,6 +157,12 @@ def duration_percentiles(operations: QuerySet, *, in_database: bool | None = Non
     return [round(percentile(durations, fraction), 3) for fraction in PERCENTILES]
 
 
+def top_error_group(batch) -> dict | None:
+    """The batch's largest group of failures (error type, normalised message, example, count)."""
+    groups, _ = _error_groups(batch.operations.filter(status=OperationStatus.FAILED))
+    return groups[0] if groups else None
+
+
 def _error_groups(failed: QuerySet) -> tuple[list[dict], list[dict]]:
     """(groups by error type and normalised message, groups by error type), largest first.
 

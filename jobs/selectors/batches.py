@@ -282,6 +282,7 @@ def operation_type_description(optype) -> dict:
         "description": optype.description,
         "items_help": optype.items_help,
         "params": params,
+        "params_schema": optype.params_schema(),
     }
 
 

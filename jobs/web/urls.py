@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs.web import compare, instances, limits, tokens, views
+from jobs.web import compare, instances, limits, tokens, type_docs, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("batches/<uuid:batch_id>/operations-bulk/", views.operations_bulk, name="operations_bulk"),
     path("batches/new/", views.batch_new, name="batch_new"),
     path("batches/new/<str:type_key>/", views.batch_create, name="batch_create"),
+    path("types/<str:type_key>/", type_docs.type_docs, name="type_docs"),
     path("batches/<uuid:batch_id>/", views.batch_detail, name="batch_detail"),
     path("batches/<uuid:batch_id>/operations/<int:seq>/", views.operation_detail, name="operation_detail"),
     path(

@@ -167,7 +167,7 @@ def search(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 def batch_new(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, "jobs/batch_new.html", {"types": all_types()})
+    return render(request, "jobs/batch_new.html", {"types": [t for t in all_types() if t.listed]})
 
 
 @login_required

@@ -24,11 +24,11 @@ from django.utils.module_loading import import_string
 from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
-from jobs.items import Item, ItemsFile, parse_key_values, read_items_file
+from jobs.items import Item, ItemsFile, parse_key_values, parse_value, read_items_file
 from jobs.management import limits_cli
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
-from jobs.optypes import all_types
+from jobs.optypes import all_types, origin_of, plugins
 from jobs.optypes.base import find_type
 from jobs.secrets import SecretUnreadable, mask_params
 from jobs.teams import access
@@ -58,6 +58,40 @@ ONE_OPERATION = {
     "retry": "run it again if it failed or was skipped; a finished batch reopens.",
 }
 OPERATION_FIELDS = "seq label status attempts error_type error duration_ms started_at finished_at".split()
+
+
+TYPE_PARAM_DEST = "type_param:"
+
+
+def _add_type_param_flags(create) -> None:
+    """`--duration-ms 50` for each param of the registered types (a type's form, derived or
+    hand-written, names them); a name an option already uses is left to --param."""
+    owners: dict[str, list[str]] = {}
+    helps: dict[str, str] = {}
+    for optype in all_types():
+        for name, field in optype.form.base_fields.items():
+            owners.setdefault(name, []).append(optype.key)
+            helps.setdefault(name, f"{field.label or name}. {field.help_text}".strip())
+    for name, keys in sorted(owners.items()):
+        flag = "--" + name.replace("_", "-")
+        if flag in create._option_string_actions:
+            continue
+        create.add_argument(
+            flag,
+            dest=TYPE_PARAM_DEST + name,
+            metavar="VALUE",
+            default=None,
+            # argparse %-formats help texts.
+            help=f"Param of {', '.join(keys)}: {helps[name]} (as --param {name}=VALUE).".replace("%", "%%"),
+        )
+
+
+def _type_params(options: dict) -> dict:
+    return {
+        key.removeprefix(TYPE_PARAM_DEST): parse_value(value)
+        for key, value in options.items()
+        if key.startswith(TYPE_PARAM_DEST) and value is not None
+    }
 
 
 class Command(QuietPipeCommand):
@@ -119,6 +153,7 @@ class Command(QuietPipeCommand):
             "--team", metavar="SLUG", help="The team (slug or id) it belongs to; --user must be its operator or admin."
         )
         create.add_argument("--wait", action="store_true", help="Draw a live progress bar until the batch ends.")
+        _add_type_param_flags(create)
 
         add = verbs.add_parser("add", help="Add operations to a batch (pending, waiting, queued, running, paused).")
         add.add_argument("batch", help="Batch id or short id.")
@@ -199,6 +234,8 @@ class Command(QuietPipeCommand):
         prune.add_argument("--yes", action="store_true", help="Do not ask for confirmation on a terminal.")
 
         verbs.add_parser("stats", help="Totals by status and type.")
+        types = verbs.add_parser("types", help="Registered operation types, where each comes from, failed plugins.")
+        types.add_argument("--json", action="store_true", help="Print a JSON object: types and plugin failures.")
         verbs.add_parser("reap", help="Recover lost operations and restart lanes of stuck batches, once.")
         workers = verbs.add_parser(
             "workers", help="Live workers, queue depths, batches waiting for a worker, recent throughput."
@@ -321,7 +358,7 @@ class Command(QuietPipeCommand):
             name=options["name"] or f"{options['type']} {timezone.localtime():%Y-%m-%d %H:%M %Z}",
             description=options["description"],
             items=items,
-            params=parse_key_values(options["param"]),
+            params={**parse_key_values(options["param"]), **_type_params(options)},
             # Options not given take the model's defaults in the service.
             **{field: options[field] for field in OPTION_FLAGS.values() if options[field] is not None},
             webhook_url=options["webhook"],
@@ -577,6 +614,19 @@ class Command(QuietPipeCommand):
             self.stdout.write(f"  type {type_key:11} {count}")
         rate = stats["completion_rate"]
         self.stdout.write(f"Completion rate of finished batches: {'-' if rate is None else f'{rate:.1%}'}")
+
+    def handle_types(self, options) -> None:
+        listed = [{"key": t.key, "label": t.label, "origin": origin_of(t.key)} for t in all_types()]
+        failed = [{"origin": failure.origin, "error": failure.error} for failure in plugins.failures]
+        if options["json"]:
+            self.stdout.write(json.dumps({"types": listed, "plugin_failures": failed}, indent=2))
+            return
+        width = max((len(t["key"]) for t in listed), default=0)
+        for row in listed:
+            self.stdout.write(f"{row['key']:{width}}  {row['label']}  [{row['origin']}]")
+        for failure in failed:
+            self.stdout.write(f"Failed to load: {failure['origin']}: {failure['error']}")
+        self.stdout.write(f"{len(listed)} type(s), {len(failed)} plugin(s) failed to load.")
 
     def handle_reap(self, options) -> None:
         self.stdout.write(f"Reaped: {reaper.reap()}.")
