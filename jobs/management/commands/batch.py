@@ -25,7 +25,7 @@ from jobs import selectors, services
 from jobs.engine import reaper
 from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
 from jobs.items import Item, ItemsFile, parse_key_values, parse_value, read_items_file
-from jobs.management import limits_cli
+from jobs.management import data_cli, limits_cli
 from jobs.management.pipes import QuietPipeCommand
 from jobs.models import AfterCondition, Batch, BatchStatus, DatabaseInstance, option_field
 from jobs.optypes import all_types, origin_of, plugins
@@ -284,6 +284,7 @@ class Command(QuietPipeCommand):
         # Verbs of feature apps, named by dotted path so this command imports none of them: each is
         # called with the subparsers and adds its verbs with set_defaults(handler=fn(command, options)).
         limits_cli.add_verbs(verbs)
+        data_cli.add_verbs(verbs)
         for path in settings.BATCHSITE_COMMAND_VERBS:
             import_string(path)(verbs)
 
