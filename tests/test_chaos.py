@@ -149,6 +149,22 @@ def test_cut_database_connections_lose_no_outcome(alice, workers):
     assert not batch.operations.filter(error_type="WorkerLost").exists()
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="cuts PostgreSQL connections (pg_terminate_backend)")
+def test_after_the_database_cut_its_connections_the_next_lane_job_does_not_fail(alice, workers):
+    import django_rq
+
+    workers.start(1)
+    assert_finished_cleanly(sleep_batch(alice, count=3, duration_ms=20))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert_finished_cleanly(sleep_batch(alice, count=3, duration_ms=20))
+    failed = {name: django_rq.get_queue(name).failed_job_registry.count for name in ("high", "default", "low")}
+    assert failed == {"high": 0, "default": 0, "low": 0}, "a lane job failed on a dead connection"
+
+
 # --- a Redis of the test's own ---------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.exceptions
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.db.backends.signals import connection_created
 from rq.worker import SimpleWorker
 
@@ -92,6 +92,10 @@ class BatchsiteWorker(SimpleWorker):
                 delay = self._back_off("dequeue", delay)
 
     def execute_job(self, job, queue) -> None:
+        # A connection this thread kept from before a database restart is dead, and the job's
+        # first query would fail on it (the lane lost until the reaper's next round): a job
+        # starts on a connection that was checked, or a new one.
+        close_old_connections()
         try:
             super().execute_job(job, queue)
         except REDIS_ERRORS:
