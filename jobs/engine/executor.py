@@ -411,6 +411,18 @@ class Executor:
                     logger.warning("executor: could not record outcomes; again in %.1f s", delay, exc_info=True)
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
+            fenced = [
+                task.claim.seq for (task, _), accepted in zip(group, recorded.accepted, strict=True) if not accepted
+            ]
+            if fenced:
+                # Not an error (the operations were taken back, cancelled or reaped while they ran,
+                # and another attempt owns them now), but who looks at a repeat should see it.
+                logger.warning(
+                    "executor: %s outcome(s) of batch %s fenced out (operations %s no longer this attempt's)",
+                    len(fenced),
+                    batch_id,
+                    ", ".join(f"#{seq}" for seq in fenced[:10]) + (" …" if len(fenced) > 10 else ""),
+                )
             finished = sum(
                 1
                 for (_, outcome), accepted in zip(group, recorded.accepted, strict=True)
