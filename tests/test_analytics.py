@@ -92,6 +92,7 @@ def test_it_groups_errors_by_type_and_normalised_message(known_batch):
     assert data["errors"] == [
         {
             "error_type": "Timeout",
+            "filter_type": "Timeout",
             "message": "timeout after <n> s on host <ip>",
             "example": data["errors"][0]["example"],
             "count": 2,
@@ -99,6 +100,7 @@ def test_it_groups_errors_by_type_and_normalised_message(known_batch):
         },
         {
             "error_type": "Error",
+            "filter_type": "",  # stored without a type: no error-type filter to link to
             "message": "Boom in <str>",
             "example": "Boom in '/var/data/x.csv'",
             "count": 1,

@@ -256,3 +256,21 @@ async def test_added_operations_appear_in_the_open_page_with_the_new_totals(redi
     assert "added-1" in message and "added-2" in message and "item-0" in message
     assert "4 operations" in message
     await communicator.disconnect()
+
+
+async def test_a_page_filtered_by_error_type_follows_only_those_rows(redis_clean, alice):
+    def failed_batch():
+        batch = services.batch_create(owner=alice, type="noop", name="errs", items=["a", "b", "c"])
+        kinds = {1: "Timeout", 2: "Refused", 3: "Timeout"}
+        while isinstance(claim := services.operation_claim_next(batch_id=str(batch.pk), worker="t"), services.Claim):
+            services.operation_fail(
+                claim=claim, error="no", error_type=kinds[claim.seq], duration_ms=1, retryable=False
+            )
+        return batch, {op.seq: op.pk for op in batch.operations.all()}
+
+    batch, ids = await sync_to_async(failed_batch)()
+    communicator = await connect(f"/ws/batches/{batch.pk}/?tab=operations&status=failed&error_type=Timeout", alice)
+    first = await communicator.receive_from(timeout=5)
+    assert f'id="op-{ids[1]}"' in first and f'id="op-{ids[3]}"' in first
+    assert f'id="op-{ids[2]}"' not in first
+    await communicator.disconnect()

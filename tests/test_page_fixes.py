@@ -247,3 +247,26 @@ def test_a_dashboard_card_pauses_resumes_and_cancels_its_batch_in_place(as_alice
     assert Batch.objects.get(pk=batch.pk).status == BatchStatus.PAUSED
     as_alice.post(f"/batches/{batch.pk}/cancel/", {"from": "card"}, **htmx)
     assert Batch.objects.get(pk=batch.pk).status == BatchStatus.CANCELLED
+
+
+def test_an_error_group_links_to_its_failed_operations_and_retry_all_takes_only_those(as_alice, alice):
+    batch = make_batch(alice, count=4)
+    kinds = {1: "Timeout", 2: "Timeout", 3: "Refused"}
+    while isinstance(claim := services.operation_claim_next(batch_id=str(batch.pk), worker="t"), services.Claim):
+        if claim.seq in kinds:
+            error = f"{kinds[claim.seq]} at step {claim.seq}"
+            services.operation_fail(
+                claim=claim, error=error, error_type=kinds[claim.seq], duration_ms=5, retryable=False
+            )
+        else:
+            services.operation_complete(claim=claim, duration_ms=5)
+    analytics = as_alice.get(f"/batches/{batch.pk}/?tab=analytics").content.decode()
+    assert 'href="?tab=operations&amp;status=failed&amp;error_type=Timeout"' in analytics
+    shown = as_alice.get(f"/batches/{batch.pk}/?tab=operations&status=failed&error_type=Timeout").content.decode()
+    rows = re.findall(r'<div class="oprow" role="row" id="op-\d+"><span role="cell">(\d+)</span>', shown)
+    assert rows == ["1", "2"] and 'id="error-type-filter"' in shown and "error_type=Timeout" in shown
+    as_alice.post(
+        f"/batches/{batch.pk}/operations-bulk/", {"action": "retry", "status": "failed", "error_type": "Timeout"}
+    )
+    statuses = dict(batch.operations.values_list("seq", "status"))
+    assert statuses[1] == statuses[2] == "pending" and statuses[3] == "failed"

@@ -103,7 +103,7 @@ def test_the_batch_page_shows_progress_counts_and_operations(as_alice, alice):
     claim = services.operation_claim_next(batch_id=str(batch.pk), worker="test")
     services.operation_fail(claim=claim, error="disk full", error_type="IOError", duration_ms=1500, retryable=False)
     content = as_alice.get(f"/batches/{batch.pk}/").content.decode()
-    assert f'ws-connect="/ws/batches/{batch.pk}/?tab=operations&amp;page=1&amp;status="' in content
+    assert f'ws-connect="/ws/batches/{batch.pk}/?tab=operations&amp;page=1&amp;status=&amp;error_type="' in content
     assert 'aria-valuenow="33"' in content
     assert "disk full" in content and "IOError" in content and "1.5 s" in content
     assert content.count('role="row" id="op-') == 3

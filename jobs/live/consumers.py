@@ -76,6 +76,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         self.tab = query.get("tab", ["operations"])[0]
         self.page = query.get("page", ["1"])[0]
         self.status = query.get("status", [""])[0]
+        self.error_type = query.get("error_type", [""])[0][:100]
         self.operation_ids: list[int] = []
         self.analytics_at = 0.0
         self.row_versions: dict[int, tuple] = {}
@@ -221,7 +222,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         self.shown_total = batch.total
         if first:
             return []
-        page = list(selectors.operations_page(batch, status=self.status, page=self.page))
+        page = list(selectors.operations_page(batch, status=self.status, page=self.page, error_type=self.error_type))
         if [operation.pk for operation in page] == self.operation_ids:
             return []
         self.operation_ids = [operation.pk for operation in page]
@@ -242,7 +243,7 @@ class BatchConsumer(AsyncWebsocketConsumer):
         if batch is None:
             return False
         if self.tab == "operations":
-            page = selectors.operations_page(batch, status=self.status, page=self.page)
+            page = selectors.operations_page(batch, status=self.status, page=self.page, error_type=self.error_type)
             self.operation_ids = [operation.pk for operation in page]
         return True
 

@@ -172,7 +172,15 @@ def _error_groups(failed: QuerySet) -> tuple[list[dict], list[dict]]:
         error_type = row["error_type"] or "Error"
         key = (error_type, normalise_message(row["error"]))
         group = groups.setdefault(
-            key, {"error_type": error_type, "message": key[1], "example": row["error"], "count": 0}
+            key,
+            # filter_type: what the operations tab filters by (an empty stored type has none).
+            {
+                "error_type": error_type,
+                "filter_type": row["error_type"],
+                "message": key[1],
+                "example": row["error"],
+                "count": 0,
+            },
         )
         group["count"] += row["n"]
     total = sum(group["count"] for group in groups.values())

@@ -302,12 +302,15 @@ def dashboard_context(user) -> dict:
 OPERATIONS_PER_PAGE = 50
 
 
-def operations_page(batch: Batch, *, status: str = "", page: str | int | None = None):
-    """One page of a batch's operations (by seq), optionally of one status; the page and its
-    WebSocket consumer use the same pages, so the consumer knows which rows the page shows."""
+def operations_page(batch: Batch, *, status: str = "", page: str | int | None = None, error_type: str = ""):
+    """One page of a batch's operations (by seq), optionally of one status and one error type (an
+    error group's link); the page and its WebSocket consumer use the same pages, so the consumer
+    knows which rows the page shows."""
     operations = batch.operations.all()
     if status in OperationStatus.values:
         operations = operations.filter(status=status)
+    if error_type:
+        operations = operations.filter(error_type=error_type[:100])
     return Paginator(operations, OPERATIONS_PER_PAGE).get_page(page)
 
 

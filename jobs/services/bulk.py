@@ -121,11 +121,14 @@ def operations_bulk_action(*, batch: Batch, action: str, seqs: Iterable[int], by
     return outcome
 
 
-def operations_matching(batch: Batch, status: str | None) -> list[int]:
-    """The seqs of a batch's operations (of one status, or all), refused when more than BULK_MAX_BATCHES."""
+def operations_matching(batch: Batch, status: str | None, error_type: str = "") -> list[int]:
+    """The seqs of a batch's operations (of one status, or all; of one error type if given),
+    refused when more than BULK_MAX_BATCHES."""
     found = batch.operations.order_by("seq")
     if status:
         found = found.filter(status=status)
+    if error_type:
+        found = found.filter(error_type=error_type[:100])
     seqs = list(found.values_list("seq", flat=True)[: BULK_MAX_BATCHES + 1])
     if len(seqs) > BULK_MAX_BATCHES:
         raise InvalidInput({"filter": [f"More than {BULK_MAX_BATCHES} operations match; narrow the filter."]})

@@ -135,10 +135,15 @@ def operations_bulk(request: HtmxHttpRequest, batch_id) -> HttpResponse:
     """The operations tab's "Retry all" / "Cancel all": every operation its status filter shows."""
     batch = selectors.batch_get_visible(request.user, batch_id, "operate")
     status = request.POST.get("status", "").strip()
-    back = reverse("batch_detail", args=[batch.pk]) + "?" + urlencode({"tab": "operations", "status": status})
+    error_type = request.POST.get("error_type", "").strip()
+    back = (
+        reverse("batch_detail", args=[batch.pk])
+        + "?"
+        + urlencode({"tab": "operations", "status": status, **({"error_type": error_type} if error_type else {})})
+    )
     action = request.POST.get("action", "")
     try:
-        seqs = services.operations_matching(batch, status or None)
+        seqs = services.operations_matching(batch, status or None, error_type)
         outcome = services.operations_bulk_action(batch=batch, action=action, seqs=seqs, by=request.user)
     except InvalidInput as exc:
         messages.error(request, " ".join(m for msgs in exc.errors.values() for m in msgs))
@@ -425,7 +430,9 @@ def batch_add_items(request: HtmxHttpRequest, batch_id) -> HttpResponse:
 
 def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
     """What the batch page's tab shows; the page and its WebSocket consumer both render from it."""
-    context: dict[str, Any] = {"batch": batch, "tab": tab, "tab_labels": _tabs().items(), "status": "", "page": None}
+    context: dict[str, Any] = {
+        "batch": batch, "tab": tab, "tab_labels": _tabs().items(), "status": "", "error_type": "", "page": None,
+    }  # fmt: skip
     if tab in _feature_tabs():
         feature = _feature_tabs()[tab]
         context["feature_template"] = feature["template"]
@@ -433,7 +440,10 @@ def batch_panel_context(batch: Batch, *, tab: str, query) -> dict[str, Any]:
     elif tab == "operations":
         status = query.get("status", "")
         context["status"] = status if status in OperationStatus.values else ""
-        context["page"] = selectors.operations_page(batch, status=context["status"], page=query.get("page"))
+        context["error_type"] = query.get("error_type", "").strip()[:100]
+        context["page"] = selectors.operations_page(
+            batch, status=context["status"], page=query.get("page"), error_type=context["error_type"]
+        )
         context["operation_statuses"] = OperationStatus.choices
         if batch.failed:
             context["first_failed"] = selectors.failed_neighbours(batch, 0)[1]
