@@ -66,9 +66,9 @@ def _lazy(make: Callable[[], Iterable]) -> Iterator:
     yield from make()
 
 
-def results_csv_response(batch: Batch, sort: str = "") -> StreamingHttpResponse:
-    """The batch's result rows as CSV: the columns of selectors.result_columns, one line per row,
-    cells empty where a row lacks the column. InvalidInput for an unknown `sort` column."""
+def _result_lines(batch: Batch, sort: str):
+    """(columns, the row query, a function yielding each row's cells in column order): what the
+    results exports share. InvalidInput for an unknown `sort` column."""
     columns = selectors.result_columns(batch)
     data_columns = columns[1:]
     rows = selectors.result_rows(batch, sort, columns=columns)
@@ -78,6 +78,13 @@ def results_csv_response(batch: Batch, sort: str = "") -> StreamingHttpResponse:
             data = data if isinstance(data, dict) else {}
             yield [label, *(data.get(column) for column in data_columns)]
 
+    return columns, rows, lines
+
+
+def results_csv_response(batch: Batch, sort: str = "") -> StreamingHttpResponse:
+    """The batch's result rows as CSV: the columns of selectors.result_columns, one line per row,
+    cells empty where a row lacks the column. InvalidInput for an unknown `sort` column."""
+    columns, _, lines = _result_lines(batch, sort)
     return csv_response(f"batch-{batch.short_id}-results.csv", columns, _lazy(lines))
 
 
@@ -251,15 +258,7 @@ def xlsx_response(
 
 def results_xlsx_response(batch: Batch, sort: str = "") -> StreamingHttpResponse:
     """The rows of results.csv as a sheet with typed cells."""
-    columns = selectors.result_columns(batch)
-    data_columns = columns[1:]
-    rows = selectors.result_rows(batch, sort, columns=columns)
-
-    def lines():
-        for label, data in rows.iterator(chunk_size=CHUNK_ROWS):
-            data = data if isinstance(data, dict) else {}
-            yield [label, *(data.get(column) for column in data_columns)]
-
+    columns, rows, lines = _result_lines(batch, sort)
     return xlsx_response(f"batch-{batch.short_id}-results.xlsx", columns, lines, rows.count(), "results")
 
 

@@ -20,7 +20,6 @@ import time
 import traceback
 from typing import Any
 
-import redis.exceptions
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.utils import timezone
@@ -28,14 +27,13 @@ from django.utils import timezone
 from jobs import secrets, services
 from jobs.engine import dispatch, limits
 from jobs.engine.reports import Report, Reports
-from jobs.errors import InvalidInput
+from jobs.errors import REDIS_ERRORS, InvalidInput
 from jobs.live import publisher
 from jobs.models import Batch
 from jobs.optypes import get_type
 from jobs.optypes.base import OperationFailure, PermanentFailure, Reschedule
 
 logger = logging.getLogger(__name__)
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class OperationTimedOut(BaseException):

@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Any
 
-import redis.exceptions
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.db.backends.signals import connection_created
@@ -15,10 +14,10 @@ from rq.worker import SimpleWorker
 
 from jobs.engine import dispatch, executor, keycheck, reaper, ticks
 from jobs.engine.lane import worker_name
+from jobs.errors import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_BACKOFF_S = 10.0
 
 

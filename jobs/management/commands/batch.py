@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TextIO, cast
 
-import redis.exceptions
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -23,7 +22,7 @@ from django.utils.module_loading import import_string
 
 from jobs import selectors, services
 from jobs.engine import reaper
-from jobs.errors import IllegalTransition, InvalidInput, OperationNotFound, RateLimited
+from jobs.errors import REDIS_ERRORS, IllegalTransition, InvalidInput, OperationNotFound, RateLimited
 from jobs.items import Item, ItemsFile, parse_key_values, parse_value, read_items_file
 from jobs.management import data_cli, limits_cli
 from jobs.management.pipes import QuietPipeCommand
@@ -635,7 +634,7 @@ class Command(QuietPipeCommand):
     def handle_workers(self, options) -> None:
         try:
             overview = selectors.workers_overview()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except REDIS_ERRORS:
             raise CommandError(
                 "Redis does not answer: the worker registry is unavailable.", returncode=FAILED
             ) from None
